@@ -1,0 +1,1 @@
+"""Thin Apache Beam wiring and command-line entry points."""

@@ -1,0 +1,1 @@
+"""fastText classifiers and SentencePiece tokenizer: training, evaluation, scoring CLIs."""

@@ -1,0 +1,1 @@
+"""Runner-free stage logic of the moshi-data pipeline (text, audio)."""

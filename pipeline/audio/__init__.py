@@ -1,0 +1,1 @@
+"""Audio stages of the Moshi recipe (pure functions and small stage objects)."""

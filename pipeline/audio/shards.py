@@ -1,0 +1,174 @@
+"""WebDataset shard layout shared by the audio job (writer) and the trainer (reader).
+
+One sample = one training segment of at most N seconds:
+
+- ``__key__``: ``<recording-id>_<segment-index:05d>``, no dots (WebDataset splits on them)
+- ``audio.flac``: 2 channels (0 = main speaker, 1 = other), 24 kHz, 16-bit FLAC
+- ``words.json``: ``[{"word", "start", "end", "speaker", "score"}]`` (seconds from segment start)
+- ``text.npy``: int32 ``[frames]`` main-speaker text stream on 12.5 Hz frames (PAD/EPAD placed)
+- ``other_text.npy`` (optional): the other stream's text tokens, same layout
+- ``codes.npy`` (optional): int16 ``[16, frames]`` Mimi codes, main stream's 8 codebooks first
+- ``meta.json``: source, offsets, main speaker, speakers, durations, model versions
+
+Shards are named ``shard-%06d.tar``, bounded in size, written with a fixed tar mtime and in a
+deterministic sample order, so the same input gives byte-identical shards.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import numpy as np
+
+FIXED_TAR_MTIME = 0.0
+SHARD_PATTERN = "shard-%06d.tar"
+REQUIRED_KEYS = ("audio.flac", "words.json", "text.npy", "meta.json")
+_KEY_OK = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+def sample_key(recording_id: str, segment_index: int) -> str:
+    """Build a WebDataset key without dots or path separators."""
+    safe = re.sub(r"[^A-Za-z0-9_\-]", "-", recording_id)
+    return f"{safe}_{segment_index:05d}"
+
+
+@dataclass
+class Sample:
+    """One training segment, in memory."""
+
+    key: str
+    audio: np.ndarray  # float32 [2, samples] at 24 kHz
+    words: list[dict[str, Any]]
+    text: np.ndarray  # int32 [frames]
+    meta: dict[str, Any]
+    other_text: Optional[np.ndarray] = None
+    codes: Optional[np.ndarray] = None
+    sample_rate: int = 24_000
+    extras: dict[str, bytes] = field(default_factory=dict)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _flac_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.ascontiguousarray(audio.T), sample_rate, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def encode_sample(sample: Sample) -> dict[str, Any]:
+    """Serialize a Sample to the WebDataset dict written in a tar."""
+    if not _KEY_OK.match(sample.key):
+        raise ValueError(f"sample key {sample.key!r} must match {_KEY_OK.pattern}")
+    if sample.audio.ndim != 2 or sample.audio.shape[0] != 2:
+        raise ValueError(f"audio must be [2, samples], got {sample.audio.shape}")
+    record: dict[str, Any] = {
+        "__key__": sample.key,
+        "audio.flac": _flac_bytes(sample.audio, sample.sample_rate),
+        "words.json": json.dumps(sample.words, ensure_ascii=False, sort_keys=True).encode(),
+        "text.npy": _npy_bytes(np.asarray(sample.text, dtype=np.int32)),
+        "meta.json": json.dumps(sample.meta, ensure_ascii=False, sort_keys=True).encode(),
+    }
+    if sample.other_text is not None:
+        record["other_text.npy"] = _npy_bytes(np.asarray(sample.other_text, dtype=np.int32))
+    if sample.codes is not None:
+        record["codes.npy"] = _npy_bytes(np.asarray(sample.codes, dtype=np.int16))
+    record.update(sample.extras)
+    return record
+
+
+def decode_sample(record: dict[str, Any]) -> Sample:
+    """Inverse of :func:`encode_sample` for a raw (undecoded) WebDataset record.
+
+    Raises ``ValueError`` naming the key when the record is incomplete or malformed.
+    """
+    import soundfile as sf
+
+    key = record.get("__key__", "<no key>")
+    missing = [name for name in REQUIRED_KEYS if name not in record]
+    if missing:
+        raise ValueError(f"sample {key}: missing {', '.join(missing)}")
+    try:
+        audio, rate = sf.read(io.BytesIO(record["audio.flac"]), dtype="float32", always_2d=True)
+        text = np.load(io.BytesIO(record["text.npy"]), allow_pickle=False)
+        other = record.get("other_text.npy")
+        codes = record.get("codes.npy")
+        sample = Sample(
+            key=key,
+            audio=audio.T.copy(),
+            words=json.loads(record["words.json"]),
+            text=text,
+            meta=json.loads(record["meta.json"]),
+            other_text=np.load(io.BytesIO(other), allow_pickle=False) if other is not None else None,
+            codes=np.load(io.BytesIO(codes), allow_pickle=False) if codes is not None else None,
+            sample_rate=rate,
+        )
+    except Exception as error:  # malformed payloads: name the sample and the cause
+        raise ValueError(f"sample {key}: cannot decode ({error})") from error
+    if sample.audio.shape[0] != 2:
+        raise ValueError(f"sample {key}: audio has {sample.audio.shape[0]} channels, expected 2")
+    if sample.text.ndim != 1:
+        raise ValueError(f"sample {key}: text.npy must be 1-D, got shape {sample.text.shape}")
+    if sample.codes is not None and (sample.codes.ndim != 2 or sample.codes.shape[0] != 16):
+        raise ValueError(f"sample {key}: codes.npy must be [16, frames], got {sample.codes.shape}")
+    return sample
+
+
+def write_shards(samples: Iterable[Sample], directory: str | Path, max_bytes: int, start_index: int = 0) -> list[Path]:
+    """Write samples in order into size-bounded ``shard-%06d.tar`` files, atomically.
+
+    Each shard is written to a ``.tmp`` name and renamed when closed, so a killed run never
+    leaves a partial shard under its final name. Returns the shard paths written.
+    """
+    import webdataset as wds
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    index = start_index
+    writer = None
+    handle = None
+    size = 0
+
+    def close() -> None:
+        nonlocal writer, handle
+        if writer is None:
+            return
+        writer.close()
+        final = directory / (SHARD_PATTERN % index)
+        os.replace(final.with_suffix(".tar.tmp"), final)
+        written.append(final)
+        writer = handle = None
+
+    for sample in samples:
+        record = encode_sample(sample)
+        record_bytes = sum(len(v) for k, v in record.items() if k != "__key__")
+        if writer is not None and size + record_bytes > max_bytes:
+            close()
+            index += 1
+        if writer is None:
+            handle = open(directory / (SHARD_PATTERN % index + ".tmp"), "wb")
+            writer = wds.TarWriter(handle, mtime=FIXED_TAR_MTIME)
+            size = 0
+        writer.write(record)
+        size += record_bytes
+    close()
+    return written
+
+
+def iter_shard(path: str | Path) -> Iterator[Sample]:
+    """Read one shard file sample by sample (no shuffling), for tools and tests."""
+    import webdataset as wds
+
+    for record in wds.WebDataset(str(path), shardshuffle=False, empty_check=False):
+        yield decode_sample(record)

@@ -1,0 +1,1 @@
+"""Text stages of the Helium recipe (pure functions and small stage objects)."""

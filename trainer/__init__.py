@@ -1,0 +1,1 @@
+"""Small Moshi-style multi-stream trainer (PyTorch)."""
