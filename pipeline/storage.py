@@ -1,0 +1,196 @@
+"""Paths on local disk, s3://, gs:// (Beam FileSystems; s3 through boto3) and https:// (read only).
+
+Writes are atomic: local files go to a hidden temporary name in the same folder and are renamed;
+object stores only make an object visible when its upload completes, so they are written in place.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import urllib.request
+import uuid
+from typing import IO, Iterable
+
+TMP_PREFIX = ".tmp-"
+HTTP_SCHEMES = ("http://", "https://")
+COMMON_CRAWL_BASE = "https://data.commoncrawl.org/"
+
+
+def _filesystems():
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems
+
+
+def configure(pipeline_options) -> None:
+    """Hand pipeline options (e.g. ``--s3_endpoint_url``) to Beam's filesystems in this process."""
+    _filesystems().set_options(pipeline_options)
+
+
+def is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def _local(path: str) -> str:
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def join(base: str, *parts: str) -> str:
+    if is_local(base):
+        return os.path.join(_local(base), *parts)
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def open_read(path: str) -> IO[bytes]:
+    """Open a file for binary reading without any decompression."""
+    if path.startswith(HTTP_SCHEMES):
+        return urllib.request.urlopen(path, timeout=60)  # noqa: S310 - user-given data URL
+    if is_local(path):
+        return open(_local(path), "rb")
+    from apache_beam.io.filesystem import CompressionTypes
+
+    return _filesystems().open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def read_bytes(path: str) -> bytes:
+    with open_read(path) as handle:
+        return handle.read()
+
+
+def exists(path: str) -> bool:
+    if path.startswith(HTTP_SCHEMES):
+        return True
+    if is_local(path):
+        return os.path.exists(_local(path))
+    return _filesystems().exists(path)
+
+
+def size(path: str) -> int | None:
+    """Size in bytes, or None when it cannot be known cheaply (https)."""
+    if path.startswith(HTTP_SCHEMES):
+        return None
+    if is_local(path):
+        return os.path.getsize(_local(path))
+    [result] = _filesystems().match([path])
+    return result.metadata_list[0].size_in_bytes if result.metadata_list else None
+
+
+def makedirs(path: str) -> None:
+    if is_local(path):
+        os.makedirs(_local(path), exist_ok=True)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` so that readers see either nothing/the old file or the complete new file."""
+    if is_local(path):
+        local = _local(path)
+        folder, name = os.path.split(local)
+        os.makedirs(folder or ".", exist_ok=True)
+        tmp = os.path.join(folder, f"{TMP_PREFIX}{name}-{uuid.uuid4().hex}")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, local)
+        return
+    if path.startswith(HTTP_SCHEMES):
+        raise ValueError(f"cannot write to {path}: http(s) is read-only")
+    with _filesystems().create(path) as handle:
+        handle.write(data)
+
+
+def list_folder(folder: str) -> list[str]:
+    """Full paths of the files directly inside ``folder`` (empty when it does not exist), sorted."""
+    if is_local(folder):
+        local = _local(folder)
+        if not os.path.isdir(local):
+            return []
+        return sorted(os.path.join(local, n) for n in os.listdir(local) if os.path.isfile(os.path.join(local, n)))
+    [result] = _filesystems().match([join(folder, "*")])
+    return sorted(m.path for m in result.metadata_list)
+
+
+def delete(paths: Iterable[str]) -> None:
+    paths = list(paths)
+    local = [_local(p) for p in paths if is_local(p)]
+    remote = [p for p in paths if not is_local(p)]
+    for path in local:
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+    if remote:
+        _filesystems().delete(remote)
+
+
+def remove_stale(folder: str, keep_names: Iterable[str]) -> list[str]:
+    """Delete files in ``folder`` not named in ``keep_names`` (leftover temporaries, old shards)."""
+    keep = set(keep_names)
+    stale = [p for p in list_folder(folder) if os.path.basename(p.rstrip("/")) not in keep]
+    delete(stale)
+    return stale
+
+
+def remove_temporaries(folder: str) -> None:
+    """Delete temporaries left in ``folder`` by a killed run (local folders only have them)."""
+    if is_local(folder):
+        delete(p for p in list_folder(folder) if os.path.basename(p).startswith(TMP_PREFIX))
+
+
+def _has_glob(path: str) -> bool:
+    return any(ch in path for ch in "*?[")
+
+
+def _read_listing(path: str) -> list[str]:
+    data = read_bytes(path)
+    if path.endswith(".gz"):
+        data = gzip.decompress(data)
+    lines = [line.strip() for line in data.decode("utf-8").splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def expand_inputs(spec: str, limit: int | None = None) -> list[str]:
+    """Turn an input spec into an ordered list of file paths/URLs.
+
+    ``spec`` is a comma-separated list whose items are paths/URLs, globs, text files listing paths
+    (``*.txt``/``*.list``), or Common Crawl ``wet.paths.gz`` listings (relative keys are resolved
+    against https://data.commoncrawl.org/). Globs are sorted; ``limit`` keeps the first N files.
+    A glob that matches nothing raises: it is a mistake in the command, not bad data.
+    """
+    files: list[str] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        if item.endswith("paths.gz") or item.endswith((".txt", ".list")):
+            for entry in _read_listing(item):
+                files.append(entry if "://" in entry or entry.startswith("/") else COMMON_CRAWL_BASE + entry)
+        elif _has_glob(item):
+            matched = _match_glob(item)
+            if not matched:
+                raise FileNotFoundError(f"input glob matched no file: {item}")
+            files.extend(matched)
+        else:
+            files.append(item)
+        if limit is not None and len(files) >= limit:
+            break
+    return files[:limit] if limit is not None else files
+
+
+def _match_glob(pattern: str) -> list[str]:
+    if is_local(pattern):
+        import glob
+
+        return sorted(p for p in glob.glob(_local(pattern), recursive=True) if os.path.isfile(p))
+    [result] = _filesystems().match([pattern])
+    return sorted(m.path for m in result.metadata_list)
+
+
+def copy_to_local(path: str, destination: str) -> str:
+    """Download ``path`` to ``destination`` atomically (used by the model cache)."""
+    os.makedirs(os.path.dirname(destination) or ".", exist_ok=True)
+    tmp = f"{destination}{TMP_PREFIX}{uuid.uuid4().hex}"
+    with open_read(path) as source, open(tmp, "wb") as target:
+        shutil.copyfileobj(source, target, length=1 << 20)
+    os.replace(tmp, destination)
+    return destination

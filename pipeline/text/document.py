@@ -1,0 +1,84 @@
+"""The document record that flows through the text job, rejects, and the stage protocol.
+
+A *document stage* is an object with ``name``, ``setup()`` (load models; called once per worker)
+and ``process(doc) -> str | None``: it may change ``doc`` (drop lines with ``doc.drop_lines``, set
+fields) and returns ``None`` to keep the document or a short filter reason to drop it. Columns a
+stage adds to the output Parquet are declared in ``columns`` (pyarrow fields) and stored in
+``doc.fields``. The job counts every outcome uniformly:
+``documents.filtered.<reason>``, ``lines.removed.<stage name>``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class Document:
+    """One WET conversion record and what the stages learned about it."""
+
+    doc_id: str            # "<file index>:<record index>", unique and ordered within a run
+    doc_key: int           # file_index << 32 | record_index: the canonical-occurrence order
+    url: str
+    record_id: str
+    date: str
+    crawl: str
+    source: str
+    record_offset: int     # byte offset of the record in the (decompressed) WET stream
+    content_language: str  # WARC-Identified-Content-Language header ("" when absent)
+    lines: list[str]
+    line_hashes: np.ndarray | None = None
+    invalid_utf8_bytes: int = 0
+    language: str = ""
+    language_score: float = 0.0
+    line_counts: dict[str, int] = field(default_factory=dict)   # stage -> lines left after it
+    lines_removed: dict[str, int] = field(default_factory=dict)  # stage -> lines it removed
+    fields: dict[str, Any] = field(default_factory=dict)        # extra output columns by name
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def drop_lines(self, keep: np.ndarray | list[bool], stage: str) -> int:
+        """Keep only ``lines[i]`` where ``keep[i]``; count the removed lines under ``stage``."""
+        keep = np.asarray(keep, dtype=bool)
+        removed = int(len(self.lines) - keep.sum())
+        if removed:
+            self.lines = [line for line, flag in zip(self.lines, keep) if flag]
+            if self.line_hashes is not None:
+                self.line_hashes = self.line_hashes[keep]
+        self.lines_removed[stage] = self.lines_removed.get(stage, 0) + removed
+        return removed
+
+
+@dataclass(slots=True, frozen=True)
+class Reject:
+    """A unit of input that could not become a document (a record, a file remainder or a file)."""
+
+    source: str
+    file_index: int
+    record_offset: int
+    reason: str
+    message: str
+    url: str = ""
+    record_id: str = ""
+
+    def sort_key(self) -> tuple:
+        return (self.file_index, self.record_offset, self.reason)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "record_offset": self.record_offset, "reason": self.reason,
+            "message": self.message, "url": self.url, "record_id": self.record_id,
+        }
+
+
+class DocumentStage(Protocol):
+    name: str
+    columns: list  # pyarrow fields this stage adds to the Parquet output
+
+    def setup(self) -> None: ...
+
+    def process(self, doc: Document) -> str | None: ...

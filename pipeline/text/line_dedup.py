@@ -1,0 +1,107 @@
+"""Exact line deduplication over a shard group with compact uint64 hash arrays.
+
+Counting: each chunk of documents becomes a ``LineCounts`` (sorted unique hashes, occurrence
+counts, smallest document key holding the line), split into hash partitions; partial counts of a
+(group, partition) are merged by concatenation + sort, never by Python sets of strings. Memory per
+unique line in a ``LineCounts``: 8 (hash) + 4 (count) + 8 (first doc key) = 20 bytes.
+
+Removal: a line is a duplicate when its normalized hash occurs >= ``threshold`` times in the group;
+all its occurrences are removed, except, with ``keep_canonical``, the ones in the document with the
+smallest key (file index, record index), as C4 does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BYTES_PER_UNIQUE_LINE = 8 + 4 + 8
+HASH_SPACE = float(2**64)
+
+
+@dataclass(slots=True)
+class LineCounts:
+    hashes: np.ndarray  # uint64, sorted, unique
+    counts: np.ndarray  # uint32
+    first: np.ndarray   # uint64: smallest document key holding the line
+
+    @classmethod
+    def empty(cls) -> "LineCounts":
+        return cls(np.empty(0, np.uint64), np.empty(0, np.uint32), np.empty(0, np.uint64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.hashes.nbytes + self.counts.nbytes + self.first.nbytes
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+
+def _reduce(hashes: np.ndarray, counts: np.ndarray, first: np.ndarray) -> LineCounts:
+    if len(hashes) == 0:
+        return LineCounts.empty()
+    order = np.lexsort((first, hashes))
+    hashes, counts, first = hashes[order], counts[order], first[order]
+    starts = np.flatnonzero(np.concatenate(([True], hashes[1:] != hashes[:-1])))
+    summed = np.add.reduceat(counts.astype(np.uint64), starts).astype(np.uint32)
+    return LineCounts(hashes[starts], summed, first[starts])  # lexsort puts the smallest key first
+
+
+def count_lines(hashes: np.ndarray, doc_keys: np.ndarray) -> LineCounts:
+    """Counts of the line hashes of some documents (``doc_keys[i]`` is the key of line i's doc)."""
+    return _reduce(hashes.astype(np.uint64, copy=False), np.ones(len(hashes), np.uint32),
+                   doc_keys.astype(np.uint64, copy=False))
+
+
+def merge_counts(parts: list[LineCounts]) -> LineCounts:
+    """Merge partial counts (of the same group) into one."""
+    parts = [part for part in parts if len(part)]
+    if not parts:
+        return LineCounts.empty()
+    if len(parts) == 1:
+        return parts[0]
+    return _reduce(np.concatenate([p.hashes for p in parts]), np.concatenate([p.counts for p in parts]),
+                   np.concatenate([p.first for p in parts]))
+
+
+def split_partitions(counts: LineCounts, partitions: int) -> dict[int, LineCounts]:
+    """Split counts by ``hash % partitions`` (each part stays sorted)."""
+    if partitions == 1:
+        return {0: counts}
+    part_of = (counts.hashes % np.uint64(partitions)).astype(np.int64)
+    return {int(p): LineCounts(counts.hashes[part_of == p], counts.counts[part_of == p], counts.first[part_of == p])
+            for p in np.unique(part_of)}
+
+
+def repeated(counts: LineCounts) -> LineCounts:
+    """Only the lines seen at least twice: what the removal step needs to look up."""
+    keep = counts.counts >= 2
+    return LineCounts(counts.hashes[keep], counts.counts[keep], counts.first[keep])
+
+
+def lookup(table: LineCounts, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Occurrence count (1 when absent from the table) and first document key of each hash."""
+    if len(table) == 0 or len(hashes) == 0:
+        return np.ones(len(hashes), np.uint32), np.full(len(hashes), np.iinfo(np.uint64).max, np.uint64)
+    pos = np.searchsorted(table.hashes, hashes)
+    pos_clipped = np.minimum(pos, len(table) - 1)
+    found = table.hashes[pos_clipped] == hashes
+    counts = np.where(found, table.counts[pos_clipped], 1).astype(np.uint32)
+    first = np.where(found, table.first[pos_clipped], np.iinfo(np.uint64).max).astype(np.uint64)
+    return counts, first
+
+
+def duplicate_mask(counts: np.ndarray, first: np.ndarray, doc_key: int, threshold: int,
+                   keep_canonical: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(is_duplicate, remove) flags for the lines of one document."""
+    is_duplicate = counts >= threshold
+    if keep_canonical:
+        return is_duplicate, is_duplicate & (first != np.uint64(doc_key))
+    return is_duplicate, is_duplicate
+
+
+def sample_mask(hashes: np.ndarray, rate: float) -> np.ndarray:
+    """Deterministic hash-based sample: the same line is picked in every run and worker."""
+    if rate >= 1.0:
+        return np.ones(len(hashes), bool)
+    return hashes < np.uint64(int(rate * HASH_SPACE))

@@ -1,0 +1,47 @@
+"""The per-document stage chain of the text job, built from config.
+
+Exact line dedup runs first (it needs the group-wide counts, see ``line_dedup``); then the stages
+named in ``config["stages"]`` run in that order. To add a stage: implement the ``DocumentStage``
+protocol (``pipeline/text/document.py``), register its class here under a name, add the name to
+``stages:`` in ``configs/text_corpus.yaml`` and its settings under the same key.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from pipeline.text.document import Document, DocumentStage
+from pipeline.text.langid import LanguageIdStage
+from pipeline.text.length import MinLengthStage
+
+STAGES: dict[str, type] = {
+    "language": LanguageIdStage,
+    "min_length": MinLengthStage,
+}
+
+EXACT_DEDUP = "exact_dedup"
+
+
+def build_stages(config: dict) -> list[DocumentStage]:
+    """Instantiate the configured stages, in order (each reads ``config[<stage name>]``)."""
+    unknown = [name for name in config["stages"] if name not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; known: {sorted(STAGES)}")
+    return [STAGES[name](config[name]) for name in config["stages"]]
+
+
+def run_stages(doc: Document, stages: list[DocumentStage], seconds: Counter | None = None) -> str | None:
+    """Run the chain on one document; returns the filter reason of the stage that dropped it, if any.
+
+    Records ``doc.line_counts[stage]`` after each stage that ran; ``seconds`` (optional) gets the
+    time spent per stage.
+    """
+    for stage in stages:
+        start = time.perf_counter()
+        reason = stage.process(doc)
+        if seconds is not None:
+            seconds[stage.name] += time.perf_counter() - start
+        doc.line_counts[stage.name] = len(doc.lines)
+        if reason is not None:
+            return reason
+    return None

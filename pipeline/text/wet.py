@@ -1,0 +1,196 @@
+"""Read Common Crawl WET files with warcio into ``Document``s and ``Reject``s.
+
+Headers are read by name. Only ``conversion`` records become documents; ``warcinfo`` gives the
+crawl id; other record types are counted and skipped. Gzip input is decompressed as one stream
+(CC files are one gzip member per record, some damaged files are a single member: both work), so
+``record_offset`` is the offset in the decompressed WET stream.
+
+Bad input never stops the job. Reject reasons:
+``missing_file``, ``unreadable_file``, ``empty_file``, ``truncated_gzip``, ``corrupt_gzip``,
+``not_a_warc``, ``corrupt_record`` (warcio cannot parse the next record; the rest of the file is
+lost), ``content_length_mismatch`` (body shorter than Content-Length, or bytes left over after it),
+``invalid_utf8`` (more than ``max_invalid_utf8_ratio`` of the body's bytes are not UTF-8; below that
+ratio invalid bytes are replaced by U+FFFD and counted), ``line_too_long`` (a line above
+``max_line_chars``, e.g. a 10 MB single-line record).
+"""
+from __future__ import annotations
+
+import gzip
+import re
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import IO, Iterator
+
+from warcio.archiveiterator import ArchiveIterator
+from warcio.exceptions import ArchiveLoadFailed
+
+from pipeline.text.document import Document, Reject
+
+GZIP_MAGIC = b"\x1f\x8b"
+CRAWL_RE = re.compile(rb"^isPartOf:\s*(\S+)", re.MULTILINE)
+
+
+class _QuietArchiveIterator(ArchiveIterator):
+    """warcio iterator whose 'record not followed by newline' warning is counted, not printed."""
+
+    INC_RECORD = ""
+
+
+@dataclass
+class FileReport:
+    """What reading one file produced besides documents (all counts are deterministic)."""
+
+    source: str
+    file_index: int
+    records: Counter = field(default_factory=Counter)   # record type -> count
+    documents: int = 0
+    rejects: int = 0
+    compressed_bytes: int = 0
+    invalid_utf8_bytes: int = 0
+    documents_with_invalid_utf8: int = 0
+    warnings: Counter = field(default_factory=Counter)   # damage that lost no document text
+
+
+@dataclass(frozen=True)
+class WetLimits:
+    max_line_chars: int
+    max_invalid_utf8_ratio: float
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "WetLimits":
+        return cls(max_line_chars=int(cfg["max_line_chars"]),
+                   max_invalid_utf8_ratio=float(cfg["max_invalid_utf8_ratio"]))
+
+
+class _CountingReader:
+    """File wrapper counting the bytes read from the underlying (compressed) stream."""
+
+    def __init__(self, raw: IO[bytes], first: bytes):
+        self.raw, self.first, self.count = raw, first, len(first)
+
+    def read(self, size: int = -1) -> bytes:
+        if self.first:
+            head, self.first = self.first, b""
+            if size is None or size < 0:
+                rest = self.raw.read()
+                self.count += len(rest)
+                return head + rest
+            if size <= len(head):
+                self.first = head[size:]
+                return head[:size]
+            rest = self.raw.read(size - len(head))
+            self.count += len(rest)
+            return head + rest
+        data = self.raw.read(size)
+        self.count += len(data)
+        return data
+
+
+def decode_body(body: bytes) -> tuple[str, int]:
+    """UTF-8 text of a record body and the number of invalid bytes replaced by U+FFFD."""
+    try:
+        return body.decode("utf-8"), 0
+    except UnicodeDecodeError:
+        valid = body.decode("utf-8", errors="ignore")
+        return body.decode("utf-8", errors="replace"), len(body) - len(valid.encode("utf-8"))
+
+
+def read_wet(raw: IO[bytes], source: str, file_index: int, limits: WetLimits,
+             report: FileReport) -> Iterator[Document | Reject]:
+    """Yield the documents and rejects of one opened WET stream, in file order."""
+    first = raw.read(2)
+    if not first:
+        report.rejects += 1
+        yield Reject(source, file_index, 0, "empty_file", "file is empty (0 bytes)")
+        return
+    counted = _CountingReader(raw, first)
+    stream = gzip.GzipFile(fileobj=counted, mode="rb") if first == GZIP_MAGIC else counted
+    iterator = _QuietArchiveIterator(stream, check_digests=False)
+    crawl = ""
+    pending: Document | Reject | None = None
+    record_index = 0
+    offset = 0
+    while True:
+        errors_before = iterator.err_count
+        failure: Reject | None = None
+        try:
+            record = next(iterator)
+            body = record.content_stream().read()
+            offset = iterator.get_record_offset()
+        except StopIteration:
+            record = None
+        except EOFError as exc:
+            failure = Reject(source, file_index, offset, "truncated_gzip", f"gzip stream ends early: {exc}")
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            failure = Reject(source, file_index, offset, "corrupt_gzip", f"gzip data is corrupt: {exc}")
+        except ArchiveLoadFailed as exc:
+            message = " ".join(str(exc).split())[:300]
+            reason = "not_a_warc" if "Unknown archive format" in message else "corrupt_record"
+            failure = Reject(source, file_index, offset, reason, message)
+        if iterator.err_count > errors_before and not isinstance(pending, Document):
+            report.warnings["non_document_record_length_mismatch"] += 1
+        if pending is not None:
+            if isinstance(pending, Document) and iterator.err_count > errors_before:
+                pending = Reject(source, file_index, pending.record_offset, "content_length_mismatch",
+                                 "bytes left after the declared Content-Length", pending.url, pending.record_id)
+            yield from _emit(pending, report)
+            pending = None
+        if failure is not None:
+            yield from _emit(failure, report)
+            break
+        if record is None:
+            break
+        record_type = record.rec_type or "unknown"
+        report.records[record_type] += 1
+        if record_type == "warcinfo":
+            declared = record.rec_headers.get_header("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) != len(body):
+                report.warnings["non_document_record_length_mismatch"] += 1
+            match = CRAWL_RE.search(body)
+            crawl = match.group(1).decode("utf-8", "replace") if match else crawl
+            continue
+        if record_type != "conversion":
+            continue
+        pending = _to_document(record, body, source, file_index, record_index, offset, crawl, limits, report)
+        record_index += 1
+    report.compressed_bytes = counted.count
+
+
+def _emit(item: Document | Reject, report: FileReport) -> Iterator[Document | Reject]:
+    if isinstance(item, Reject):
+        report.rejects += 1
+    else:
+        report.documents += 1
+    yield item
+
+
+def _to_document(record, body: bytes, source: str, file_index: int, record_index: int, offset: int,
+                 crawl: str, limits: WetLimits, report: FileReport) -> Document | Reject:
+    header = record.rec_headers.get_header
+    url = header("WARC-Target-URI") or ""
+    record_id = header("WARC-Record-ID") or ""
+    declared = header("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) != len(body):
+        return Reject(source, file_index, offset, "content_length_mismatch",
+                      f"Content-Length {declared} but body has {len(body)} bytes", url, record_id)
+    text, invalid = decode_body(body)
+    if invalid and invalid > limits.max_invalid_utf8_ratio * len(body):
+        return Reject(source, file_index, offset, "invalid_utf8",
+                      f"{invalid} of {len(body)} bytes are not UTF-8", url, record_id)
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    longest = max(map(len, lines), default=0)
+    if longest > limits.max_line_chars:
+        return Reject(source, file_index, offset, "line_too_long",
+                      f"a line has {longest} characters (limit {limits.max_line_chars})", url, record_id)
+    if invalid:
+        report.invalid_utf8_bytes += invalid
+        report.documents_with_invalid_utf8 += 1
+    return Document(
+        doc_id=f"{file_index}:{record_index}", doc_key=(file_index << 32) | record_index, url=url,
+        record_id=record_id, date=header("WARC-Date") or "", crawl=crawl, source=source,
+        record_offset=offset, content_language=header("WARC-Identified-Content-Language") or "",
+        lines=lines, invalid_utf8_bytes=invalid,
+    )
