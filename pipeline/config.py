@@ -18,7 +18,7 @@ CONFIG_DIR = REPO_ROOT / "configs"
 def resolve_config_path(path_or_name: str | Path) -> Path:
     """Return the path of a config given a path or a bare name under ``configs/``."""
     candidate = Path(path_or_name)
-    if candidate.exists():
+    if candidate.is_file():
         return candidate
     for name in (str(path_or_name), f"{path_or_name}.yaml"):
         in_dir = CONFIG_DIR / name

@@ -1,0 +1,144 @@
+"""Shared pieces of classifier training: stable hashing and splits, fastText training, metrics, cache keys."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from pipeline.config import REPO_ROOT
+from pipeline.text.fasttext_model import LABEL_PREFIX, model_text
+
+
+def stable_hash(text: str, salt: str = "") -> int:
+    """64-bit hash that is the same on every machine and run (unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b((salt + text).encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def is_valid_split(text: str, valid_percent: float) -> bool:
+    """Stable train/valid assignment of a line by the hash of its model text."""
+    return stable_hash(text, "split:") % 10000 < valid_percent * 100
+
+
+def stable_sample(lines: Iterable[str], limit: int, salt: str) -> list[str]:
+    """Deterministic pseudo-random subset of at most ``limit`` distinct lines (in hash order)."""
+    return sorted(set(lines), key=lambda line: (stable_hash(line, salt), line))[:limit]
+
+
+def write_labelled(path: Path, examples: Sequence[tuple[str, str]]) -> None:
+    """fastText supervised format: ``__label__<label> <text>`` per line."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for label, text in examples:
+            handle.write(f"{LABEL_PREFIX}{label} {text}\n")
+
+
+NAN_ATTEMPTS = 6
+
+
+def train_supervised_robust(train_path: Path, params: Mapping[str, Any]):
+    """``fasttext.train_supervised``, retried when it stops with "Encountered NaN" (a known fastText
+    0.9.2 trap that strikes at random even with one thread); the learning rate halves every two
+    failures. Training is not bit-reproducible, hence the model cache."""
+    import fasttext
+
+    params = dict(params)
+    for attempt in range(NAN_ATTEMPTS):
+        lr = float(params["lr"]) * 0.5 ** (attempt // 2)
+        try:
+            return fasttext.train_supervised(input=str(train_path), verbose=0, **{**params, "lr": lr})
+        except RuntimeError as error:
+            if "NaN" not in str(error) or attempt == NAN_ATTEMPTS - 1:
+                raise
+            print(f"fastText: {error} (attempt {attempt + 1}, lr {lr}); retrying")
+    raise AssertionError("unreachable")
+
+
+def train_fasttext(train_path: Path, params: Mapping[str, Any], quantize: bool, output: Path) -> Path:
+    """Train a supervised fastText model and save it atomically (``.ftz`` when quantized)."""
+    model = train_supervised_robust(train_path, params)
+    if quantize:
+        model.quantize(input=str(train_path), retrain=False, qnorm=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=output.parent, suffix=".tmp")
+    os.close(handle)
+    model.save_model(tmp)
+    os.replace(tmp, output)
+    return output
+
+
+def precision_recall_f1(truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict:
+    """Per-label precision/recall/F1/support, macro-F1, accuracy and the confusion matrix (rows = truth)."""
+    index = {label: i for i, label in enumerate(labels)}
+    confusion = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for t, p in zip(truth, predicted):
+        confusion[index[t], index[p]] += 1
+    per_label = {}
+    for i, label in enumerate(labels):
+        tp = int(confusion[i, i])
+        predicted_count, support = int(confusion[:, i].sum()), int(confusion[i, :].sum())
+        precision = tp / predicted_count if predicted_count else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_label[label] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    total = int(confusion.sum())
+    return {
+        "per_label": per_label,
+        "macro_f1": float(np.mean([m["f1"] for m in per_label.values()])) if per_label else 0.0,
+        "accuracy": float(np.trace(confusion)) / total if total else 0.0,
+        "confusion": confusion.tolist(),
+        "labels": list(labels),
+    }
+
+
+def roc_auc(positive_scores: Sequence[float], negative_scores: Sequence[float]) -> float:
+    """Area under the ROC curve = P(score of a positive > score of a negative), ties counted half."""
+    positives = np.asarray(positive_scores, dtype=np.float64)
+    negatives = np.asarray(negative_scores, dtype=np.float64)
+    if not len(positives) or not len(negatives):
+        raise ValueError("AUC needs at least one positive and one negative example")
+    scores = np.concatenate([positives, negatives])
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    start = 0
+    while start < len(scores):
+        end = start
+        while end + 1 < len(scores) and sorted_scores[end + 1] == sorted_scores[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    positive_rank_sum = ranks[: len(positives)].sum()
+    return float((positive_rank_sum - len(positives) * (len(positives) + 1) / 2) / (len(positives) * len(negatives)))
+
+
+def format_metrics(title: str, metrics: Mapping[str, Any]) -> str:
+    """Human-readable per-label table and confusion matrix."""
+    labels = metrics["labels"]
+    lines = [f"== {title}: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}",
+             f"{'label':>8} {'prec':>6} {'rec':>6} {'f1':>6} {'n':>6}"]
+    for label in labels:
+        m = metrics["per_label"][label]
+        lines.append(f"{label:>8} {m['precision']:6.3f} {m['recall']:6.3f} {m['f1']:6.3f} {m['support']:6d}")
+    lines.append("confusion (rows = truth, columns = predicted):")
+    lines.append(" " * 9 + " ".join(f"{label[:6]:>6}" for label in labels))
+    for label, row in zip(labels, metrics["confusion"]):
+        lines.append(f"{label[:8]:>8} " + " ".join(f"{count:6d}" for count in row))
+    return "\n".join(lines)
+
+
+def cache_key(payload: Any) -> str:
+    """Short digest of a JSON-serialisable training description."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+
+
+def models_dir(config: Mapping[str, Any]) -> Path:
+    path = Path(config["models_dir"])
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def examples_from_lines(label: str, lines: Iterable[str]) -> list[tuple[str, str]]:
+    return [(label, model_text(line)) for line in lines]

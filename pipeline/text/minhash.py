@@ -1,0 +1,124 @@
+"""MinHash near-duplicate documents (datasketch signatures, LSH band keys, deterministic clusters).
+
+Shingles are word n-grams (default 5) of the lower-cased text; signatures use ``num_perm`` (128)
+permutations; bands x rows come from datasketch's optimal parameters for the similarity threshold
+(0.8 -> 9 x 13). Documents sharing any band key are joined; the connected components are the
+clusters and the representative of a cluster is its smallest document id, so the result does not
+depend on the order in which documents or band groups arrive.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from datasketch import MinHash
+from datasketch.lsh import _optimal_param
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def lsh_bands_rows(threshold: float, num_perm: int, weights: Sequence[float]) -> tuple[int, int]:
+    """(bands, rows) minimising weighted false positive/negative probabilities (datasketch's choice)."""
+    return _optimal_param(threshold, num_perm, float(weights[0]), float(weights[1]))
+
+
+def shingles(text: str, ngram: int) -> set[bytes]:
+    """Word n-grams of the lower-cased text; a text shorter than n words is one shingle."""
+    words = _WORD.findall(text.lower())
+    if len(words) <= ngram:
+        return {" ".join(words).encode("utf-8")} if words else set()
+    return {" ".join(words[i : i + ngram]).encode("utf-8") for i in range(len(words) - ngram + 1)}
+
+
+class MinHasher:
+    """Computes signatures and band keys with fixed permutations (built once, reused per document)."""
+
+    def __init__(self, config: Mapping[str, Any]):
+        self.ngram = int(config["ngram"])
+        self.num_perm = int(config["num_perm"])
+        self.seed = int(config["seed"])
+        self.scheme = str(config["scheme"])
+        self.bands, self.rows = lsh_bands_rows(
+            float(config["threshold"]), self.num_perm, config["weights"]
+        )
+        self._template = MinHash(num_perm=self.num_perm, seed=self.seed, scheme=self.scheme)
+
+    def signature(self, text: str) -> np.ndarray:
+        minhash = MinHash(
+            num_perm=self.num_perm, seed=self.seed, scheme=self.scheme, permutations=self._template.permutations
+        )
+        grams = sorted(shingles(text, self.ngram))
+        if grams:
+            minhash.update_batch(grams)
+        return minhash.hashvalues
+
+    def band_keys(self, signature: np.ndarray) -> list[str]:
+        """One key per band: band index + digest of that band's hash values."""
+        keys = []
+        for band in range(self.bands):
+            chunk = signature[band * self.rows : (band + 1) * self.rows].astype("<u8").tobytes()
+            keys.append(f"{band}:{hashlib.blake2b(chunk, digest_size=12).hexdigest()}")
+        return keys
+
+
+def star_edges(doc_ids: Iterable[str]) -> list[tuple[str, str]]:
+    """Edges from every member of a band bucket to the bucket's smallest id."""
+    ids = sorted(set(doc_ids))
+    return [(other, ids[0]) for other in ids[1:]]
+
+
+class UnionFind:
+    """Union-find whose root is always the smallest id of its component."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, node: str) -> str:
+        root = node
+        while self.parent.get(root, root) != root:
+            root = self.parent[root]
+        while self.parent.get(node, node) != root:
+            self.parent[node], node = root, self.parent[node]
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        root_a, root_b = self.find(a), self.find(b)
+        if root_a != root_b:
+            low, high = sorted((root_a, root_b))
+            self.parent[high] = low
+            self.parent.setdefault(low, low)
+
+    def clusters(self) -> dict[str, tuple[str, int]]:
+        """Every joined id -> (representative = smallest id, cluster size)."""
+        roots = {node: self.find(node) for node in self.parent}
+        sizes: dict[str, int] = {}
+        for root in roots.values():
+            sizes[root] = sizes.get(root, 0) + 1
+        return {node: (root, sizes[root]) for node, root in roots.items()}
+
+
+def clusters_from_edges(edges: Iterable[tuple[str, str]]) -> dict[str, tuple[str, int]]:
+    """Connected components of the edges: id -> (representative, size); ids without edges are absent."""
+    union_find = UnionFind()
+    for a, b in edges:
+        union_find.union(a, b)
+    return union_find.clusters()
+
+
+def cluster_texts(texts: Mapping[str, str], config: Mapping[str, Any]) -> dict[str, tuple[str, int]]:
+    """In-memory clustering of a small id -> text mapping (tests, local tools); the Beam job shards it."""
+    hasher = MinHasher(config)
+    buckets: dict[str, list[str]] = {}
+    for doc_id in sorted(texts):
+        for key in hasher.band_keys(hasher.signature(texts[doc_id])):
+            buckets.setdefault(key, []).append(doc_id)
+    edges = [edge for ids in buckets.values() if len(ids) > 1 for edge in star_edges(ids)]
+    return clusters_from_edges(edges)
+
+
+def pack_signature(signature: np.ndarray) -> bytes:
+    """Compact bytes of a signature (for storage or shuffles)."""
+    return struct.pack(f"<{len(signature)}Q", *signature.astype(np.uint64).tolist())
