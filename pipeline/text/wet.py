@@ -108,52 +108,48 @@ def read_wet(raw: IO[bytes], source: str, file_index: int, limits: WetLimits,
     stream = gzip.GzipFile(fileobj=counted, mode="rb") if first == GZIP_MAGIC else counted
     iterator = _QuietArchiveIterator(stream, check_digests=False)
     crawl = ""
-    pending: Document | Reject | None = None
     record_index = 0
     offset = 0
     while True:
         errors_before = iterator.err_count
-        failure: Reject | None = None
         try:
             record = next(iterator)
             body = record.content_stream().read()
-            offset = iterator.get_record_offset()
+            offset = iterator.get_record_offset()  # reads to the record's end: length errors show here
         except StopIteration:
-            record = None
+            break
         except EOFError as exc:
-            failure = Reject(source, file_index, offset, "truncated_gzip", f"gzip stream ends early: {exc}")
+            yield from _emit(Reject(source, file_index, offset, "truncated_gzip", f"gzip stream ends early: {exc}"), report)
+            break
         except (gzip.BadGzipFile, zlib.error) as exc:
-            failure = Reject(source, file_index, offset, "corrupt_gzip", f"gzip data is corrupt: {exc}")
+            yield from _emit(Reject(source, file_index, offset, "corrupt_gzip", f"gzip data is corrupt: {exc}"), report)
+            break
         except ArchiveLoadFailed as exc:
             message = " ".join(str(exc).split())[:300]
             reason = "not_a_warc" if "Unknown archive format" in message else "corrupt_record"
-            failure = Reject(source, file_index, offset, reason, message)
-        if iterator.err_count > errors_before and not isinstance(pending, Document):
-            report.warnings["non_document_record_length_mismatch"] += 1
-        if pending is not None:
-            if isinstance(pending, Document) and iterator.err_count > errors_before:
-                pending = Reject(source, file_index, pending.record_offset, "content_length_mismatch",
-                                 "bytes left after the declared Content-Length", pending.url, pending.record_id)
-            yield from _emit(pending, report)
-            pending = None
-        if failure is not None:
-            yield from _emit(failure, report)
+            yield from _emit(Reject(source, file_index, offset, reason, message), report)
             break
-        if record is None:
-            break
+        damaged = iterator.err_count > errors_before  # bytes left after the declared Content-Length
         record_type = record.rec_type or "unknown"
         report.records[record_type] += 1
         if record_type == "warcinfo":
             declared = record.rec_headers.get_header("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) != len(body):
-                report.warnings["non_document_record_length_mismatch"] += 1
+            if damaged or (declared is not None and declared.isdigit() and int(declared) != len(body)):
+                report.warnings["warcinfo_content_length_mismatch"] += 1
             match = CRAWL_RE.search(body)
             crawl = match.group(1).decode("utf-8", "replace") if match else crawl
             continue
         if record_type != "conversion":
             continue
-        pending = _to_document(record, body, source, file_index, record_index, offset, crawl, limits, report)
+        if damaged:
+            header = record.rec_headers.get_header
+            item = Reject(source, file_index, offset, "content_length_mismatch",
+                          "bytes left after the declared Content-Length",
+                          header("WARC-Target-URI") or "", header("WARC-Record-ID") or "")
+        else:
+            item = _to_document(record, body, source, file_index, record_index, offset, crawl, limits, report)
         record_index += 1
+        yield from _emit(item, report)
     report.compressed_bytes = counted.count
 
 

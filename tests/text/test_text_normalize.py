@@ -1,0 +1,36 @@
+"""CCNet normalization and 64-bit line hashes."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+
+import numpy as np
+
+from pipeline.text.normalize import hash_lines, line_hashes, normalize_line, normalize_lines
+
+
+def test_ccnet_rules():
+    assert normalize_line("  Hello World!  ") == "hello world!"
+    assert normalize_line("Call 555-1234 in 2024") == "call 000-0000 in 0000"
+    assert normalize_line("«Bonjour» — dit-il…") == "bonjour  dit-il"  # unicode punctuation removed
+    assert normalize_line("tab\there\x00\x7f") == "tabhere"             # control characters removed
+    assert normalize_line("   ") == ""
+    assert normalize_line("ÀÉÎ") == "àéî"                                 # accents kept (cc_net dedup)
+
+
+def test_document_fast_path_equals_per_line(shared_data):
+    path = shared_data / "wet" / "cc_text_jsonl" / "dolma_CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        docs = [json.loads(line)["text"].split("\n") for _, line in zip(range(150), handle)]
+    docs.append(["  İstanbul 1923 ", "\x0bvertical\x0ctab", "", "ＡＢＣ１２３"])
+    for lines in docs:
+        assert normalize_lines(lines) == [normalize_line(line) for line in lines]
+
+
+def test_hashes_are_stable_uint64():
+    hashes = line_hashes(["Home", "home", "HOME ", "About us"])
+    assert hashes.dtype == np.uint64 and len(hashes) == 4
+    assert hashes[0] == hashes[1] == hashes[2] != hashes[3]
+    # BLAKE2b-64 of the normalized text: fixed across runs, machines and workers
+    assert int(hash_lines(["home"])[0]) == int.from_bytes(hashlib.blake2b(b"home", digest_size=8).digest(), "little")
