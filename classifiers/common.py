@@ -66,6 +66,7 @@ def train_fasttext(train_path: Path, params: Mapping[str, Any], quantize: bool, 
     handle, tmp = tempfile.mkstemp(dir=output.parent, suffix=".tmp")
     os.close(handle)
     model.save_model(tmp)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, output)
     return output
 

@@ -1,0 +1,100 @@
+"""MinHash near-duplicate removal as a Beam transform (no single in-memory LSH index).
+
+signatures + band keys in workers -> GroupByKey(band key) -> star edges to the bucket's smallest id
+-> connected components (union-find combiner over the edges only, i.e. over documents that have a
+near duplicate) -> every document is tagged: a cluster's smallest id is kept and records the cluster
+size, the others are removed as ``near_duplicate``. The result does not depend on the worker count
+or the order of elements.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+
+from pipeline.text.minhash import MinHasher, UnionFind, star_edges
+
+KEPT = "kept"
+REMOVED = "removed"
+
+
+class BandKeysFn(beam.DoFn):
+    """(band key, doc id) for every LSH band of a document's MinHash signature."""
+
+    def __init__(self, config: Mapping[str, Any], id_fn: Callable, text_fn: Callable):
+        self.config = dict(config)
+        self.id_fn, self.text_fn = id_fn, text_fn
+        self.hasher = None
+
+    def setup(self):
+        self.hasher = MinHasher(self.config)
+
+    def process(self, element):
+        doc_id = self.id_fn(element)
+        for key in self.hasher.band_keys(self.hasher.signature(self.text_fn(element))):
+            yield key, doc_id
+
+
+class ClustersFn(beam.CombineFn):
+    """Union-find over edges; output: id -> (representative = smallest id, cluster size)."""
+
+    def create_accumulator(self):
+        return UnionFind()
+
+    def add_input(self, union_find, edge):
+        union_find.union(*edge)
+        return union_find
+
+    def merge_accumulators(self, accumulators):
+        merged = UnionFind()
+        for union_find in accumulators:
+            for node in union_find.parent:
+                merged.union(node, union_find.find(node))
+        return merged
+
+    def extract_output(self, union_find):
+        return union_find.clusters()
+
+
+class TagByClusterFn(beam.DoFn):
+    """Routes each document: the representative (or a singleton) to ``kept`` as (doc, cluster size),
+    the other members to ``removed`` as (doc, representative id)."""
+
+    def __init__(self, id_fn: Callable):
+        self.id_fn = id_fn
+        self.removed = Metrics.counter("minhash", "near_duplicates_removed")
+        self.clustered = Metrics.counter("minhash", "kept_with_near_duplicates")
+
+    def process(self, element, clusters):
+        doc_id = self.id_fn(element)
+        representative, size = clusters.get(doc_id, (doc_id, 1))
+        if representative == doc_id:
+            if size > 1:
+                self.clustered.inc()
+            yield element, size
+        else:
+            self.removed.inc()
+            yield pvalue.TaggedOutput(REMOVED, (element, representative))
+
+
+class MinHashDedup(beam.PTransform):
+    """Near-duplicate removal; returns outputs ``kept`` ((doc, cluster size)) and ``removed``
+    ((doc, representative id)). ``id_fn``/``text_fn`` read a document's unique id and text."""
+
+    def __init__(self, config: Mapping[str, Any], id_fn: Callable, text_fn: Callable):
+        super().__init__()
+        self.config, self.id_fn, self.text_fn = dict(config), id_fn, text_fn
+
+    def expand(self, docs):
+        clusters = (
+            docs
+            | "BandKeys" >> beam.ParDo(BandKeysFn(self.config, self.id_fn, self.text_fn))
+            | "GroupByBand" >> beam.GroupByKey()
+            | "StarEdges" >> beam.FlatMap(lambda item: star_edges(item[1]))
+            | "Clusters" >> beam.CombineGlobally(ClustersFn())
+        )
+        return docs | "TagByCluster" >> beam.ParDo(
+            TagByClusterFn(self.id_fn), pvalue.AsSingleton(clusters)
+        ).with_outputs(REMOVED, main=KEPT)
