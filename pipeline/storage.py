@@ -18,8 +18,13 @@ COMMON_CRAWL_BASE = "https://data.commoncrawl.org/"
 
 
 def _filesystems():
+    """Beam's FileSystems; outside a configured run, options come from the environment
+    (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, ... are read by boto3)."""
     from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
 
+    if FileSystems._pipeline_options is None:
+        FileSystems.set_options(PipelineOptions([]))
     return FileSystems
 
 

@@ -15,7 +15,6 @@ ratio invalid bytes are replaced by U+FFFD and counted), ``line_too_long`` (a li
 """
 from __future__ import annotations
 
-import gzip
 import re
 import zlib
 from collections import Counter
@@ -87,6 +86,52 @@ class _CountingReader:
         return data
 
 
+class TruncatedGzipError(Exception):
+    """The compressed input ends inside a gzip member (not an EOFError: warcio swallows those)."""
+
+
+class _GzipStream:
+    """Streaming decompression of concatenated gzip members that returns every byte it could
+    decompress before reporting a truncated member (``gzip.GzipFile`` raises at once, losing the
+    records before the break)."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.decompressor = zlib.decompressobj(31)
+        self.in_member = False
+        self.buffer, self.pos = b"", 0
+        self.raw_eof = self.truncated = False
+
+    def _fill(self) -> None:
+        data = self.raw.read(self.CHUNK)
+        if not data:
+            self.raw_eof = True
+            self.truncated = self.in_member
+            return
+        pieces = [self.buffer[self.pos:]]
+        while data:
+            self.in_member = True
+            pieces.append(self.decompressor.decompress(data))
+            if not self.decompressor.eof:
+                break
+            data = self.decompressor.unused_data
+            self.decompressor = zlib.decompressobj(31)
+            self.in_member = False
+        self.buffer, self.pos = b"".join(pieces), 0
+
+    def read(self, size: int = -1) -> bytes:
+        while not self.raw_eof and (size is None or size < 0 or len(self.buffer) - self.pos < size):
+            self._fill()
+        end = len(self.buffer) if size is None or size < 0 else self.pos + size
+        out = self.buffer[self.pos:end]
+        self.pos += len(out)
+        if not out and self.truncated:
+            raise TruncatedGzipError("compressed data ends inside a gzip member")
+        return out
+
+
 def decode_body(body: bytes) -> tuple[str, int]:
     """UTF-8 text of a record body and the number of invalid bytes replaced by U+FFFD."""
     try:
@@ -105,7 +150,7 @@ def read_wet(raw: IO[bytes], source: str, file_index: int, limits: WetLimits,
         yield Reject(source, file_index, 0, "empty_file", "file is empty (0 bytes)")
         return
     counted = _CountingReader(raw, first)
-    stream = gzip.GzipFile(fileobj=counted, mode="rb") if first == GZIP_MAGIC else counted
+    stream = _GzipStream(counted) if first == GZIP_MAGIC else counted
     iterator = _QuietArchiveIterator(stream, check_digests=False)
     crawl = ""
     record_index = 0
@@ -118,10 +163,10 @@ def read_wet(raw: IO[bytes], source: str, file_index: int, limits: WetLimits,
             offset = iterator.get_record_offset()  # reads to the record's end: length errors show here
         except StopIteration:
             break
-        except EOFError as exc:
+        except (TruncatedGzipError, EOFError) as exc:
             yield from _emit(Reject(source, file_index, offset, "truncated_gzip", f"gzip stream ends early: {exc}"), report)
             break
-        except (gzip.BadGzipFile, zlib.error) as exc:
+        except zlib.error as exc:
             yield from _emit(Reject(source, file_index, offset, "corrupt_gzip", f"gzip data is corrupt: {exc}"), report)
             break
         except ArchiveLoadFailed as exc:

@@ -93,3 +93,10 @@ def test_wrong_content_length_in_the_middle(tmp_path):
     docs, rejects, _ = read(write_wet(tmp_path / "cl.wet", records, gzipped=False))
     assert [r.reason for r in rejects][:1] == ["content_length_mismatch"]
     assert "http://short/" not in [d.url for d in docs]
+
+
+def test_truncated_gzip_keeps_the_records_before_the_break(shared_data, tmp_path):
+    data = (shared_data / "wet" / "jeffharwell_CC-MAIN-2016-50_fixtures" / "fragment3.wet.gz").read_bytes()
+    (tmp_path / "cut.wet.gz").write_bytes(data[: len(data) - 10])
+    docs, rejects, _ = read(tmp_path / "cut.wet.gz")
+    assert len(docs) == 4 and [r.reason for r in rejects] == ["truncated_gzip"]
