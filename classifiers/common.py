@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -39,36 +41,42 @@ def write_labelled(path: Path, examples: Sequence[tuple[str, str]]) -> None:
 NAN_ATTEMPTS = 6
 
 
-def train_supervised_robust(train_path: Path, params: Mapping[str, Any]):
-    """``fasttext.train_supervised``, retried when it stops with "Encountered NaN" (a known fastText
-    0.9.2 trap that strikes at random even with one thread); the learning rate halves every two
-    failures. Training is not bit-reproducible, hence the model cache."""
+def _train_and_save(train_path: str, params: dict, quantize: bool, output: str) -> None:
+    """Train in this process and save to ``output`` (run by ``python -m classifiers.common``)."""
     import fasttext
 
-    params = dict(params)
-    for attempt in range(NAN_ATTEMPTS):
-        lr = float(params["lr"]) * 0.5 ** (attempt // 2)
-        try:
-            return fasttext.train_supervised(input=str(train_path), verbose=0, **{**params, "lr": lr})
-        except RuntimeError as error:
-            if "NaN" not in str(error) or attempt == NAN_ATTEMPTS - 1:
-                raise
-            print(f"fastText: {error} (attempt {attempt + 1}, lr {lr}); retrying")
-    raise AssertionError("unreachable")
+    model = fasttext.train_supervised(input=train_path, verbose=0, **params)
+    if quantize:
+        model.quantize(input=train_path, retrain=False, qnorm=True)
+    model.save_model(output)
 
 
 def train_fasttext(train_path: Path, params: Mapping[str, Any], quantize: bool, output: Path) -> Path:
-    """Train a supervised fastText model and save it atomically (``.ftz`` when quantized)."""
-    model = train_supervised_robust(train_path, params)
-    if quantize:
-        model.quantize(input=str(train_path), retrain=False, qnorm=True)
+    """Train a supervised fastText model and save it atomically (``.ftz`` when quantized).
+
+    fastText 0.9.2 sometimes stops with "Encountered NaN" depending on the state of the process it
+    runs in (seen repeatedly inside long-lived processes, rarely in fresh ones), so each attempt runs
+    in a fresh Python process; the learning rate halves every two failed attempts. Training is not
+    bit-reproducible, which is why models are cached and reused."""
     output.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=output.parent, suffix=".tmp")
     os.close(handle)
-    model.save_model(tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, output)
-    return output
+    errors = []
+    for attempt in range(NAN_ATTEMPTS):
+        attempt_params = {**dict(params), "lr": float(params["lr"]) * 0.5 ** (attempt // 2)}
+        job = json.dumps([str(train_path), attempt_params, bool(quantize), tmp])
+        result = subprocess.run([sys.executable, "-m", "classifiers.common", job], capture_output=True, text=True,
+                                cwd=REPO_ROOT)
+        if result.returncode == 0:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, output)
+            return output
+        errors.append(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.returncode}")
+        if "NaN" not in errors[-1]:
+            break
+        print(f"fastText: {errors[-1]} (attempt {attempt + 1}, lr {attempt_params['lr']}); retrying")
+    os.unlink(tmp)
+    raise RuntimeError(f"fastText training failed: {errors}")
 
 
 def precision_recall_f1(truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict:
@@ -143,3 +151,7 @@ def models_dir(config: Mapping[str, Any]) -> Path:
 
 def examples_from_lines(label: str, lines: Iterable[str]) -> list[tuple[str, str]]:
     return [(label, model_text(line)) for line in lines]
+
+
+if __name__ == "__main__":
+    _train_and_save(*json.loads(sys.argv[1]))

@@ -1,0 +1,93 @@
+"""The real navigation boilerplate of the Escopete page (whirlwind.warc.wet), repeated across the
+pages of a site, is removed by the dedup stages: exact line dedup on every page but the canonical
+one, and the fuzzy-dedup classifier (trained on the exact-dedup line samples) on the canonical page."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from warcio.archiveiterator import ArchiveIterator
+
+from classifiers.fuzzy_dedup import fuzzy_model_path, train_fuzzy
+from classifiers.line_samples import line_sample_records
+from classifiers.sources import iter_documents, resolve_root
+from pipeline.config import load_config
+from pipeline.text import line_dedup
+from pipeline.text.fuzzy_dedup import FuzzyDedupStage
+from pipeline.text.normalize import line_hashes
+
+# Municipalities of the same province: page k is the real page with its subject renamed, like the
+# pages of one wiki site that share menus and templates.
+NAMES = ["Escopete", "Alhondiga", "Budia", "Chiloeches", "Fuentelencina", "Irueste", "Pastrana", "Yebra"]
+NAVIGATION = ["Ir al contenido", "Menú principal", "mover a la barra lateral", "Portalada", "Actualidat",
+              "Zaguers cambeos", "Una pachina a l'azar", "Creyar cuenta", "Dentrar-ie", "Ferramientas personals",
+              "Cambiar a la tabla de contenidos", "Modificar os enlaces", "Amostrar l'historial",
+              "Pachinas que enlazan con ista", "Cambios relacionatos", "Descargar como PDF"]
+
+
+def escopete_lines(shared_data) -> list[str]:
+    data = (shared_data / "wet" / "whirlwind.warc.wet").read_bytes()
+    for record in ArchiveIterator(io.BytesIO(data)):
+        if record.rec_type == "conversion":
+            return record.content_stream().read().decode("utf-8").split("\n")
+    raise AssertionError("no conversion record in whirlwind.warc.wet")
+
+
+def site_pages(shared_data) -> list[list[str]]:
+    lines = escopete_lines(shared_data)
+    return [[line.replace("Escopete", name) for line in lines] for name in NAMES]
+
+
+def exact_dedup(pages: list[list[str]], threshold: int, keep_canonical: bool) -> list[list[str]]:
+    """The text job's exact dedup (normalized 64-bit hashes counted over the group) on the pages."""
+    hashes = [line_hashes(page) for page in pages]
+    keys = np.repeat(np.arange(len(pages), dtype=np.uint64), [len(h) for h in hashes])
+    table = line_dedup.repeated(line_dedup.count_lines(np.concatenate(hashes), keys))
+    kept = []
+    for key, (page, page_hashes) in enumerate(zip(pages, hashes)):
+        counts, first = line_dedup.lookup(table, page_hashes)
+        _, remove = line_dedup.duplicate_mask(counts, first, key, threshold, keep_canonical)
+        kept.append([line for line, drop in zip(page, remove) if not drop])
+    return kept
+
+
+def test_the_real_navigation_lines_are_in_the_page(shared_data):
+    lines = escopete_lines(shared_data)
+    assert all(item in lines for item in NAVIGATION)
+
+
+def test_exact_dedup_removes_the_repeated_navigation_and_keeps_page_specific_lines(shared_data):
+    pages = site_pages(shared_data)
+    deduped = exact_dedup(pages, threshold=2, keep_canonical=True)
+    for name, page in zip(NAMES[1:], deduped[1:]):
+        assert not set(NAVIGATION) & set(page)
+        assert f"{name} - Biquipedia, a enciclopedia libre" in page
+        assert any(line.startswith(f"{name} ye un municipio") for line in page)
+    assert set(NAVIGATION) <= set(deduped[0])  # the canonical occurrence (smallest id) stays
+
+
+@pytest.fixture(scope="module")
+def fuzzy_stage(shared_data, tmp_path_factory):
+    """A fuzzy-dedup model trained on the exact-dedup line samples of the site + real CC documents."""
+    tmp = tmp_path_factory.mktemp("escopete")
+    config = load_config("classifiers.yaml", [f"models_dir={tmp}", "fuzzy_dedup.train.bucket=20000"])
+    cc_docs = list(iter_documents(config["fuzzy_dedup"]["samples_documents"][-1], resolve_root(config["data_root"])))
+    records = line_sample_records(["\n".join(page) for page in site_pages(shared_data)] + cc_docs, threshold=2)
+    samples = tmp / "line_samples.jsonl"
+    samples.write_text("".join(__import__("json").dumps(r, ensure_ascii=False) + "\n" for r in records), "utf-8")
+    model = fuzzy_model_path(config, [str(samples)])
+    train_fuzzy(config, [str(samples)], model)
+    stage = FuzzyDedupStage({"model": str(model), **config["fuzzy_dedup"]})
+    stage.setup()
+    return stage
+
+
+def test_fuzzy_dedup_removes_the_navigation_runs_left_on_the_canonical_page(shared_data, fuzzy_stage):
+    canonical = exact_dedup(site_pages(shared_data), threshold=2, keep_canonical=True)[0]
+    mask = fuzzy_stage.removed_line_mask(canonical)
+    removed = {line for line, drop in zip(canonical, mask) if drop}
+    assert "Ir al contenido" in removed and "Menú principal" in removed
+    assert len(set(NAVIGATION) & removed) >= 0.75 * len(NAVIGATION)
+    article = [line for line in canonical if "Escopete" in line and len(line) > 80]  # page-specific prose
+    assert len(article) == 2 and not set(article) & removed
