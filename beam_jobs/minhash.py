@@ -8,6 +8,7 @@ or the order of elements.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Mapping
 
 import apache_beam as beam
@@ -79,6 +80,23 @@ class TagByClusterFn(beam.DoFn):
             yield pvalue.TaggedOutput(REMOVED, (element, representative))
 
 
+class NearDuplicateClusters(beam.PTransform):
+    """Documents -> one dict {id: (representative, cluster size)} for the ids that have near duplicates."""
+
+    def __init__(self, config: Mapping[str, Any], id_fn: Callable, text_fn: Callable):
+        super().__init__()
+        self.config, self.id_fn, self.text_fn = dict(config), id_fn, text_fn
+
+    def expand(self, docs):
+        return (
+            docs
+            | "BandKeys" >> beam.ParDo(BandKeysFn(self.config, self.id_fn, self.text_fn))
+            | "GroupByBand" >> beam.GroupByKey()
+            | "StarEdges" >> beam.FlatMap(lambda item: star_edges(item[1]))
+            | "Clusters" >> beam.CombineGlobally(ClustersFn())
+        )
+
+
 class MinHashDedup(beam.PTransform):
     """Near-duplicate removal; returns outputs ``kept`` ((doc, cluster size)) and ``removed``
     ((doc, representative id)). ``id_fn``/``text_fn`` read a document's unique id and text."""
@@ -88,13 +106,49 @@ class MinHashDedup(beam.PTransform):
         self.config, self.id_fn, self.text_fn = dict(config), id_fn, text_fn
 
     def expand(self, docs):
-        clusters = (
-            docs
-            | "BandKeys" >> beam.ParDo(BandKeysFn(self.config, self.id_fn, self.text_fn))
-            | "GroupByBand" >> beam.GroupByKey()
-            | "StarEdges" >> beam.FlatMap(lambda item: star_edges(item[1]))
-            | "Clusters" >> beam.CombineGlobally(ClustersFn())
-        )
+        clusters = docs | "Clusters" >> NearDuplicateClusters(self.config, self.id_fn, self.text_fn)
         return docs | "TagByCluster" >> beam.ParDo(
             TagByClusterFn(self.id_fn), pvalue.AsSingleton(clusters)
         ).with_outputs(REMOVED, main=KEPT)
+
+
+# ------------------------------------------------------------------ the text job's cross-document stage
+STAGE = "minhash"
+REASON = "near_duplicate"
+CLUSTER_SIZE_COLUMN = "minhash_cluster_size"
+
+
+class DropNearDuplicatesFn(beam.DoFn):
+    """Per chunk: drops the non-representative members of each cluster (reason ``near_duplicate``),
+    records the cluster size on kept documents, and tallies the funnel after MinHash."""
+
+    def __init__(self, metrics_namespace: str):
+        self.namespace = metrics_namespace
+
+    def process(self, chunk, clusters):
+        start = time.perf_counter()
+        kept = []
+        for doc in chunk.docs:
+            representative, size = clusters.get(doc.doc_key, (doc.doc_key, 1))
+            if representative != doc.doc_key:
+                chunk.filter_document(doc, REASON)
+                continue
+            doc.fields[CLUSTER_SIZE_COLUMN] = size
+            doc.line_counts[STAGE] = len(doc.lines)
+            kept.append(doc)
+        chunk.docs = kept
+        Metrics.counter(self.namespace, f"ms_{STAGE}").inc(int((time.perf_counter() - start) * 1000))
+        yield chunk
+
+
+def minhash_chunks(chunks, config: Mapping[str, Any], metrics_namespace: str):
+    """Text-job cross-document stage: PCollection[DocChunk] -> PCollection[DocChunk] without near
+    duplicates; document ids are the job's ``doc_key`` (file index, record index), so the kept
+    representative is the earliest document of its cluster in input order."""
+    texts = chunks | "MinHashTexts" >> beam.FlatMap(lambda chunk: [(doc.doc_key, doc.text) for doc in chunk.docs])
+    clusters = texts | "MinHashClusters" >> NearDuplicateClusters(
+        config[STAGE], id_fn=lambda item: item[0], text_fn=lambda item: item[1]
+    )
+    return chunks | "DropNearDuplicates" >> beam.ParDo(
+        DropNearDuplicatesFn(metrics_namespace), pvalue.AsSingleton(clusters)
+    )

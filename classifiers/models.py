@@ -9,10 +9,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from classifiers.common import cache_key, models_dir
+from classifiers.common import models_dir
 from classifiers.fuzzy_dedup import fuzzy_model_path, samples_paths, train_fuzzy
 from classifiers.line_samples import write_default_line_samples
 from classifiers.quality import quality_model_path, train_quality
+from pipeline.config import deep_merge, load_config
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -48,4 +49,23 @@ def ensure_models(
     return paths
 
 
-__all__ = ["ensure_models", "cache_key"]
+def attach_classifiers(text_config: Mapping[str, Any], log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The text job's config with its ``fuzzy_dedup``, ``quality`` and ``minhash`` sections filled from
+    the classifier config (``classifiers.config``) and the model paths, training missing models first.
+
+    Values already in the text config's sections win, so ``--set quality.filter.max_rand_score=0.8``
+    or ``--set quality.model=gs://bucket/quality.bin`` work from the job's command line."""
+    settings = text_config["classifiers"]
+    classifier_config = load_config(settings["config"], settings.get("overrides") or [])
+    paths = ensure_models(classifier_config, settings.get("line_samples"), log)
+    fuzzy, quality = classifier_config["fuzzy_dedup"], classifier_config["quality"]
+    sections = {
+        "fuzzy_dedup": {"model": str(paths["fuzzy_dedup"]), "threshold": fuzzy["threshold"], "min_run": fuzzy["min_run"]},
+        "quality": {"model": str(paths["quality"]), "labels": quality["labels"], "decimals": quality["decimals"],
+                    "filter": quality["filter"]},
+        "minhash": classifier_config["minhash"],
+    }
+    config = dict(text_config)
+    for name, section in sections.items():
+        config[name] = deep_merge(section, text_config.get(name) or {})
+    return config

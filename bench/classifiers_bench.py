@@ -1,0 +1,85 @@
+"""Benchmark of the classifier stages of the text job (part of ``make bench``; prints, asserts nothing).
+
+On the text bench's input (real CC sentences recombined, with per-site boilerplate; built by
+``bench.text_bench.build_input``), one core, in-process, with the text job's own code: WET read,
+normalize/hash + exact dedup, then every per-document stage (fuzzy dedup, LID, quality, min length)
+and MinHash signatures/band keys. Prints docs/s per core with all stages and the share of time spent
+in fastText predict calls (fuzzy dedup + LID + quality; one batched predict per document and model).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+
+from bench.text_bench import build_input
+from classifiers.models import attach_classifiers
+from pipeline.config import REPO_ROOT, load_config
+from pipeline.text import line_dedup
+from pipeline.text.chunk import ChunkProcessor, DocChunk, chunk_line_counts, hash_documents
+from pipeline.text.document import Document
+from pipeline.text.minhash import MinHasher
+from pipeline.text.wet import FileReport, WetLimits, read_wet
+
+FASTTEXT_STAGES = ("fuzzy_dedup", "language", "quality")
+
+
+def read_documents(paths: list[str], limits: WetLimits) -> list[Document]:
+    docs = []
+    for index, path in enumerate(paths):
+        with open(path, "rb") as raw:
+            docs += [item for item in read_wet(raw, path, index, limits, FileReport(path, index))
+                     if isinstance(item, Document)]
+    return docs
+
+
+def measure(paths: list[str], config: dict) -> dict:
+    """Seconds per step on one core and the resulting throughput figures."""
+    seconds: Counter = Counter()
+    start = time.perf_counter()
+    docs = read_documents(paths, WetLimits.from_config(config["wet"]))
+    seconds["read"] = time.perf_counter() - start
+    n_docs = len(docs)
+    start = time.perf_counter()
+    chunk = DocChunk(0, 0, 0, "bench", docs)
+    hash_documents(docs)
+    table = line_dedup.repeated(line_dedup.merge_counts(list(chunk_line_counts(chunk, 1).values())))
+    seconds["normalize_hash_count"] = time.perf_counter() - start
+    processor = ChunkProcessor(config)
+    processor.setup()
+    chunk, _ = processor.process(chunk, table, seconds)
+    hasher = MinHasher(config["minhash"])
+    start = time.perf_counter()
+    for doc in chunk.docs:
+        hasher.band_keys(hasher.signature(doc.text))
+    seconds["minhash_signatures"] = time.perf_counter() - start
+    total = sum(seconds.values())
+    fasttext_s = sum(seconds.get(stage, 0.0) for stage in FASTTEXT_STAGES)
+    return {"docs": n_docs, "kept": len(chunk.docs), "total_s": total, "seconds": dict(seconds),
+            "docs_per_s_per_core": n_docs / total, "fasttext_share": fasttext_s / total,
+            "filtered": {k: v for k, v in chunk.tally.items() if k.startswith("documents.filtered")}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default="text_corpus")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="text-job config override")
+    parser.add_argument("--output", default="out/bench/text", help="shares the text bench's input cache")
+    parser.add_argument("--docs", type=int, default=20_000)
+    parser.add_argument("--files", type=int, default=4)
+    args = parser.parse_args(argv)
+    config = attach_classifiers(load_config(args.config, args.set))
+    paths, text_bytes = build_input((REPO_ROOT / args.output).resolve() / f"input-cls-{args.docs}", args.docs, args.files)
+    result = measure(paths, config)
+    print(f"classifier stages bench: {result['docs']} docs ({text_bytes / 1e6:.1f} MB of text), 1 core, in-process")
+    print("  seconds per step: " + ", ".join(f"{k} {v:.2f}" for k, v in result["seconds"].items()))
+    print(f"  all stages: {result['docs_per_s_per_core']:.0f} docs/s per core ({result['total_s']:.1f} s); "
+          f"fastText share of time: {100 * result['fasttext_share']:.1f} % "
+          f"({' + '.join(FASTTEXT_STAGES)})")
+    print(f"  kept {result['kept']} / {result['docs']}; filtered {result['filtered']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
