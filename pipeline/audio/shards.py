@@ -15,6 +15,7 @@ deterministic sample order, so the same input gives byte-identical shards.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -32,8 +33,14 @@ _KEY_OK = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
 def sample_key(recording_id: str, segment_index: int) -> str:
-    """Build a WebDataset key without dots or path separators."""
+    """Build a WebDataset key without dots or path separators.
+
+    Ids with other characters are made safe and suffixed with a short hash of the original id, so
+    two ids that differ only in replaced characters (``a.b`` and ``a-b``) still get distinct keys.
+    """
     safe = re.sub(r"[^A-Za-z0-9_\-]", "-", recording_id)
+    if safe != recording_id:
+        safe += "-" + hashlib.sha1(recording_id.encode("utf-8")).hexdigest()[:8]
     return f"{safe}_{segment_index:05d}"
 
 
@@ -125,10 +132,16 @@ def decode_sample(record: dict[str, Any]) -> Sample:
 
 
 def write_shards(samples: Iterable[Sample], directory: str | Path, max_bytes: int, start_index: int = 0) -> list[Path]:
-    """Write samples in order into size-bounded ``shard-%06d.tar`` files, atomically.
+    """Write samples in order into size-bounded ``shard-%06d.tar`` files, atomically (see :func:`write_records`)."""
+    return write_records((encode_sample(sample) for sample in samples), directory, max_bytes, start_index)
+
+
+def write_records(records: Iterable[dict[str, Any]], directory: str | Path, max_bytes: int, start_index: int = 0) -> list[Path]:
+    """Write encoded records in order into size-bounded ``shard-%06d.tar`` files.
 
     Each shard is written to a ``.tmp`` name and renamed when closed, so a killed run never
-    leaves a partial shard under its final name. Returns the shard paths written.
+    leaves a partial shard under its final name. A shard holds at least one record. Returns the
+    shard paths written.
     """
     import webdataset as wds
 
@@ -144,14 +157,14 @@ def write_shards(samples: Iterable[Sample], directory: str | Path, max_bytes: in
         nonlocal writer, handle
         if writer is None:
             return
-        writer.close()
+        writer.close()  # TarWriter does not close a file object it was given
+        handle.close()
         final = directory / (SHARD_PATTERN % index)
         os.replace(final.with_suffix(".tar.tmp"), final)
         written.append(final)
         writer = handle = None
 
-    for sample in samples:
-        record = encode_sample(sample)
+    for record in records:
         record_bytes = sum(len(v) for k, v in record.items() if k != "__key__")
         if writer is not None and size + record_bytes > max_bytes:
             close()
