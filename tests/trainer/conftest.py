@@ -1,0 +1,69 @@
+"""Trainer fixtures: small shards from real diarization clips, and one 50-step tiny training run.
+
+The shards come from :mod:`trainer.reference_shards`: real audio of three clips of
+``../shared/data/diarization`` (first 8 s each, resampled to 24 kHz), split into main/other streams
+from the clip's reference RTTM; the text stream holds *reference-free stand-in words* (one every
+0.4 s inside the main speaker's turns, hashed to token ids) placed on frames with the audio job's
+``pipeline/audio/text_frames.py`` rule; codes are Mimi codes from ``trainer.codec.encode_streams``.
+Mimi has no weights offline, so it is the seeded randomly-initialised Mimi of the real
+architecture (a stand-in the codec logs as such). The last shard (dev00) is the held-out eval shard.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from trainer.codec import shared_codec
+from trainer.reference_shards import build_reference_shards
+from trainer.train import main as train_main
+from trainer.train import resolve_config
+
+TINY_STEPS = 50
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> dict:
+    return resolve_config("trainer", "tiny", [])
+
+
+@pytest.fixture(scope="session")
+def codec(tiny_config):
+    return shared_codec(tiny_config["codec"])
+
+
+@pytest.fixture(scope="session")
+def clips(shared_data) -> list[tuple[Path, Path, str]]:
+    base = shared_data / "diarization"
+    return [
+        (base / "pyannote_sample/sample.wav", base / "pyannote_sample/sample.rttm", "sample"),
+        (base / "pyannote_ami_debug/trn01.wav", base / "pyannote_ami_debug/debug.train.rttm", "trn01"),
+        (base / "pyannote_ami_debug/dev00.wav", base / "pyannote_ami_debug/debug.development.rttm", "dev00"),
+    ]
+
+
+@pytest.fixture(scope="session")
+def trainer_shards(tmp_path_factory, clips, codec) -> Path:
+    directory = tmp_path_factory.mktemp("trainer-shards")
+    build_reference_shards(clips, directory, codec, segment_seconds=8.0, max_seconds=8.0)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, trainer_shards) -> Path:
+    """One uninterrupted 50-step tiny run with 2 data workers (checkpoints at 25 and 50)."""
+    output = tmp_path_factory.mktemp("tiny-run") / "run"
+    train_main(["--shards", str(trainer_shards), "--output", str(output), "--steps", str(TINY_STEPS),
+                "--preset", "tiny", "--set", "data.num_workers=2"])
+    return output
+
+
+@pytest.fixture
+def copy_run(tmp_path):
+    def copy(run: Path) -> Path:
+        target = tmp_path / "run"
+        shutil.copytree(run, target)
+        return target
+
+    return copy
