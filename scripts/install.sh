@@ -48,6 +48,8 @@ install_audio() {
   echo "installing audio + trainer dependencies into $VENV"
   "$VENV/bin/pip" install -q -e '.[text,audio,train,test]'
   "$VENV/bin/pip" install -q --no-deps whisperx==3.8.6 resemblyzer==0.1.4
+  # moshi (Mimi codec for the trainer) pins torch<2.10 / numpy<2.3; the parts we use run on ours.
+  "$VENV/bin/pip" install -q --no-deps moshi==0.2.13
   # torchaudio 2.11's compiled extensions link CUDA libraries; the pure-Python part is what we use.
   sp=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   rm -f "$sp"/torchaudio/lib/*.so
