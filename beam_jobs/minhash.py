@@ -15,6 +15,7 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
+from pipeline.text.accounting import add_to_funnel
 from pipeline.text.minhash import MinHasher, UnionFind, star_edges
 
 KEPT = "kept"
@@ -118,6 +119,13 @@ REASON = "near_duplicate"
 CLUSTER_SIZE_COLUMN = "minhash_cluster_size"
 
 
+def cluster_size_columns() -> list:
+    """The Parquet column the MinHash stage adds to kept documents."""
+    import pyarrow as pa
+
+    return [pa.field(CLUSTER_SIZE_COLUMN, pa.int32())]
+
+
 class DropNearDuplicatesFn(beam.DoFn):
     """Per chunk: drops the non-representative members of each cluster (reason ``near_duplicate``),
     records the cluster size on kept documents, and tallies the funnel after MinHash."""
@@ -135,6 +143,7 @@ class DropNearDuplicatesFn(beam.DoFn):
                 continue
             doc.fields[CLUSTER_SIZE_COLUMN] = size
             doc.line_counts[STAGE] = len(doc.lines)
+            add_to_funnel(chunk.tally, STAGE, doc)
             kept.append(doc)
         chunk.docs = kept
         Metrics.counter(self.namespace, f"ms_{STAGE}").inc(int((time.perf_counter() - start) * 1000))

@@ -13,11 +13,15 @@ WHERE A NEW STAGE PLUGS IN
   pipeline/text/, registered in pipeline/text/stages.py STAGES, named in configs/text_corpus.yaml
   `stages:` at its place in the order. Nothing to change here.
 - Cross-document stage (MinHash): a function PCollection[DocChunk] -> PCollection[DocChunk] added
-  to CROSS_DOCUMENT_TRANSFORMS below; drop documents with ``chunk.filter_document(doc, reason)``.
+  to CROSS_DOCUMENT_STAGES below (with the columns it adds) and named in `cross_document_stages:`;
+  drop documents with ``chunk.filter_document(doc, reason)``.
+- The fuzzy-dedup and quality stages need models: ``attach_classifiers`` (classifiers/models.py)
+  trains them when missing (cached under models/) and fills their config sections before the run.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -30,23 +34,34 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
+from beam_jobs import minhash
 from beam_jobs.options import build_pipeline_options
+from classifiers.models import attach_classifiers
 from pipeline import storage
 from pipeline.config import REPO_ROOT, load_config
 from pipeline.text import line_dedup
 from pipeline.text.accounting import check_invariant, to_stats
-from pipeline.text.chunk import ChunkProcessor, DocChunk, chunk_line_counts, hash_documents
+from pipeline.text.chunk import ChunkProcessor, DocChunk, chunk_line_counts, document_example, hash_documents
 from pipeline.text.document import Reject
 from pipeline.text.output import documents_schema, documents_table, parquet_bytes
+from pipeline.text.report import most_frequent_duplicates, render_report
 from pipeline.text.stages import EXACT_DEDUP, build_stages
 from pipeline.text.wet import FileReport, WetLimits, read_wet
 
 NAMESPACE = "text_corpus"
 DOCUMENTS_DIR, REJECTS_DIR, SAMPLES_DIR = "documents", "rejects", "line_samples"
 REJECTS_FILE, SAMPLES_FILE, STATS_FILE = "rejects.jsonl", "line_samples.jsonl", "stats.json"
+EXAMPLES_DIR, DROPPED_FILE = "examples", "dropped.jsonl"
 
-# Cross-document transforms, applied in order to the chunks after the per-document stages.
-CROSS_DOCUMENT_TRANSFORMS: list[Callable[[beam.PCollection, dict], beam.PCollection]] = []
+# Cross-document stages by name: (transform of the chunks, columns it adds). The ones named in
+# config `cross_document_stages` run in that order after the per-document stages.
+CROSS_DOCUMENT_STAGES: dict[str, tuple[Callable[[beam.PCollection, dict], beam.PCollection], Callable[[], list]]] = {
+    minhash.STAGE: (functools.partial(minhash.minhash_chunks, metrics_namespace=NAMESPACE), minhash.cluster_size_columns),
+}
+
+
+def cross_document_columns(config: dict) -> dict[str, list]:
+    return {name: CROSS_DOCUMENT_STAGES[name][1]() for name in config["cross_document_stages"]}
 
 
 def _timer(stage: str):
@@ -174,7 +189,8 @@ class WriteShards(beam.DoFn):
     def __init__(self, config: dict, output: str):
         self.output = output
         self.out_cfg = config["output"]
-        self.schema = documents_schema(build_stages(config))
+        self.schema = documents_schema(build_stages(config), cross_document_columns(config))
+        self.examples = int(config["report"]["examples_per_reason"])
 
     def process(self, chunk: DocChunk) -> Iterator:
         start = time.perf_counter()
@@ -187,6 +203,8 @@ class WriteShards(beam.DoFn):
         tally["lines.kept"] += sum(len(doc.lines) for doc in chunk.docs)
         tally["output.bytes"] += len(data)
         _timer("write").inc(int((time.perf_counter() - start) * 1000))
+        for example in chunk.dropped + [document_example(doc, "kept", chunk.EXAMPLE_CHARS) for doc in chunk.docs[:self.examples]]:
+            yield beam.pvalue.TaggedOutput("examples", (example["kind"], (example["doc_key"], example)))
         yield chunk.shard_name, dict(tally)
 
 
@@ -196,7 +214,7 @@ class Finalize(beam.DoFn):
     def __init__(self, config: dict, output: str, n_files: int):
         self.config, self.output, self.n_files = config, output, n_files
 
-    def process(self, _, shards, files, rejects, summaries, samples) -> Iterator:
+    def process(self, _, shards, files, rejects, summaries, samples, examples) -> Iterator:
         tally: Counter = Counter()
         for _, shard_tally in shards:
             tally.update(shard_tally)
@@ -225,7 +243,7 @@ class Finalize(beam.DoFn):
             "bytes_per_unique_line": line_dedup.BYTES_PER_UNIQUE_LINE,
             "bytes_per_unique_line_measured": round(stats["line_dedup"].get("bytes", 0) / unique, 3) if unique else None,
         })
-        stats["stages"] = ["in", EXACT_DEDUP, *self.config["stages"]]
+        stats["stages"] = ["in", EXACT_DEDUP, *self.config["stages"], *self.config["cross_document_stages"]]
         check_invariant(stats)
 
         self._write_jsonl(REJECTS_DIR, REJECTS_FILE, [r.to_json() for r in rejects])
@@ -233,6 +251,13 @@ class Finalize(beam.DoFn):
         for duplicate, rows in sorted(samples, key=lambda item: not item[0]):
             sample_rows += [{"text": text, "count": count, "duplicate": duplicate} for _, text, count, _ in sorted(rows)]
         self._write_jsonl(SAMPLES_DIR, SAMPLES_FILE, sample_rows)
+        examples = {kind: [example for _, example in sorted(rows)] for kind, rows in sorted(examples)}
+        dropped = [example for kind, rows in examples.items() if kind != "kept" for example in rows]
+        self._write_jsonl(EXAMPLES_DIR, DROPPED_FILE, dropped)
+        report = render_report(stats, most_frequent_duplicates(sample_rows, int(self.config["report"]["removed_lines"])),
+                               examples.get("kept", []), dropped)
+        for name, data in report.items():
+            storage.write_bytes_atomic(storage.join(self.output, name), data)
         storage.remove_stale(storage.join(self.output, DOCUMENTS_DIR), [name for name, _ in shards])
         storage.write_bytes_atomic(storage.join(self.output, STATS_FILE),
                                    (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
@@ -247,6 +272,7 @@ class Finalize(beam.DoFn):
 
 def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, output: str) -> beam.PCollection:
     """Add the job's transforms to ``pipeline``; returns the PCollection holding the stats dict."""
+    config = attach_classifiers(config, log=logging.info)
     per_group = int(config["input"]["files_per_group"])
     specs = [(index, path, index // per_group) for index, path in enumerate(files)]
     read = (pipeline
@@ -259,9 +285,12 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
     processed = read.chunks | "Dedup+Stages" >> beam.ParDo(
         ProcessChunks(config), tables=beam.pvalue.AsDict(tables.tables)).with_outputs("samples", main="chunks")
     chunks = processed.chunks
-    for transform in CROSS_DOCUMENT_TRANSFORMS:
-        chunks = transform(chunks, config)
-    shards = chunks | "WriteParquet" >> beam.ParDo(WriteShards(config, output))
+    for name in config["cross_document_stages"]:
+        chunks = CROSS_DOCUMENT_STAGES[name][0](chunks, config)
+    written = chunks | "WriteParquet" >> beam.ParDo(WriteShards(config, output)).with_outputs("examples", main="shards")
+    shards = written.shards
+    examples = written.examples | "FirstExamples" >> beam.combiners.Top.SmallestPerKey(
+        int(config["report"]["examples_per_reason"]), key=lambda item: item[0])
     samples = (processed.samples
                | "ByHash" >> beam.Map(lambda sample: (sample[0], sample))
                | "OnePerHash" >> beam.CombinePerKey(min)
@@ -273,7 +302,7 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
                 Finalize(config, output, len(files)),
                 shards=beam.pvalue.AsList(shards), files=beam.pvalue.AsList(read.files),
                 rejects=beam.pvalue.AsList(read.rejects), summaries=beam.pvalue.AsList(tables.summary),
-                samples=beam.pvalue.AsList(samples)))
+                samples=beam.pvalue.AsList(samples), examples=beam.pvalue.AsList(examples)))
 
 
 def default_input(config: dict) -> tuple[str, int | None]:
@@ -299,6 +328,7 @@ def run(input_spec: str | None, output: str, config_name: str = "text_corpus", l
     options, extra_overrides = build_pipeline_options(list(beam_args), config["runner"], dataflow_config)
     if extra_overrides:
         config = load_config(config_name, [*extra_overrides, *overrides])
+    config = attach_classifiers(config, log=logging.info)
     storage.configure(options)
     if input_spec is None:
         input_spec, default_limit = default_input(config)
@@ -320,7 +350,8 @@ def run(input_spec: str | None, output: str, config_name: str = "text_corpus", l
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Helium text job: WET -> exact line dedup -> LID -> min length -> Parquet. "
+        description="Helium text job: WET -> exact line dedup -> fuzzy dedup -> LID -> quality -> min length -> "
+                    "MinHash -> Parquet (+ stats.json, report.html). "
                     "Unknown options are passed to Beam (e.g. --runner=DataflowRunner, --s3_endpoint_url=...).")
     parser.add_argument("--input", help="WET glob, comma list, list file, or CC wet.paths.gz; local/s3/gs/https "
                                         "(default: ../shared/data/wet, else the first WET of a recent crawl)")
@@ -338,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"lines: in {lines['in']}  kept {lines['kept']}  removed {lines['removed']}")
     print(f"seconds per stage (summed over workers): {result['seconds']}  wall {result['wall_s']} s")
     print(f"output: {os.path.join(args.output, DOCUMENTS_DIR)}/ ({stats['output']['shards']} shards), "
-          f"{args.output}/{STATS_FILE}, {args.output}/{REJECTS_DIR}/")
+          f"{args.output}/{STATS_FILE}, {args.output}/{REJECTS_DIR}/, {args.output}/report.html")
     return 0
 
 

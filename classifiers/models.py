@@ -54,7 +54,10 @@ def attach_classifiers(text_config: Mapping[str, Any], log: Callable[[str], None
     the classifier config (``classifiers.config``) and the model paths, training missing models first.
 
     Values already in the text config's sections win, so ``--set quality.filter.max_rand_score=0.8``
-    or ``--set quality.model=gs://bucket/quality.bin`` work from the job's command line."""
+    or ``--set quality.model=gs://bucket/quality.bin`` work from the job's command line. A config
+    that already names both models is returned as it is (the call is idempotent)."""
+    if all((text_config.get(name) or {}).get("model") for name in ("fuzzy_dedup", "quality")) and "minhash" in text_config:
+        return dict(text_config)
     settings = text_config["classifiers"]
     classifier_config = load_config(settings["config"], settings.get("overrides") or [])
     paths = ensure_models(classifier_config, settings.get("line_samples"), log)

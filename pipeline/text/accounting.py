@@ -13,6 +13,13 @@ class AccountingError(AssertionError):
     """Counts do not add up: a document or line was lost or counted twice."""
 
 
+def add_to_funnel(tally: Counter, stage: str, doc) -> None:
+    """Count a document that passed ``stage`` in ``funnel.<stage>.{documents,lines,bytes}``."""
+    tally[f"funnel.{stage}.documents"] += 1
+    tally[f"funnel.{stage}.lines"] += len(doc.lines)
+    tally[f"funnel.{stage}.bytes"] += sum(len(line.encode("utf-8")) for line in doc.lines) + max(len(doc.lines) - 1, 0)
+
+
 def merge_tallies(tallies: Iterable[Mapping[str, int]]) -> Counter:
     total: Counter = Counter()
     for tally in tallies:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.text import line_dedup
+from pipeline.text.accounting import add_to_funnel
 from pipeline.text.document import Document
 from pipeline.text.langid import score_bucket
 from pipeline.text.normalize import line_hashes
@@ -27,6 +28,10 @@ class DocChunk:
     source: str
     docs: list[Document]
     tally: Counter = field(default_factory=Counter)
+    dropped: list[dict] = field(default_factory=list)  # a few filtered documents per reason (report)
+
+    EXAMPLES_PER_REASON = 3
+    EXAMPLE_CHARS = 2000
 
     @property
     def shard_name(self) -> str:
@@ -38,6 +43,14 @@ class DocChunk:
         The caller removes it from ``docs``; cross-document stages (MinHash) use this too."""
         self.tally[f"documents.filtered.{reason}"] += 1
         self.tally[f"lines.removed.filtered_document:{reason}"] += len(doc.lines)
+        if self.tally[f"documents.filtered.{reason}"] <= self.EXAMPLES_PER_REASON:
+            self.dropped.append(document_example(doc, reason, self.EXAMPLE_CHARS))
+
+
+def document_example(doc: Document, kind: str, max_chars: int) -> dict:
+    """A document as the run report shows it (``kind``: ``kept`` or the filter reason)."""
+    return {"kind": kind, "doc_key": doc.doc_key, "url": doc.url, "text": doc.text[:max_chars],
+            "scores": doc.fields.get("scores")}
 
 
 def hash_documents(docs: list[Document]) -> None:
@@ -83,6 +96,7 @@ class ChunkProcessor:
             start = time.perf_counter()
             tally["lines.in"] += len(doc.lines)
             doc.line_counts["in"] = len(doc.lines)
+            add_to_funnel(tally, "in", doc)
             counts, first = line_dedup.lookup(table, doc.line_hashes)
             duplicate, remove = line_dedup.duplicate_mask(counts, first, doc.doc_key, self.threshold,
                                                           self.keep_canonical)
@@ -95,9 +109,12 @@ class ChunkProcessor:
             if not doc.lines:  # nothing left to identify or measure
                 reason = EXACT_DEDUP if doc.line_counts["in"] else "empty"
             else:
-                reason = run_stages(doc, self.stages, seconds)
+                add_to_funnel(tally, EXACT_DEDUP, doc)
+                reason = run_stages(doc, self.stages, seconds, tally)
             if doc.language:
                 tally[f"language.score_histogram.{score_bucket(doc.language_score, self.histogram_width)}"] += 1
+            for label, score in (doc.fields.get("scores") or {}).items():
+                tally[f"quality_histogram.{label}.{score_bucket(score, self.histogram_width)}"] += 1
             for stage, removed in doc.lines_removed.items():
                 tally[f"lines.removed.{stage}"] += removed
             if reason is None:

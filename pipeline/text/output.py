@@ -25,11 +25,14 @@ BASE_FIELDS = [
 ]
 
 
-def documents_schema(stages: list) -> pa.Schema:
-    """Base columns, ``line_counts`` (lines left after each stage), then each stage's own columns."""
-    steps = ["in", EXACT_DEDUP, *[stage.name for stage in stages]]
+def documents_schema(stages: list, cross_document: dict | None = None) -> pa.Schema:
+    """Base columns, ``line_counts`` (lines left after each stage), then each stage's own columns;
+    ``cross_document`` maps cross-document stage names (MinHash) to the columns they add."""
+    cross_document = cross_document or {}
+    steps = ["in", EXACT_DEDUP, *[stage.name for stage in stages], *cross_document]
     line_counts = pa.field("line_counts", pa.struct([pa.field(step, pa.int32()) for step in steps]))
-    return pa.schema([*BASE_FIELDS, line_counts, *[col for stage in stages for col in stage.columns]])
+    extra = [col for columns in cross_document.values() for col in columns]
+    return pa.schema([*BASE_FIELDS, line_counts, *[col for stage in stages for col in stage.columns], *extra])
 
 
 def documents_table(docs: list[Document], schema: pa.Schema) -> pa.Table:

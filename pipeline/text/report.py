@@ -105,7 +105,7 @@ def render_html(stats: Mapping[str, Any], plots: Sequence[str], removed_lines: S
     line_reasons = sorted(lines["removed"].items(), key=lambda kv: -kv[1])
     by_reason: dict[str, list] = {}
     for example in dropped:
-        by_reason.setdefault(example["reason"], []).append(example)
+        by_reason.setdefault(example["kind"], []).append(example)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>Text corpus run report</title><style>"
         "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}table{border-collapse:collapse;margin:.5em 0}"
@@ -179,7 +179,7 @@ def main(argv=None) -> None:
         stats,
         most_frequent_duplicates(_read_jsonl(out / "line_samples" / "line_samples.jsonl"), args.removed_lines),
         kept_examples(out / "documents", args.examples),
-        _read_jsonl(out / "samples" / "dropped.jsonl"),
+        _read_jsonl(out / "examples" / "dropped.jsonl"),
     )
     for name, data in files.items():
         (out / name).write_bytes(data)

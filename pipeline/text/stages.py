@@ -10,12 +10,17 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from pipeline.text.accounting import add_to_funnel
 from pipeline.text.document import Document, DocumentStage
+from pipeline.text.fuzzy_dedup import FuzzyDedupStage
 from pipeline.text.langid import LanguageIdStage
 from pipeline.text.length import MinLengthStage
+from pipeline.text.quality import QualityStage
 
 STAGES: dict[str, type] = {
+    "fuzzy_dedup": FuzzyDedupStage,
     "language": LanguageIdStage,
+    "quality": QualityStage,
     "min_length": MinLengthStage,
 }
 
@@ -30,11 +35,12 @@ def build_stages(config: dict) -> list[DocumentStage]:
     return [STAGES[name](config[name]) for name in config["stages"]]
 
 
-def run_stages(doc: Document, stages: list[DocumentStage], seconds: Counter | None = None) -> str | None:
+def run_stages(doc: Document, stages: list[DocumentStage], seconds: Counter | None = None,
+               tally: Counter | None = None) -> str | None:
     """Run the chain on one document; returns the filter reason of the stage that dropped it, if any.
 
     Records ``doc.line_counts[stage]`` after each stage that ran; ``seconds`` (optional) gets the
-    time spent per stage.
+    time spent per stage; ``tally`` (optional) gets the funnel (documents, lines, bytes after each stage).
     """
     for stage in stages:
         start = time.perf_counter()
@@ -44,4 +50,6 @@ def run_stages(doc: Document, stages: list[DocumentStage], seconds: Counter | No
         doc.line_counts[stage.name] = len(doc.lines)
         if reason is not None:
             return reason
+        if tally is not None:
+            add_to_funnel(tally, stage.name, doc)
     return None

@@ -16,12 +16,14 @@ from apache_beam.internal import pickler
 
 from beam_jobs import text_corpus
 from beam_jobs.options import build_pipeline_options
+from classifiers.models import attach_classifiers
 from pipeline.config import REPO_ROOT, load_config
 from pipeline.text.accounting import check_invariant
 from text_helpers import IN_PROCESS, TWO_PROCESSES, tree_digest
 
 # The shared WET samples hold no English page, so the tests also keep the languages they contain.
-OVERRIDES = ["language.languages=[en,ru,zh,es,an]", "input.docs_per_chunk=4", "input.files_per_group=100"]
+OVERRIDES = ["language.languages=[en,ru,zh,es,an]", "input.docs_per_chunk=4", "input.files_per_group=100",
+             "quality.filter.max_rand_score=1.0"]  # the fixtures are mostly non-English pages
 EXPECTED_REJECTS = {"corrupt_record": 3, "content_length_mismatch": 2, "not_a_warc": 1, "truncated_gzip": 1}
 
 
@@ -45,7 +47,7 @@ def test_outputs_and_counts(reference_run):
     assert docs["rejected"] == EXPECTED_REJECTS
     assert docs["in"] == stats["records"]["read"]["conversion"] - 2 + sum(EXPECTED_REJECTS.values())
     assert docs["kept"] > 10 and docs["filtered"]["exact_dedup"] > 10  # the fixtures repeat the same pages
-    assert lines["removed"]["exact_dedup"] > 1000 and lines["kept"] > 500
+    assert lines["removed"]["exact_dedup"] > 1000 and lines["kept"] > 300  # fuzzy dedup removes more boilerplate
     assert stats["line_dedup"]["bytes_per_unique_line"] == 20
 
     table = pq.read_table(output / "documents")
@@ -103,7 +105,7 @@ def test_killed_run_then_rerun_matches_uninterrupted(reference_run, shared_data,
 
 
 def test_pipeline_translates_to_portable_proto_and_dofns_pickle(shared_data, tmp_path):
-    config = load_config("text_corpus", OVERRIDES)
+    config = attach_classifiers(load_config("text_corpus", OVERRIDES))  # model paths for the classifier stages
     pipeline = beam.Pipeline(options=build_pipeline_options(IN_PROCESS, config["runner"])[0])
     text_corpus.build_pipeline(pipeline, [str(shared_data / "wet" / "whirlwind.warc.wet.gz")], config, str(tmp_path))
     proto = pipeline.to_runner_api()
