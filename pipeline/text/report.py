@@ -65,7 +65,7 @@ def render_plots(stats: Mapping[str, Any]) -> dict[str, bytes]:
         plt.close(figure)
     quality = stats.get("quality_histogram", {})
     if quality:
-        labels = list(quality)
+        labels = sorted(quality, key=lambda label: (label != "rand", label))  # the negative class first
         columns = 3
         rows_n = (len(labels) + columns - 1) // columns
         figure, axes = plt.subplots(rows_n, columns, figsize=(12, 2.4 * rows_n), squeeze=False)
