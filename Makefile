@@ -43,6 +43,7 @@ eval-classifiers: install-text
 
 bench: install-text
 	$(PY) -m bench.text_bench $(call opt,--config,$(CONFIG)) $(call opt,--output,$(OUTPUT))
+	$(PY) -m bench.classifiers_bench $(call opt,--config,$(CONFIG))
 
 # ---------------------------------------------------------------- audio (Moshi recipe)
 tokenizer: install-text
