@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from typing import Any, Iterator, Mapping
 
 import apache_beam as beam
@@ -36,6 +37,27 @@ from pipeline.config import load_config  # noqa: E402
 LOG = logging.getLogger("audio_shards")
 
 
+_PROCESSORS: dict[tuple[str, int], RecordingProcessor] = {}
+_PROCESSORS_LOCK = threading.Lock()
+
+
+def shared_processor(config: Mapping[str, Any]) -> RecordingProcessor:
+    """A set-up processor per (config, thread), reused across bundles and pipeline runs in a process.
+
+    Loading the models costs tens of seconds; threads never share one processor (the aligner and
+    the timing counters are not thread-safe).
+    """
+    key = (json.dumps(config, sort_keys=True, default=str), threading.get_ident())
+    with _PROCESSORS_LOCK:
+        processor = _PROCESSORS.get(key)
+    if processor is None:
+        processor = RecordingProcessor(config)
+        processor.setup()
+        with _PROCESSORS_LOCK:
+            _PROCESSORS[key] = processor
+    return processor
+
+
 class ProcessRecording(beam.DoFn):
     """Runs every stage on one recording; models load once per worker in setup()."""
 
@@ -49,8 +71,7 @@ class ProcessRecording(beam.DoFn):
         self.segments_kept = Metrics.counter("audio_shards", "segments_kept")
 
     def setup(self) -> None:
-        self.processor = RecordingProcessor(self.config)
-        self.processor.setup()
+        self.processor = shared_processor(self.config)
 
     def process(self, source: AudioSource) -> Iterator[Any]:
         result = self.processor.process(source)

@@ -113,3 +113,24 @@ def small_tokenizer(tmp_path_factory) -> list[str]:
 
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
+
+
+IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
+
+
+@pytest.fixture(scope="session")
+def conversation_run(conversation, bad_inputs, small_tokenizer, tmp_path_factory) -> dict:
+    """The Beam job run once in-process on the conversations plus a silent and a corrupt file."""
+    from beam_jobs import audio_shards
+    from pipeline.config import load_config
+
+    inputs = tmp_path_factory.mktemp("conversation_inputs")
+    for name in ("mono", "stereo"):
+        (inputs / f"{name}.wav").write_bytes(conversation[name].read_bytes())
+    (inputs / "silence.wav").write_bytes(bad_inputs["silence"].read_bytes())
+    (inputs / "corrupt.wav").write_bytes(bad_inputs["corrupt"].read_bytes())
+    (inputs / "notes.txt").write_text("not listed: no audio extension\n")
+    config = load_config("audio_shards", small_tokenizer + ["streams.main_speaker=most_talkative"])
+    output = tmp_path_factory.mktemp("conversation_run") / "out"
+    stats = audio_shards.run(str(inputs), str(output), config, IN_PROCESS)
+    return {"inputs": inputs, "output": output, "config": config, "stats": stats}

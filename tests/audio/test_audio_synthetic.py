@@ -1,18 +1,15 @@
-"""End to end on espeak-ng two-voice conversations with known words and onsets (RecordingProcessor)."""
+"""End to end on espeak-ng two-voice conversations with known words and onsets (shards of the Beam job)."""
 from __future__ import annotations
 
 import re
 
 import numpy as np
-import pytest
 
-from pipeline.audio.decode import AudioSource
-from pipeline.audio.recording import RecordingProcessor
+from pipeline.audio.recording import resolve_repo_path
 from pipeline.audio.rttm import read_rttm
-from pipeline.audio.shards import decode_sample
+from pipeline.audio.shards import iter_shard
 from pipeline.audio.text_frames import SentencePieceTokenizer, text_stream
 from pipeline.audio.types import FRAME_RATE, Word
-from pipeline.config import load_config
 
 
 def _norm(text: str) -> str:
@@ -32,23 +29,15 @@ def _match(words: list[dict], truth) -> list[tuple[dict, object]]:
     return pairs
 
 
-@pytest.fixture(scope="module")
-def processor(small_tokenizer):
-    config = load_config("audio_shards", small_tokenizer + ["streams.main_speaker=most_talkative"])
-    processor = RecordingProcessor(config)
-    processor.setup()
-    return processor
+def _sample(run: dict, recording_id: str):
+    samples = [s for p in sorted((run["output"] / "shards").glob("*.tar")) for s in iter_shard(p)]
+    found = [s for s in samples if s.meta["recording_id"] == recording_id]
+    assert len(found) == 1, [s.key for s in samples]
+    return found[0]
 
 
-def _only_sample(result):
-    assert result.outcome == "kept", result.rejects
-    assert len(result.records) == 1
-    return decode_sample(result.records[0][1])
-
-
-def test_mono_conversation_frames_speakers_and_streams(processor, conversation):
-    result = processor.process(AudioSource("mono", str(conversation["mono"])))
-    sample = _only_sample(result)
+def test_mono_conversation_frames_speakers_and_streams(conversation_run, conversation):
+    sample = _sample(conversation_run, "mono")
     truth = conversation["truth"]
     pairs = _match(sample.words, truth)
     assert len(pairs) >= 0.7 * len(truth), [w["word"] for w in sample.words]
@@ -57,7 +46,7 @@ def test_mono_conversation_frames_speakers_and_streams(processor, conversation):
 
     # speakers: each word carries the label of the diarization turn it overlaps most, and a label
     # never mixes the two voices (diarization may split a voice in two; that is not this stage's job)
-    turns = read_rttm(result.rttm)["mono"]
+    turns = read_rttm((conversation_run["output"] / "annotations" / "mono.rttm").read_text())["mono"]
     for word in sample.words:
         overlaps = {}
         for turn in turns:
@@ -73,7 +62,7 @@ def test_mono_conversation_frames_speakers_and_streams(processor, conversation):
     assert sample.meta["main_speaker"] == max(talk, key=talk.get)  # most talkative
 
     # Inner Monologue: main words' first tokens sit at the frame of their onset, PAD elsewhere
-    tokenizer = SentencePieceTokenizer(processor.tokenizer.model_path)
+    tokenizer = SentencePieceTokenizer(str(resolve_repo_path(conversation_run["config"]["text"]["tokenizer"])))
     main_words = [Word(w["word"], w["start"], w["end"], w["score"], w["speaker"]) for w in sample.words
                   if w["speaker"] == sample.meta["main_speaker"]]
     expected = text_stream(main_words, sample.audio.shape[1] / 24_000, tokenizer, 3, 0)
@@ -101,9 +90,8 @@ def test_mono_conversation_frames_speakers_and_streams(processor, conversation):
     assert sample.other_text is not None and (sample.other_text != 3).any()
 
 
-def test_native_stereo_keeps_channels_and_transcribes_each(processor, conversation):
-    result = processor.process(AudioSource("stereo", str(conversation["stereo"])))
-    sample = _only_sample(result)
+def test_native_stereo_keeps_channels_and_transcribes_each(conversation_run, conversation):
+    sample = _sample(conversation_run, "stereo")
     assert sample.meta["stream_mode"] == "channels"
     assert sample.meta["speakers"] == ["CHANNEL_0", "CHANNEL_1"]
     assert sample.meta["main_speaker"] == "CHANNEL_0"  # voice A (left) says more words
@@ -111,4 +99,12 @@ def test_native_stereo_keeps_channels_and_transcribes_each(processor, conversati
     assert len(pairs) >= 0.7 * len(conversation["truth"])
     for word, true in pairs:  # speaker comes from the channel: exact
         assert word["speaker"] == ("CHANNEL_0" if true.speaker == "A" else "CHANNEL_1")
-    assert "CHANNEL_0 1" not in result.rttm and "SPEAKER stereo 1" in result.rttm
+    turns = read_rttm((conversation_run["output"] / "annotations" / "stereo.rttm").read_text())["stereo"]
+    assert {t.speaker for t in turns} == {"CHANNEL_0", "CHANNEL_1"}
+    for word in sample.words:  # channel turns are built from the channel's words
+        assert any(t.speaker == word["speaker"] and t.start <= word["start"] < t.end for t in turns)
+
+
+def test_conversation_run_counts(conversation_run):
+    recordings = conversation_run["stats"]["recordings"]
+    assert recordings == {"in": 4, "kept": 2, "filtered": {"no_speech": 1}, "rejected": {"decode_error": 1}}
