@@ -149,14 +149,15 @@ def remove_stale(output: str, stats: Mapping[str, Any]) -> list[str]:
 
 def run(input_spec: str, output: str, config: Mapping[str, Any], runner_args: list[str]) -> dict:
     """Run the job; returns the stats written to ``OUTPUT/stats.json``."""
-    ensure_tokenizer(config)
-    sources, listing_rejects = list_sources(input_spec, list(config["ingest"]["extensions"]))
-    LOG.info("%d recordings, %d rejected while listing", len(sources), len(listing_rejects))
-    options = PipelineOptions(list(config["runner"]["args"]) + list(runner_args))
-    with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, sources, listing_rejects, config, output)
     from apache_beam.io.filesystems import FileSystems
 
+    ensure_tokenizer(config)
+    options = PipelineOptions(list(config["runner"]["args"]) + list(runner_args))
+    FileSystems.set_options(options)  # s3 endpoint/credentials for listing and the final reads in the driver
+    sources, listing_rejects = list_sources(input_spec, list(config["ingest"]["extensions"]))
+    LOG.info("%d recordings, %d rejected while listing", len(sources), len(listing_rejects))
+    with beam.Pipeline(options=options) as pipeline:
+        build_pipeline(pipeline, sources, listing_rejects, config, output)
     with FileSystems.open(join(output, STATS_FILE)) as handle:
         stats = json.loads(handle.read())
     for path in remove_stale(output, stats):

@@ -48,10 +48,11 @@ def run(input_dir: str, output: str, config: Mapping[str, Any], runner_args: lis
     from apache_beam.io.filesystems import FileSystems
 
     export = config["export"]
+    options = PipelineOptions(list(config["runner"]["args"]) + list(runner_args))
+    FileSystems.set_options(options)
     shards = sorted(m.path for m in FileSystems.match([join(input_dir, SHARDS_DIR, "shard-*.tar")])[0].metadata_list)
     if not shards:
         raise FileNotFoundError(f"no shards under {join(input_dir, SHARDS_DIR)}")
-    options = PipelineOptions(list(config["runner"]["args"]) + list(runner_args))
     with beam.Pipeline(options=options) as pipeline:
         _ = (
             pipeline

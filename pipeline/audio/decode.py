@@ -155,9 +155,14 @@ def list_sources(input_spec: str, extensions: list[str]) -> tuple[list[AudioSour
 def local_copy(path: str) -> Iterator[str]:
     """A local file path for ``path``: itself if local, else a streamed temporary copy (s3, gs...)."""
     if "://" not in path:
+        if not os.path.isfile(path):
+            raise AudioRejected("missing_file", f"no such file: {path}")
         yield path
         return
     from apache_beam.io.filesystems import FileSystems
+
+    if not FileSystems.exists(path):
+        raise AudioRejected("missing_file", f"no such object: {path}")
 
     suffix = "." + path.rsplit(".", 1)[-1] if "." in path.rsplit("/", 1)[-1] else ""
     handle, local = tempfile.mkstemp(suffix=suffix)

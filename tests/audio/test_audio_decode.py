@@ -53,6 +53,12 @@ def test_bad_files_are_rejected_with_a_reason(bad_inputs, name, reason):
     assert error.value.reason == reason and error.value.detail
 
 
+def test_missing_file_is_rejected(tmp_path):
+    with pytest.raises(AudioRejected) as error:
+        decode(str(tmp_path / "absent.wav"), INGEST)
+    assert error.value.reason == "missing_file"
+
+
 def test_too_long_is_rejected(bad_inputs):
     with pytest.raises(AudioRejected) as error:
         decode(str(bad_inputs["wav"]), dict(INGEST, max_duration_s=1.0))

@@ -1,0 +1,75 @@
+"""Ingest from and outputs to S3 through a real S3-compatible HTTP server (moto) on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from pipeline.audio.decode import AudioRejected, decode, list_sources
+from pipeline.audio.outputs import stale_outputs, write_bucket, write_bytes_atomic
+from pipeline.audio.shards import iter_shard
+from pipeline.config import load_config
+
+BUCKET = "audio-test"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.mark.timeout(120)
+def test_s3_manifest_glob_decode_and_atomic_outputs(s3_endpoint, bad_inputs, monkeypatch, tmp_path):
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    FileSystems.set_options(PipelineOptions([f"--s3_endpoint_url={s3_endpoint}", "--s3_access_key_id=testing",
+                                             "--s3_secret_access_key=testing", "--s3_region_name=us-east-1"]))
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.create_bucket(Bucket=BUCKET)
+    client.upload_file(str(bad_inputs["flac"]), BUCKET, "audio/talk.flac")
+    client.upload_file(str(bad_inputs["corrupt"]), BUCKET, "audio/broken.wav")
+    manifest = [{"path": "audio/talk.flac", "speakers": ["a", "b"]}, {"path": f"s3://{BUCKET}/audio/broken.wav", "id": "b"}]
+    client.put_object(Bucket=BUCKET, Key="lists/in.jsonl", Body="".join(json.dumps(m) + "\n" for m in manifest).encode())
+    ingest = load_config("audio_shards")["ingest"]
+
+    sources, rejects = list_sources(f"s3://{BUCKET}/lists/in.jsonl", ingest["extensions"])
+    assert rejects == [] and [(s.recording_id, s.path) for s in sources] == [
+        ("b", f"s3://{BUCKET}/audio/broken.wav"), ("talk", f"s3://{BUCKET}/lists/audio/talk.flac")]
+    globbed, _ = list_sources(f"s3://{BUCKET}/audio/*", ingest["extensions"])
+    assert [s.recording_id for s in globbed] == ["broken", "talk"]
+    audio = decode(f"s3://{BUCKET}/audio/talk.flac", ingest)
+    assert audio.audio24.shape == (1, 60_000)
+    with pytest.raises(AudioRejected) as error:
+        decode(f"s3://{BUCKET}/audio/broken.wav", ingest)
+    assert error.value.reason == "decode_error"
+    with pytest.raises(AudioRejected) as error:  # manifest paths are relative to the manifest's folder
+        decode(f"s3://{BUCKET}/lists/audio/talk.flac", ingest)
+    assert error.value.reason == "missing_file"
+
+    output = f"s3://{BUCKET}/out"
+    write_bytes_atomic(f"{output}/stats.json", b"{}\n")
+    from pipeline.audio.shards import Sample, encode_sample
+    import numpy as np
+
+    records = [(f"k{i}", encode_sample(Sample(f"k{i}", np.zeros((2, 2400), np.float32), [], np.full(1, 3, np.int32), {"i": i})))
+               for i in (1, 0)]
+    assert write_bucket(output, 0, records, max_bytes=10**6, stride=1000) == ["shard-000000.tar"]
+    local = tmp_path / "shard.tar"
+    local.write_bytes(client.get_object(Bucket=BUCKET, Key="out/shards/shard-000000.tar")["Body"].read())
+    assert [s.key for s in iter_shard(local)] == ["k0", "k1"]
+    client.put_object(Bucket=BUCKET, Key="out/shards/shard-000009.tar", Body=b"stale")
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="out/")["Contents"])
+    assert keys == ["out/shards/shard-000000.tar", "out/shards/shard-000009.tar", "out/stats.json"]
+    assert stale_outputs(output, ["shard-000000.tar"], []) == [f"{output}/shards/shard-000009.tar"]
