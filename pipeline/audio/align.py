@@ -249,7 +249,10 @@ class PocketsphinxAligner:
             self._decoder.end_utt()
         except RuntimeError:
             return None
-        aligned = [(seg.word.split("(")[0], seg.start_frame, seg.end_frame) for seg in self._decoder.seg()
+        segments = self._decoder.seg()
+        if segments is None:  # no path through the grammar: alignment failed
+            return None
+        aligned = [(seg.word.split("(")[0], seg.start_frame, seg.end_frame) for seg in segments
                    if seg.word not in ("<s>", "</s>", "<sil>", "[NOISE]")]
         if [w for w, _, _ in aligned] != list(words):
             return None
