@@ -32,9 +32,10 @@ from pipeline.audio.decode import AudioSource, list_sources  # noqa: E402
 from pipeline.audio.outputs import (REJECTS_FILE, STATS_FILE, annotation_files, bucket_of, build_stats,  # noqa: E402
                                     join, rejects_jsonl, stale_outputs, write_bucket, write_bytes_atomic)
 from pipeline.audio.recording import RecordingProcessor, resolve_repo_path  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
+from pipeline.config import REPO_ROOT, load_config  # noqa: E402
 
 LOG = logging.getLogger("audio_shards")
+DEFAULT_INPUT = REPO_ROOT.parent / "shared" / "data" / "diarization"
 
 
 _PROCESSORS: dict[tuple[str, int], RecordingProcessor] = {}
@@ -75,6 +76,8 @@ class ProcessRecording(beam.DoFn):
 
     def process(self, source: AudioSource) -> Iterator[Any]:
         result = self.processor.process(source)
+        LOG.info("%s: %s%s, %d segments kept", source.recording_id, result.outcome,
+                 f" ({result.reason})" if result.reason else "", result.counters["segments_kept"])
         self.outcomes[result.outcome].inc()
         self.segments_kept.inc(result.counters["segments_kept"])
         buckets = int(self.config["shards"]["buckets"])
@@ -167,7 +170,8 @@ def run(input_spec: str, output: str, config: Mapping[str, Any], runner_args: li
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True, help="folder, glob or JSONL manifest {path, id?, speakers?} (local or s3://)")
+    parser.add_argument("--input", default=str(DEFAULT_INPUT),
+                        help="folder, glob or JSONL manifest {path, id?, speakers?} (local or s3://); default: %(default)s")
     parser.add_argument("--output", required=True, help="output folder (local or s3://)")
     parser.add_argument("--config", default="audio_shards", help="config name under configs/ or a YAML path")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. segment.max_duration_s=60")

@@ -143,10 +143,10 @@ class RecordingProcessor:
             result.counters["upsampled"] += 1
         analysis = self._analyse(source, audio)
         result.rttm = _rttm_text(analysis.turns, source.recording_id)
-        result.words_json = json.dumps(
-            [{"word": w.word, "start": w.start, "end": w.end, "speaker": w.speaker} for w in analysis.words],
-            ensure_ascii=False, indent=0,
-        )
+        result.words_json = "[\n" + ",\n".join(
+            json.dumps({"word": w.word, "start": w.start, "end": w.end, "speaker": w.speaker}, ensure_ascii=False)
+            for w in analysis.words
+        ) + "\n]\n"
         verdict = check_recording(analysis.language, analysis.language_probability, len(analysis.words), self.config["filters"])
         if verdict.reason is not None:
             result.outcome, result.reason = "filtered", verdict.reason

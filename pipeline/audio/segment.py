@@ -78,8 +78,8 @@ def plan_segments(
 ) -> list[Segment]:
     """Cover ``[0, duration)`` with consecutive segments of at most ``max_duration_s`` seconds.
 
-    A cut is looked for in ``(start + min_cut_s, start + max_duration_s]`` so segments are not
-    needlessly short.
+    A cut is looked for in ``(start + min_cut_s, start + max_duration_s]`` (and not later than
+    ``duration - min_cut_s`` when possible) so that neither a segment nor the tail is needlessly short.
     """
     if duration <= 0:
         return []
@@ -90,6 +90,8 @@ def plan_segments(
     start = 0.0
     while duration - start > max_duration_s + 1e-9:
         low, high = start + min_cut_s, start + max_duration_s + 1e-9
+        if duration - min_cut_s > low:  # leave a tail of at least min_cut_s when that is possible
+            high = min(high, duration - min_cut_s + 1e-9)
         in_window = [p for p in silences if low < p <= high]
         if in_window:
             cut, kind = in_window[-1], "silence"

@@ -2,7 +2,8 @@
 
 One sample = one training segment of at most N seconds:
 
-- ``__key__``: ``<recording-id>_<segment-index:05d>``, no dots (WebDataset splits on them)
+- ``__key__``: ``<recording-id>_<segment-index:05d>``, no dots (WebDataset splits on them); an id with
+  characters other than ``[A-Za-z0-9_-]`` has them replaced by ``-`` and gets ``-<8 hex of sha1(id)>``
 - ``audio.flac``: 2 channels (0 = main speaker, 1 = other), 24 kHz, 16-bit FLAC
 - ``words.json``: ``[{"word", "start", "end", "speaker", "score"}]`` (seconds from segment start)
 - ``text.npy``: int32 ``[frames]`` main-speaker text stream on 12.5 Hz frames (PAD/EPAD placed)

@@ -23,6 +23,12 @@ def test_segments_cut_in_the_latest_silence_and_on_frame_boundaries():
     assert all(s.duration <= 100.0 for s in segments)
 
 
+def test_no_short_tail_when_an_earlier_silence_exists():
+    turns = [Turn(0.0, 59.5, "A"), Turn(60.0, 118.5, "B"), Turn(119.5, 130.0, "A")]
+    segments = plan_segments(130.0, turns, [], max_duration_s=120.0, min_silence_s=0.3, min_cut_s=30.0)
+    assert [(s.start, s.cut) for s in segments] == [(0.0, "silence"), (59.76, "end")]
+
+
 def test_no_silence_falls_back_to_word_gaps_then_hard_cuts():
     words = _words(0.0, 60.0)  # 0.1 s gaps between words, a 0.3 s gap after 40.4
     words = [w for w in words if not 40.4 < w.start < 40.6] + [Word("x", 40.7, 40.9, 0.9, "A")]
