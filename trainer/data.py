@@ -281,6 +281,12 @@ class Batches:
     def __iter__(self):
         return self
 
+    def close(self) -> None:
+        """Stop the DataLoader workers now (rather than when garbage-collected)."""
+        shutdown = getattr(self._items, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
     def __next__(self) -> torch.Tensor:
         windows = []
         in_a_row = 0

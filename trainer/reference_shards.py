@@ -9,10 +9,12 @@ reference RTTM of each recording, so the trainer can be exercised on real audio 
   ``word_period`` seconds inside each main-speaker turn, each word mapped to one or two token ids by
   a fixed hash; the words are placed on 12.5 Hz frames with PAD/EPAD by the audio job's own rule
   (:func:`pipeline.audio.text_frames.text_stream`);
-- codes: :func:`trainer.codec.encode_streams` of each segment (the function the trainer uses on the fly).
+- codes: :func:`trainer.codec.encode_streams` of each segment as stored (after the 16-bit FLAC round
+  trip; encoding the float audio instead flips ~0.5 % of codes), the function the trainer uses on the fly.
 """
 from __future__ import annotations
 
+import io
 import zlib
 from pathlib import Path
 from typing import Iterator, Optional
@@ -54,6 +56,17 @@ def stand_in_tokenize(word: str, vocab: int = 1000) -> list[int]:
     return [first] if digest % 3 else [first, 4 + (digest // 7) % (vocab - 4)]
 
 
+def as_stored(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``audio`` after the shard's 16-bit FLAC round trip, so stored and on-the-fly codes agree."""
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.ascontiguousarray(audio.T), sample_rate, format="FLAC", subtype="PCM_16")
+    buffer.seek(0)
+    decoded, _ = sf.read(buffer, dtype="float32", always_2d=True)
+    return decoded.T.copy()
+
+
 def recording_samples(wav: Path, turns: list[Turn], recording_id: str, segment_seconds: float,
                       max_seconds: float, codec, pad_id: int = 3, epad_id: int = 0,
                       word_period: float = 0.4) -> Iterator[Sample]:
@@ -72,7 +85,7 @@ def recording_samples(wav: Path, turns: list[Turn], recording_id: str, segment_s
     words = stand_in_words(turns, main, word_period)
     seg = int(segment_seconds * OUTPUT_SAMPLE_RATE)
     for index, offset in enumerate(range(0, streams.shape[1] - seg // 2, seg)):
-        piece = streams[:, offset : offset + seg]
+        piece = as_stored(streams[:, offset : offset + seg], OUTPUT_SAMPLE_RATE)
         start_s, duration = offset / OUTPUT_SAMPLE_RATE, piece.shape[1] / OUTPUT_SAMPLE_RATE
         local = [Word(w.word, w.start - start_s, w.end - start_s, w.score, w.speaker)
                  for w in words if start_s <= w.start < start_s + duration]

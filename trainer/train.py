@@ -47,14 +47,22 @@ def resolve_config(config: str, preset: Optional[str], overrides: list[str]) -> 
     return apply_overrides(loaded, overrides)
 
 
+# Settings a resumed run may change: they do not change what is computed.
+RUNTIME_KEYS = {"train": ("steps", "cpu_threads", "compile"), "data": ("num_workers", "prefetch_factor")}
+
+
 def check_same_run(output: Path, config: dict[str, Any]) -> None:
-    """Resuming needs the run's config (``train.steps`` and ``train.stop_at`` may change)."""
+    """Resuming needs the run's config, except for :data:`RUNTIME_KEYS`."""
     path = output / "config.yaml"
     if not path.exists():
         return
     saved = yaml.safe_load(path.read_text())
-    ignore = lambda c: {**c, "train": {k: v for k, v in c["train"].items() if k not in ("steps", "stop_at")}}  # noqa: E731
-    if ignore(saved) != ignore(config):
+
+    def without_runtime(c: dict[str, Any]) -> dict[str, Any]:
+        return {**c, **{section: {k: v for k, v in c[section].items() if k not in keys}
+                        for section, keys in RUNTIME_KEYS.items()}}
+
+    if without_runtime(saved) != without_runtime(config):
         raise SystemExit(f"{path} holds a different config; use a new --output or the same config to resume")
 
 
@@ -183,8 +191,11 @@ def autocast(device: torch.device, bf16: bool):
 
 # ------------------------------------------------------------------------------------ train
 def evaluate(model, raw_model, shards, config, device, dist) -> dict[str, Any]:
-    """Mean loss over the first ``train.eval_batches`` batches of the held-out shards (ordered)."""
-    dataset = ShardStream(shards, config, train=False, rank=dist.rank, world_size=dist.world_size)
+    """Mean loss over the first ``train.eval_batches`` batches of the held-out shards (ordered).
+
+    Every rank evaluates the same batches, so the collective means line up.
+    """
+    dataset = ShardStream(shards, config, train=False)
     rejected: list[dict] = []
     batches = Batches(dataset, int(config["train"]["batch_size"]), 0, 1,
                       int(config["data"]["max_consecutive_rejects"]), rejected.append, drop_last=False)
@@ -245,12 +256,16 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"][dist.rank])
         start_step, positions, rejects_written = state["step"], state["data_positions"], state["rejects_written"]
+        if len(positions) != dist.world_size:
+            raise SystemExit(f"{checkpoint_path} was written by {len(positions)} rank(s); resume with as many")
         LOG.info("resuming from %s (step %d, data position %s)", checkpoint_path, start_step, positions)
     if start_step >= stop_at:
         LOG.info("%s is already at step %d (asked for %d): nothing to do", output, start_step, stop_at)
         dist.close()
         report_path = output / "report.json"
-        return json.loads(report_path.read_text()) if report_path.exists() else {"step": start_step, "finished": start_step >= steps, "rejected_total": None, "wall_s": 0.0}
+        if report_path.exists():
+            return json.loads(report_path.read_text())
+        return {"step": start_step, "finished": start_step >= steps, "rejected_total": None, "wall_s": 0.0}
     if dist.main:  # drop log lines written after the checkpoint (a killed run)
         truncate_jsonl(output / "log.jsonl", lambda line, _: line["step"] <= start_step)
         truncate_jsonl(output / "eval.jsonl", lambda line, _: line["step"] <= start_step)
@@ -345,6 +360,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                     "rejects_written": written, "config": config,
                 }, int(train_cfg["keep_checkpoints"]))
     progress.close()
+    batches.close()
     rejects_file.close()
     report = {
         "step": step, "steps": steps, "finished": step >= steps, "resumed_from": start_step,
@@ -374,7 +390,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    report = train(args)
+    threads = torch.get_num_threads()
+    try:
+        report = train(args)
+    finally:  # train.cpu_threads must not leak into a caller's process (tests, notebooks)
+        torch.set_num_threads(threads)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: report[k] for k in ("step", "finished", "rejected_total", "wall_s")}))
 

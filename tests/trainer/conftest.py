@@ -11,9 +11,11 @@ architecture (a stand-in the codec logs as such). The last shard (dev00) is the 
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 
 from trainer.codec import shared_codec
 from trainer.reference_shards import build_reference_shards
@@ -28,9 +30,21 @@ def tiny_config() -> dict:
     return resolve_config("trainer", "tiny", [])
 
 
+@contextmanager
+def one_thread():
+    """Mimi on one thread: on 2 shared cores a second thread mostly spins."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def codec(tiny_config):
-    return shared_codec(tiny_config["codec"])
+    with one_thread():
+        return shared_codec(tiny_config["codec"])
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +60,8 @@ def clips(shared_data) -> list[tuple[Path, Path, str]]:
 @pytest.fixture(scope="session")
 def trainer_shards(tmp_path_factory, clips, codec) -> Path:
     directory = tmp_path_factory.mktemp("trainer-shards")
-    build_reference_shards(clips, directory, codec, segment_seconds=8.0, max_seconds=8.0)
+    with one_thread():
+        build_reference_shards(clips, directory, codec, segment_seconds=8.0, max_seconds=8.0)
     return directory
 
 
