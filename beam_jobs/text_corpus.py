@@ -175,12 +175,35 @@ class ProcessChunks(beam.DoFn):
         for stage, spent in seconds.items():
             _timer(stage).inc(int(spent * 1000))
         Metrics.counter(NAMESPACE, "documents_processed").inc(chunk.tally["documents.in"])
-        for sample in samples:
-            yield beam.pvalue.TaggedOutput("samples", sample)
+        if samples:
+            yield beam.pvalue.TaggedOutput("samples", samples)
         yield chunk
 
     def __getstate__(self):
         return {**self.__dict__, "_tables": {}}
+
+
+class SampleLines(beam.CombineFn):
+    """Per-chunk lists of sampled lines -> [(duplicate, rows with the smallest hashes)]."""
+
+    def __init__(self, max_per_class: int):
+        self.max_per_class = max_per_class
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, accumulator, samples):
+        return line_dedup.smallest_samples(line_dedup.add_samples(accumulator, samples), self.max_per_class)
+
+    def merge_accumulators(self, accumulators):
+        merged: dict = {}
+        for accumulator in accumulators:
+            for rows in accumulator.values():
+                line_dedup.add_samples(merged, rows.values())
+        return line_dedup.smallest_samples(merged, self.max_per_class)
+
+    def extract_output(self, accumulator):
+        return [(cls, sorted(rows.values())) for cls, rows in sorted(accumulator.items())]
 
 
 class WriteShards(beam.DoFn):
@@ -291,18 +314,15 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
     shards = written.shards
     examples = written.examples | "FirstExamples" >> beam.combiners.Top.SmallestPerKey(
         int(config["report"]["examples_per_reason"]), key=lambda item: item[0])
-    samples = (processed.samples
-               | "ByHash" >> beam.Map(lambda sample: (sample[0], sample))
-               | "OnePerHash" >> beam.CombinePerKey(min)
-               | "ByClass" >> beam.Map(lambda item: (item[1][3], item[1]))
-               | "SmallestHashes" >> beam.combiners.Top.SmallestPerKey(int(config["line_samples"]["max_per_class"])))
+    samples = processed.samples | "LineSamples" >> beam.CombineGlobally(
+        SampleLines(int(config["line_samples"]["max_per_class"])))
     return (pipeline
             | "Once" >> beam.Create([None])
             | "Finalize" >> beam.ParDo(
                 Finalize(config, output, len(files)),
                 shards=beam.pvalue.AsList(shards), files=beam.pvalue.AsList(read.files),
                 rejects=beam.pvalue.AsList(read.rejects), summaries=beam.pvalue.AsList(tables.summary),
-                samples=beam.pvalue.AsList(samples), examples=beam.pvalue.AsList(examples)))
+                samples=beam.pvalue.AsSingleton(samples), examples=beam.pvalue.AsList(examples)))
 
 
 def default_input(config: dict) -> tuple[str, int | None]:

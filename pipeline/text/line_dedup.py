@@ -105,3 +105,21 @@ def sample_mask(hashes: np.ndarray, rate: float) -> np.ndarray:
     if rate >= 1.0:
         return np.ones(len(hashes), bool)
     return hashes < np.uint64(int(rate * HASH_SPACE))
+
+
+def smallest_samples(by_class: dict[bool, dict[int, tuple]], limit: int) -> dict[bool, dict[int, tuple]]:
+    """Keep, per class (duplicate or not), the ``limit`` samples with the smallest hashes.
+
+    Exact under merging: a hash outside the smallest ``limit`` of a part cannot be in the smallest
+    ``limit`` of the whole, so parts can be trimmed before they are merged."""
+    return {cls: dict(sorted(rows.items())[:limit]) if len(rows) > limit else rows for cls, rows in by_class.items()}
+
+
+def add_samples(by_class: dict[bool, dict[int, tuple]], samples) -> dict[bool, dict[int, tuple]]:
+    """Add ``(hash, text, count, duplicate)`` samples; one per hash (the smallest tuple wins)."""
+    for sample in samples:
+        rows = by_class.setdefault(sample[3], {})
+        known = rows.get(sample[0])
+        if known is None or sample < known:
+            rows[sample[0]] = sample
+    return by_class

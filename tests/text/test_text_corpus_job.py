@@ -46,7 +46,7 @@ def test_outputs_and_counts(reference_run):
     docs, lines = stats["documents"], stats["lines"]
     assert docs["rejected"] == EXPECTED_REJECTS
     assert docs["in"] == stats["records"]["read"]["conversion"] - 2 + sum(EXPECTED_REJECTS.values())
-    assert docs["kept"] > 10 and docs["filtered"]["exact_dedup"] > 10  # the fixtures repeat the same pages
+    assert docs["kept"] >= 5 and docs["filtered"]["exact_dedup"] > 10  # the fixtures repeat the same pages
     assert lines["removed"]["exact_dedup"] > 1000 and lines["kept"] > 300  # fuzzy dedup removes more boilerplate
     assert stats["line_dedup"]["bytes_per_unique_line"] == 20
 

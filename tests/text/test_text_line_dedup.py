@@ -7,6 +7,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from beam_jobs import text_corpus
 from beam_jobs.text_corpus import MergeLineCounts, ReadWetChunks
 from pipeline.config import load_config
 from pipeline.text import line_dedup
@@ -106,3 +107,15 @@ def test_read_transform_outputs(tmp_path):
                     equal_to([(1, "missing_file")]), label="rejects")
         assert_that(out.counts | "Lines" >> beam.Map(lambda kv: int(kv[1].counts.sum()))
                     | beam.CombineGlobally(sum), equal_to([5]), label="counts")
+
+
+def test_line_sample_selection_is_exact_and_order_independent():
+    rng = np.random.default_rng(1)
+    samples = [(int(h), f"line {h} v{v}", int(c), bool(c >= 2))
+               for h, v, c in zip(rng.integers(0, 300, 1000), rng.integers(0, 3, 1000), rng.integers(1, 4, 1000))]
+    whole = line_dedup.smallest_samples(line_dedup.add_samples({}, samples), 20)
+    fn = text_corpus.SampleLines(20)
+    parts = [fn.add_input(fn.create_accumulator(), samples[i::4]) for i in range(4)]
+    for order in (parts, parts[::-1]):
+        assert fn.extract_output(fn.merge_accumulators(order)) == fn.extract_output(whole)
+    assert all(len(rows) == 20 for _, rows in fn.extract_output(whole))

@@ -53,7 +53,8 @@ def test_job_reads_and_writes_s3(s3_endpoint, shared_data, monkeypatch, tmp_path
                  "--s3_secret_access_key=testing", "--s3_region_name=us-east-1"]
     output = f"s3://{BUCKET}/out"
     result = text_corpus.run(f"s3://{BUCKET}/lists/wet.txt", output, beam_args=beam_args,
-                             overrides=["language.languages=[ru,es,an]", "language.threshold=0.5",
+                             overrides=["stages=[language,min_length]", "cross_document_stages=[]",
+                                        "language.languages=[ru,es,an]", "language.threshold=0.5",
                                         f"language.model=s3://{BUCKET}/models/lid.176.ftz"])
     stats = json.loads(client.get_object(Bucket=BUCKET, Key="out/stats.json")["Body"].read())
     assert stats == result["stats"] and stats["files"]["in"] == 4
