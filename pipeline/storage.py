@@ -71,16 +71,6 @@ def exists(path: str) -> bool:
     return _filesystems().exists(path)
 
 
-def size(path: str) -> int | None:
-    """Size in bytes, or None when it cannot be known cheaply (https)."""
-    if path.startswith(HTTP_SCHEMES):
-        return None
-    if is_local(path):
-        return os.path.getsize(_local(path))
-    [result] = _filesystems().match([path])
-    return result.metadata_list[0].size_in_bytes if result.metadata_list else None
-
-
 def makedirs(path: str) -> None:
     if is_local(path):
         os.makedirs(_local(path), exist_ok=True)

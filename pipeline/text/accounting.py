@@ -6,7 +6,7 @@ tallies merge by addition; ``to_stats`` nests them (split on the first two dots)
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 
 class AccountingError(AssertionError):
@@ -18,13 +18,6 @@ def add_to_funnel(tally: Counter, stage: str, doc) -> None:
     tally[f"funnel.{stage}.documents"] += 1
     tally[f"funnel.{stage}.lines"] += len(doc.lines)
     tally[f"funnel.{stage}.bytes"] += sum(len(line.encode("utf-8")) for line in doc.lines) + max(len(doc.lines) - 1, 0)
-
-
-def merge_tallies(tallies: Iterable[Mapping[str, int]]) -> Counter:
-    total: Counter = Counter()
-    for tally in tallies:
-        total.update(tally)
-    return total
 
 
 def to_stats(tally: Mapping[str, int | float]) -> dict[str, Any]:
