@@ -118,18 +118,14 @@ def list_sources(input_spec: str, extensions: list[str]) -> tuple[list[AudioSour
     else:
         root = input_spec.rstrip("/")
         if "://" not in root and os.path.isdir(root):
-            paths = sorted(
-                os.path.join(dirpath, name)
-                for dirpath, _, names in os.walk(root)
-                for name in names
-            )
-        elif "://" in root and not FileSystems.exists(root):
-            paths = _match(root + "/**")
-        elif FileSystems.exists(root):
-            paths = [root]
+            paths = sorted(os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names)
+            entries = [{"path": p} for p in paths if _is_audio(p, extensions)]
+        elif "://" in root and not FileSystems.exists(root):  # an s3 "folder"
+            entries = [{"path": p} for p in _match(root + "/**") if _is_audio(p, extensions)]
+        elif FileSystems.exists(root):  # one file, whatever its extension
+            entries = [{"path": root}]
         else:
             raise FileNotFoundError(f"input not found: {input_spec}")
-        entries = [{"path": p} for p in paths if len(paths) == 1 or _is_audio(p, extensions)]
     sources: list[AudioSource] = []
     seen: dict[str, str] = {}
     for entry in entries:

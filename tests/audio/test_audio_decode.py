@@ -97,3 +97,12 @@ def test_listing_folder_glob_and_manifest(bad_inputs, tmp_path):
     assert sources[1].path == str(tmp_path / "relative.wav")
     assert sorted(r["reason"] for r in rejects) == ["bad_manifest_line", "duplicate_recording_id"]
     assert recording_id_for("s3://bucket/a/b.c.flac") == "b.c" and recording_id_for("/x/trñ00.wav") == "trñ00"
+
+
+def test_folder_lists_audio_extensions_only_and_single_files_whatever_their_name(tmp_path, bad_inputs):
+    (tmp_path / "notes.txt").write_text("hi")
+    assert list_sources(str(tmp_path), INGEST["extensions"]) == ([], [])
+    sources, _ = list_sources(str(bad_inputs["text_named"]), INGEST["extensions"])
+    assert [s.recording_id for s in sources] == ["text_named"]
+    with pytest.raises(FileNotFoundError):
+        list_sources(str(tmp_path / "absent"), INGEST["extensions"])
