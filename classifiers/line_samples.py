@@ -18,6 +18,8 @@ from classifiers.sources import iter_documents, resolve_root, sources_identity
 from pipeline.config import load_config
 from pipeline.text.normalize import line_hashes
 
+FORMAT_VERSION = 2  # bump when the way samples are produced changes (part of the cache key)
+
 
 def dedup_threshold() -> int:
     """The text job's exact-dedup threshold (configs/text_corpus.yaml)."""
@@ -44,7 +46,7 @@ def write_default_line_samples(config: Mapping[str, Any]) -> Path:
     sources = config["fuzzy_dedup"]["samples_documents"]
     root = resolve_root(config["data_root"])
     threshold = dedup_threshold()
-    path = models_dir(config) / f"line_samples-{cache_key([threshold, sources_identity(sources, root)])}.jsonl"
+    path = models_dir(config) / f"line_samples-{cache_key([FORMAT_VERSION, threshold, sources_identity(sources, root)])}.jsonl"
     if path.exists():
         return path
     documents = (doc for source in sources for doc in iter_documents(source, root))

@@ -128,15 +128,17 @@ def _medquad(data: bytes, source: Mapping[str, Any]) -> Iterator[str]:
 
 
 def _wet(data: bytes, source: Mapping[str, Any]) -> Iterator[str]:
-    """Conversion records of a (gzipped) WET file; a corrupt tail ends the file (the text job rejects it)."""
-    from warcio.archiveiterator import ArchiveIterator
+    """Documents of a WET file (plain or gzipped), parsed by the text job's reader; its rejects
+    (corrupt or truncated records) are skipped here, the text job counts them."""
+    from pipeline.config import load_config
+    from pipeline.text.document import Document
+    from pipeline.text.wet import FileReport, WetLimits, read_wet
 
-    try:
-        for record in ArchiveIterator(io.BytesIO(data)):
-            if record.rec_type == "conversion":
-                yield decode(record.content_stream().read())
-    except Exception:  # noqa: BLE001 - corrupt WET fixtures end early; training reads what is readable
-        return
+    limits = WetLimits.from_config(load_config("text_corpus")["wet"])
+    name = str(source["path"])
+    for item in read_wet(io.BytesIO(data), name, 0, limits, FileReport(name, 0)):
+        if isinstance(item, Document):
+            yield item.text
 
 
 READERS: dict[str, Callable[[bytes, Mapping[str, Any]], Iterator[str]]] = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import struct
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -118,7 +117,3 @@ def cluster_texts(texts: Mapping[str, str], config: Mapping[str, Any]) -> dict[s
     edges = [edge for ids in buckets.values() if len(ids) > 1 for edge in star_edges(ids)]
     return clusters_from_edges(edges)
 
-
-def pack_signature(signature: np.ndarray) -> bytes:
-    """Compact bytes of a signature (for storage or shuffles)."""
-    return struct.pack(f"<{len(signature)}Q", *signature.astype(np.uint64).tolist())

@@ -72,7 +72,8 @@ def fuzzy_stage(shared_data, tmp_path_factory):
     """A fuzzy-dedup model trained on the exact-dedup line samples of the site + real CC documents."""
     tmp = tmp_path_factory.mktemp("escopete")
     config = load_config("classifiers.yaml", [f"models_dir={tmp}", "fuzzy_dedup.train.bucket=20000"])
-    cc_docs = list(iter_documents(config["fuzzy_dedup"]["samples_documents"][-1], resolve_root(config["data_root"])))
+    root = resolve_root(config["data_root"])
+    cc_docs = [doc for source in config["fuzzy_dedup"]["samples_documents"] for doc in iter_documents(source, root)]
     records = line_sample_records(["\n".join(page) for page in site_pages(shared_data)] + cc_docs, threshold=2)
     samples = tmp / "line_samples.jsonl"
     samples.write_text("".join(__import__("json").dumps(r, ensure_ascii=False) + "\n" for r in records), "utf-8")
