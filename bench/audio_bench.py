@@ -58,17 +58,23 @@ def bench_pipeline(paths: list[str], config: dict) -> dict:
 
     for path in tqdm(paths, desc="bench-audio", unit="recording"):
         before = dict(processor.timings)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = processor.process(AudioSource(recording_id_for(path), path))
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         duration = result.counters["audio_samples_in"] / 24_000
         audio_s += duration
         stages = {k: round(processor.timings[k] - before.get(k, 0.0), 3) for k in STAGES}
-        recordings.append({"path": path, "audio_s": round(duration, 2), "wall_s": round(wall, 2),
+        recordings.append({"path": path, "audio_s": round(duration, 2), "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
                            "rtf": round(wall / duration, 3) if duration else None, "outcome": result.outcome,
                            "segments_kept": result.counters["segments_kept"], "stages_s": stages})
     total = sum(r["wall_s"] for r in recordings)
+    cpu_total = sum(r["cpu_s"] for r in recordings)
+    cores = len(os.sched_getaffinity(0))
     return {
+        # CPU seconds of all threads / (audio seconds x cores): the RTF 2 dedicated cores would give at
+        # best; compare it with rtf_total to see how much a shared machine slowed the wall clock
+        "rtf_cpu_bound": round(cpu_total / audio_s / cores, 3),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "model_setup_s": round(setup_s, 2),
         "audio_s": round(audio_s, 2),
         "processing_s": round(total, 2),
@@ -150,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     pipeline = report["pipeline"]
     print(f"audio {pipeline['audio_s']} s in {pipeline['processing_s']} s: RTF {pipeline['rtf_total']} "
           f"({pipeline['speed_x_real_time']}x real time; target >= 2x: {'met' if report['target_met'] else 'NOT met'}); "
-          f"model setup {pipeline['model_setup_s']} s; peak RSS {pipeline['peak_rss_mb']} MB")
+          f"model setup {pipeline['model_setup_s']} s; peak RSS {pipeline['peak_rss_mb']} MB; "
+          f"CPU-bound RTF {pipeline['rtf_cpu_bound']} (load average {pipeline['load_average_1min']})")
     print("RTF per stage: " + ", ".join(f"{k} {v}" for k, v in pipeline["rtf_per_stage"].items()))
     decode = report["long_decode"]
     print(f"long decode: {decode['duration_s'] / 60:.0f} min stereo in {decode['decode_wall_s']} s, RSS growth "
