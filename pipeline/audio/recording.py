@@ -17,8 +17,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-import numpy as np
-
 from pipeline.audio.assign import assign_speakers
 from pipeline.audio.decode import AudioRejected, AudioSource, DecodedAudio, decode
 from pipeline.audio.filters import check_recording, check_segment
