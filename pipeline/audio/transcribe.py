@@ -105,6 +105,8 @@ class Transcriber:
             asr_options={"beam_size": int(asr["beam_size"]), "suppress_numerals": bool(asr["suppress_numerals"])},
             vad_options={"chunk_size": asr["chunk_size"], "vad_onset": asr["vad_onset"],
                          "vad_offset": asr["vad_offset"]})
+        if asr["vad_step"]:  # whisperX's pyannote VAD slides 5 s windows every 0.5 s by default
+            self._asr.vad_model.vad_pipeline._segmentation.step = float(asr["vad_step"])
         align = self.config["align"]
         if align["wav2vec2_model"]:
             self._wav2vec2 = self._load_wav2vec2(align["wav2vec2_model"], asr["language"] or "en")
