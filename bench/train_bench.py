@@ -149,7 +149,8 @@ def main(argv=None) -> None:
         torch.set_num_threads(int(config["train"]["cpu_threads"]))
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    result = {"preset": preset, "device": str(device), "torch": torch.__version__, "command": " ".join(sys.argv)}
+    command = "python -m bench.train_bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = {"preset": preset, "device": str(device), "torch": torch.__version__, "command": command}
     result.update(bench_model(config, device))
     if not args.skip_loader:
         shards = list_shards(args.shards, config["data"]["shard_pattern"]) if args.shards else reference_shards(output, config)

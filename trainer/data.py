@@ -21,6 +21,7 @@ import fnmatch
 import glob
 import logging
 import os
+from collections import OrderedDict
 from itertools import count
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
@@ -228,12 +229,25 @@ class ShardStream(IterableDataset):
         worker = get_worker_info()
         workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
         encode = encoder_for(self.codec)
+        cache: OrderedDict = OrderedDict()  # on-the-fly codes of recent samples (later epochs reuse them)
+
+        def codes_of(url: str, sample: Sample) -> np.ndarray:
+            key = (url, sample.key)
+            if key in cache:
+                cache.move_to_end(key)
+                return cache[key]
+            codes = encode(sample.audio, sample.sample_rate)
+            cache[key] = codes
+            if len(cache) > int(self.data["codes_cache_items"]):
+                cache.popitem(last=False)
+            return codes
+
         for position, (global_index, (url, record, error)) in enumerate(self._rank_items()):
             if position < self.start or (position - self.start) % workers != worker_id:
                 continue
-            yield self._item(position, global_index, url, record, error, encode)
+            yield self._item(position, global_index, url, record, error, codes_of)
 
-    def _item(self, position, global_index, url, record, error, encode) -> dict[str, Any]:
+    def _item(self, position, global_index, url, record, error, codes_of) -> dict[str, Any]:
         key = record.get("__key__", "<no key>") if record is not None else None
         if error is not None:
             return {"index": position, "tokens": None, "key": key, "url": url, "reason": error}
@@ -244,7 +258,7 @@ class ShardStream(IterableDataset):
                 int(self.model["num_codebooks"]),
                 int(self.model["text_vocab_size"]),
                 int(self.model["audio_codebook_size"]),
-                encode,
+                lambda audio, rate: codes_of(url, sample),
             )
         except Exception as failure:  # named, counted and skipped by the trainer
             reason = str(failure) if isinstance(failure, ValueError) else f"{type(failure).__name__}: {failure}"
