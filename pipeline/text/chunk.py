@@ -92,17 +92,25 @@ class ChunkProcessor:
         tally = chunk.tally
         kept: list[Document] = []
         samples: list[tuple] = []
-        for doc in chunk.docs:
+        start = time.perf_counter()
+        # one table lookup for the whole chunk; each document takes its slice
+        all_counts, all_first = line_dedup.lookup(table, np.concatenate(
+            [doc.line_hashes for doc in chunk.docs] or [np.empty(0, np.uint64)]))
+        ends = np.cumsum([len(doc.line_hashes) for doc in chunk.docs]).tolist()
+        seconds[EXACT_DEDUP] += time.perf_counter() - start
+        for doc, end in zip(chunk.docs, ends):
             start = time.perf_counter()
+            begin = end - len(doc.line_hashes)
+            counts, first = all_counts[begin:end], all_first[begin:end]
             tally["lines.in"] += len(doc.lines)
             doc.line_counts["in"] = len(doc.lines)
             add_to_funnel(tally, "in", doc)
-            counts, first = line_dedup.lookup(table, doc.line_hashes)
             duplicate, remove = line_dedup.duplicate_mask(counts, first, doc.doc_key, self.threshold,
                                                           self.keep_canonical)
             tally["line_dedup.duplicate_line_occurrences"] += int(duplicate.sum())
-            for i in np.flatnonzero(line_dedup.sample_mask(doc.line_hashes, self.sample_rate)):
-                samples.append((int(doc.line_hashes[i]), doc.lines[i], int(counts[i]), bool(duplicate[i])))
+            picked = np.flatnonzero(line_dedup.sample_mask(doc.line_hashes, self.sample_rate))
+            samples.extend(zip(doc.line_hashes[picked].tolist(), [doc.lines[i] for i in picked.tolist()],
+                               counts[picked].tolist(), duplicate[picked].tolist()))
             doc.drop_lines(~remove, EXACT_DEDUP)
             doc.line_counts[EXACT_DEDUP] = len(doc.lines)
             seconds[EXACT_DEDUP] += time.perf_counter() - start
