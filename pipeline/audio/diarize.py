@@ -193,15 +193,15 @@ class Diarizer:
         count = SpeakerDiarizationMixin.speaker_count(binarized, frames, warm_up=(0.0, 0.0))
         if np.nanmax(count.data) == 0:
             return []
-        embeddings, owners = self._local_speaker_embeddings(audio, binarized)
-        if len(embeddings) == 0:
+        embeddings, owners, clean = self._local_speaker_embeddings(audio, binarized)
+        if not clean.any():
             return []
         bounds = self._speaker_bounds()
         clustering = settings["clustering"]
-        labels = cluster_embeddings(embeddings, clustering["method"], float(clustering["threshold"]),
+        labels = cluster_embeddings(embeddings[clean], clustering["method"], float(clustering["threshold"]),
                                     bounds.get("min_speakers", 1), bounds.get("max_speakers", 1),
                                     bounds.get("num_speakers"), int(clustering["min_cluster_size"]))
-        hard_clusters = self._assign_local_speakers(embeddings, owners, labels, binarized.data.shape[0],
+        hard_clusters = self._assign_local_speakers(embeddings, owners, clean, labels, binarized.data.shape[0],
                                                     binarized.data.shape[2])
         max_speakers = bounds.get("num_speakers") or bounds["max_speakers"]
         count.data = np.minimum(count.data, max_speakers).astype(np.int8)
@@ -214,8 +214,12 @@ class Diarizer:
                                             in annotation.itertracks(yield_label=True)
                                             if min(duration, s.end) > max(0.0, s.start)])
 
-    def _local_speaker_embeddings(self, audio: np.ndarray, binarized) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        """GE2E embedding of each (chunk, local speaker) with enough non-overlapped speech.
+    def _local_speaker_embeddings(self, audio: np.ndarray, binarized
+                                  ) -> tuple[np.ndarray, list[tuple[int, int]], np.ndarray]:
+        """GE2E embedding of each active (chunk, local speaker), and whether it may drive clustering.
+
+        Local speakers with enough non-overlapped speech are embedded from it and clustered; those heard
+        mostly in overlap are embedded from all their active frames and only assigned to a cluster.
 
         The log-mel spectrogram is computed once; each local speaker's clean frames are cut into
         1.6 s partials (half overlapping) and all partials go through the encoder in batches.
@@ -234,16 +238,18 @@ class Diarizer:
         min_frames = float(self.settings["min_local_speech"]) * num_frames / window
         mel_per_chunk = int(round(window * mel_rate))
         frame_of_mel = np.minimum((np.arange(mel_per_chunk) * num_frames) // mel_per_chunk, num_frames - 1)
-        partials, owners, partial_owner = [], [], []
+        partials, owners, partial_owner, clean_owner = [], [], [], []
         for chunk in range(num_chunks):
             first = int(round(chunk_window[chunk].start * mel_rate))
             chunk_mel = mel[first: first + mel_per_chunk]
             alone = data[chunk].sum(axis=1) == 1
             for speaker in range(num_local):
-                clean = (data[chunk, :, speaker] > 0) & alone
-                if clean.sum() < min_frames:
+                active = data[chunk, :, speaker] > 0
+                clean = active & alone
+                is_clean = clean.sum() >= min_frames
+                if not is_clean and active.sum() < min_frames:
                     continue
-                frames = chunk_mel[clean[frame_of_mel[: len(chunk_mel)]]]
+                frames = chunk_mel[(clean if is_clean else active)[frame_of_mel[: len(chunk_mel)]]]
                 if len(frames) < partials_n_frames:
                     frames = np.resize(frames, (partials_n_frames, frames.shape[1]))
                 starts = list(range(0, len(frames) - partials_n_frames + 1, partials_n_frames // 2))
@@ -253,8 +259,9 @@ class Diarizer:
                     partials.append(frames[begin: begin + partials_n_frames])
                     partial_owner.append(len(owners))
                 owners.append((chunk, speaker))
+                clean_owner.append(is_clean)
         if not owners:
-            return np.zeros((0, 256), dtype=np.float32), owners
+            return np.zeros((0, 256), dtype=np.float32), owners, np.zeros(0, dtype=bool)
         batch = int(self.settings["embedding_batch_size"])
         stacked = np.stack(partials).astype(np.float32)
         with torch.no_grad():
@@ -264,16 +271,18 @@ class Diarizer:
         partial_owner = np.asarray(partial_owner)
         embeddings = np.stack([partial_embeddings[partial_owner == k].mean(axis=0) for k in range(len(owners))])
         embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True) + 1e-9
-        return embeddings.astype(np.float32), owners
+        return embeddings.astype(np.float32), owners, np.asarray(clean_owner, dtype=bool)
 
     @staticmethod
-    def _assign_local_speakers(embeddings: np.ndarray, owners: list[tuple[int, int]], labels: np.ndarray,
+    def _assign_local_speakers(embeddings: np.ndarray, owners: list[tuple[int, int]], clean: np.ndarray,
+                               labels: np.ndarray,
                                num_chunks: int, num_local: int) -> np.ndarray:
         """(chunks, local speakers) cluster ids; two local speakers of one chunk never share a cluster."""
         from scipy.optimize import linear_sum_assignment
 
         num_clusters = int(labels.max()) + 1
-        centroids = np.stack([embeddings[labels == k].mean(axis=0) for k in range(num_clusters)])
+        clustered = embeddings[clean]
+        centroids = np.stack([clustered[labels == k].mean(axis=0) for k in range(num_clusters)])
         centroids /= np.linalg.norm(centroids, axis=1, keepdims=True) + 1e-9
         hard = np.full((num_chunks, num_local), -2, dtype=int)
         by_chunk: dict[int, list[int]] = {}

