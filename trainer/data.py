@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import io
 import logging
 import os
 from collections import OrderedDict
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.audio.shards import Sample, decode_sample
+from pipeline.audio.shards import REQUIRED_KEYS, Sample, decode_sample
 
 LOG = logging.getLogger(__name__)
 
@@ -185,6 +186,28 @@ def encoder_for(codec_config: Mapping[str, Any]) -> Callable[[np.ndarray, int], 
     return encode
 
 
+def decode_without_audio(record: dict[str, Any]) -> Sample:
+    """Parse a record that has ``codes.npy`` without decoding its FLAC (``data.decode_audio: false``).
+
+    Same key and shape checks as :func:`pipeline.audio.shards.decode_sample` for what the trainer
+    reads; the audio is only checked for presence (``Sample.audio`` is empty).
+    """
+    key = record.get("__key__", "<no key>")
+    missing = [name for name in (*REQUIRED_KEYS, "codes.npy") if name not in record]
+    if missing:
+        raise ValueError(f"sample {key}: missing {', '.join(missing)}")
+    try:
+        text = np.load(io.BytesIO(record["text.npy"]), allow_pickle=False)
+        codes = np.load(io.BytesIO(record["codes.npy"]), allow_pickle=False)
+    except Exception as error:
+        raise ValueError(f"sample {key}: cannot decode ({error})") from error
+    if text.ndim != 1:
+        raise ValueError(f"sample {key}: text.npy must be 1-D, got shape {text.shape}")
+    if codes.ndim != 2 or codes.shape[0] != 16:
+        raise ValueError(f"sample {key}: codes.npy must be [16, frames], got {codes.shape}")
+    return Sample(key=key, audio=np.zeros((2, 0), np.float32), words=[], text=text, meta={}, codes=codes)
+
+
 # ------------------------------------------------------------------------------------- dataset
 class ShardStream(IterableDataset):
     """Items ``{"index", "tokens" | None, "key", "url", "reason" | None}`` in a worker-independent order.
@@ -252,7 +275,10 @@ class ShardStream(IterableDataset):
         if error is not None:
             return {"index": position, "tokens": None, "key": key, "url": url, "reason": error}
         try:
-            sample = decode_sample(record)
+            if not self.data["decode_audio"] and "codes.npy" in record:
+                sample = decode_without_audio(record)
+            else:
+                sample = decode_sample(record)
             tokens = sample_tokens(
                 sample,
                 int(self.model["num_codebooks"]),

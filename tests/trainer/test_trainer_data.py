@@ -79,6 +79,15 @@ def test_trainer_bad_shards_are_skipped_and_counted(bad_shards, tiny_config):
     assert rejected["shard-000002.tar"].startswith("shard read error")
 
 
+def test_trainer_fast_path_without_audio_decoding(bad_shards, trainer_shards, tiny_config):
+    """data.decode_audio=false: same tokens from codes.npy, same rejections of bad text/codes."""
+    fast = {**tiny_config, "data": {**tiny_config["data"], "decode_audio": False}}
+    shards = list_shards(str(trainer_shards), "shard-*.tar")
+    assert all((a["tokens"] == b["tokens"]).all() for a, b in zip(items(shards, fast), items(shards, tiny_config)))
+    seen = items(list_shards(str(bad_shards), "shard-*.tar"), fast)
+    assert sum(item["tokens"] is None for item in seen) == 5 and len(seen) == 7
+
+
 def test_trainer_run_logs_rejects(bad_shards, tmp_path):
     output = tmp_path / "run"
     train_main(["--shards", str(bad_shards), "--output", str(output), "--steps", "2", "--preset", "tiny",
