@@ -16,7 +16,7 @@ opt = $(if $(2),$(1) $(2),)
         bench-train clean
 
 help:
-	@echo "make text-corpus [INPUT=wet glob|list|paths.gz] [OUTPUT=dir] [CONFIG=yaml] [LIMIT=n] [RUNNER_ARGS='...']"
+	@echo "make text-corpus [INPUT=wet|jsonl glob|list|paths.gz] [OUTPUT=dir] [CONFIG=yaml] [LIMIT=n] [RUNNER_ARGS='...']"
 	@echo "make classifiers | eval-classifiers | score-text INPUT=in.jsonl OUTPUT=out.jsonl"
 	@echo "make tokenizer | audio-shards INPUT=dir|manifest OUTPUT=dir | moshi-finetune-export INPUT=shards OUTPUT=dir"
 	@echo "make eval-audio | train SHARDS=dir OUTPUT=dir STEPS=n PRESET=tiny | test | bench | bench-audio | bench-train"

@@ -1,4 +1,5 @@
-"""Text corpus job (Helium recipe): Common Crawl WET -> exact line dedup -> stages -> Parquet.
+"""Text corpus job (Helium recipe): Common Crawl WET or JSONL document shards -> exact line dedup ->
+stages -> Parquet.
 
     python -m beam_jobs.text_corpus --input 'wet/*.warc.wet.gz' --output out/text-corpus [--limit N]
         [--config text_corpus] [--set language.threshold=0.8] [any Beam option, e.g. --runner=...]
@@ -43,6 +44,7 @@ from pipeline.text import line_dedup
 from pipeline.text.accounting import check_invariant, to_stats
 from pipeline.text.chunk import ChunkProcessor, DocChunk, chunk_line_counts, document_example, hash_documents
 from pipeline.text.document import Reject
+from pipeline.text.jsonl import JsonlFormat, read_jsonl
 from pipeline.text.output import documents_schema, documents_table, parquet_bytes
 from pipeline.text.report import most_frequent_duplicates, render_report
 from pipeline.text.stages import EXACT_DEDUP, build_stages
@@ -69,10 +71,13 @@ def _timer(stage: str):
 
 
 class ReadWetChunks(beam.DoFn):
-    """File spec (index, path, group) -> DocChunks (main), 'rejects', 'counts', 'files'."""
+    """File spec (index, path, group) -> DocChunks (main), 'rejects', 'counts', 'files'.
+
+    Files with a ``jsonl.extensions`` ending are read as JSONL document shards, others as WET."""
 
     def __init__(self, config: dict):
         self.limits = WetLimits.from_config(config["wet"])
+        self.jsonl = JsonlFormat.from_config(config["jsonl"])
         self.docs_per_chunk = int(config["input"]["docs_per_chunk"])
         self.partitions = int(config["line_dedup"]["partitions"])
 
@@ -92,7 +97,9 @@ class ReadWetChunks(beam.DoFn):
         start = time.perf_counter()
         with raw:
             try:
-                for item in read_wet(raw, path, file_index, self.limits, report):
+                items = (read_jsonl(raw, path, file_index, self.limits, self.jsonl, report) if self.jsonl.matches(path)
+                         else read_wet(raw, path, file_index, self.limits, report))
+                for item in items:
                     if isinstance(item, Reject):
                         logging.warning("rejected %s@%d: %s (%s)", path, item.record_offset, item.reason, item.message)
                         yield beam.pvalue.TaggedOutput("rejects", item)
@@ -326,11 +333,13 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
 
 
 def default_input(config: dict) -> tuple[str, int | None]:
-    """The shared WET samples when ../shared/data/wet exists, else the first WET of a recent crawl."""
+    """The shared WET samples and JSONL shards when ../shared/data/wet exists, else the first WET of
+    a recent crawl."""
     local = config["input"]["default_local"]
-    folder = (REPO_ROOT / local.split("*")[0]).resolve()
+    patterns = [local] if isinstance(local, str) else list(local)
+    folder = (REPO_ROOT / patterns[0].split("*")[0]).resolve()
     if folder.is_dir():
-        return str(REPO_ROOT / local), None
+        return ",".join(str(REPO_ROOT / pattern) for pattern in patterns), None
     return config["input"]["default_crawl_paths"], int(config["input"]["default_crawl_limit"])
 
 
@@ -373,8 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Helium text job: WET -> exact line dedup -> fuzzy dedup -> LID -> quality -> min length -> "
                     "MinHash -> Parquet (+ stats.json, report.html). "
                     "Unknown options are passed to Beam (e.g. --runner=DataflowRunner, --s3_endpoint_url=...).")
-    parser.add_argument("--input", help="WET glob, comma list, list file, or CC wet.paths.gz; local/s3/gs/https "
-                                        "(default: ../shared/data/wet, else the first WET of a recent crawl)")
+    parser.add_argument("--input", help="WET or JSONL (.jsonl[.gz|.zst], .json.gz) glob, comma list, list file, "
+                                        "or CC wet.paths.gz; local/s3/gs/https (default: ../shared/data/wet WET + "
+                                        "JSONL samples, else the first WET of a recent crawl)")
     parser.add_argument("--output", required=True, help="output folder (local, s3://, gs://)")
     parser.add_argument("--config", default="text_corpus", help="config name under configs/ or a YAML path")
     parser.add_argument("--limit", type=int, help="use only the first N input files")

@@ -26,8 +26,8 @@ class Document:
     date: str
     crawl: str
     source: str
-    record_offset: int     # byte offset of the record in the (decompressed) WET stream
-    content_language: str  # WARC-Identified-Content-Language header ("" when absent)
+    record_offset: int     # WET: byte offset in the decompressed stream; JSONL: line number (from 1)
+    content_language: str  # WARC-Identified-Content-Language header / JSONL language key ("" when absent)
     lines: list[str]
     line_hashes: np.ndarray | None = None
     invalid_utf8_bytes: int = 0

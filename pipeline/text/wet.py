@@ -99,10 +99,14 @@ class _GzipStream:
 
     def __init__(self, raw):
         self.raw = raw
-        self.decompressor = zlib.decompressobj(31)
+        self.decompressor = self.new_decompressor()
         self.in_member = False
         self.buffer, self.pos = b"", 0
         self.raw_eof = self.truncated = False
+
+    @staticmethod
+    def new_decompressor():
+        return zlib.decompressobj(31)
 
     def _fill(self) -> None:
         data = self.raw.read(self.CHUNK)
@@ -117,7 +121,7 @@ class _GzipStream:
             if not self.decompressor.eof:
                 break
             data = self.decompressor.unused_data
-            self.decompressor = zlib.decompressobj(31)
+            self.decompressor = self.new_decompressor()
             self.in_member = False
         self.buffer, self.pos = b"".join(pieces), 0
 
