@@ -9,6 +9,7 @@ integer counters (so that sums are exact in any order). Per-stage wall times acc
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 from collections import Counter
@@ -17,17 +18,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
+import numpy as np
+
 from pipeline.audio.assign import assign_speakers
 from pipeline.audio.decode import AudioRejected, AudioSource, DecodedAudio, decode
 from pipeline.audio.filters import check_recording, check_segment
 from pipeline.audio.segment import plan_segments, speech_intervals, turns_in_segment, words_in_segment
-from pipeline.audio.shards import Sample, encode_sample, sample_key
+from pipeline.audio.shards import Sample, decode_sample, encode_sample, sample_key
 from pipeline.audio.streams import channel_streams, mask_streams, one_talker_per_channel, pick_main_speaker
 from pipeline.audio.text_frames import SentencePieceTokenizer, text_stream
 from pipeline.audio.types import FRAME_RATE, MODEL_SAMPLE_RATE, OUTPUT_SAMPLE_RATE, Turn, Word
-from pipeline.config import REPO_ROOT
+from pipeline.config import REPO_ROOT, deep_merge, load_config
 
-STAGES = ("decode", "transcribe", "diarize", "assign", "streams", "text", "segment", "filter", "encode")
+STAGES = ("decode", "transcribe", "diarize", "assign", "streams", "text", "segment", "filter", "encode", "codes")
 
 
 @dataclass
@@ -69,6 +72,26 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+def codec_settings(config: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+    """Mimi settings for ``codes.npy`` (keys of ``trainer.codec.load_codec``), or None when ``codes.enabled`` is off.
+
+    They are the ``codec`` section of the ``codes.codec_config`` config (the trainer's, so stored and
+    on-the-fly codes come from the same Mimi) with ``codes.codec`` merged over it.
+    """
+    codes = config["codes"]
+    if not codes["enabled"]:
+        return None
+    return deep_merge(load_config(codes["codec_config"])["codec"], codes["codec"] or {})
+
+
+def codec_version(codec: Any) -> str:
+    """``model_versions`` entry of the Mimi that wrote ``codes.npy``; the offline stand-in is flagged."""
+    if codec.pretrained:
+        return f"{codec.source} ({codec.num_codebooks} codebooks per stream)"
+    return (f"{codec.source} ({codec.num_codebooks} codebooks per stream) RANDOM STAND-IN: "
+            "not the released Mimi's codes")
+
+
 @dataclass
 class _Analysis:
     """Model outputs of a recording, in recording time."""
@@ -91,14 +114,15 @@ class RecordingProcessor:
         self.diarizer = None
         self.tokenizer: Optional[SentencePieceTokenizer] = None
         self.tokenizer_version = ""
+        self.codec = None  # trainer.codec.Codec when codes.enabled
         self.timings: Counter = Counter()
 
     def __getstate__(self) -> dict:
         return {"config": self.config, "transcriber": None, "diarizer": None, "tokenizer": None,
-                "tokenizer_version": "", "timings": Counter()}
+                "tokenizer_version": "", "codec": None, "timings": Counter()}
 
     def setup(self) -> None:
-        """Load ASR, diarization and the tokenizer."""
+        """Load ASR, diarization, the tokenizer and (with ``codes.enabled``) Mimi."""
         from pipeline.audio.diarize import Diarizer
         from pipeline.audio.transcribe import Transcriber
 
@@ -111,6 +135,11 @@ class RecordingProcessor:
         self.transcriber.setup()
         self.diarizer = Diarizer(self.config)
         self.diarizer.setup()
+        settings = codec_settings(self.config)
+        if settings is not None:
+            from trainer.codec import load_codec  # torch + moshi: imported only when codes are on
+
+            self.codec = load_codec(settings)
 
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
@@ -177,6 +206,8 @@ class RecordingProcessor:
     def _analyse(self, source: AudioSource, audio: DecodedAudio) -> _Analysis:
         streams = self.config["streams"]
         versions: dict[str, str] = {"tokenizer": self.tokenizer_version}
+        if self.codec is not None:
+            versions["mimi"] = codec_version(self.codec)
         if self._stereo_channels(source, audio):
             names = list(source.speakers or streams["channel_speakers"])
             words: list[Word] = []
@@ -281,9 +312,27 @@ class RecordingProcessor:
                 meta=meta,
             )
             with self._timed("encode"):
-                result.records.append((sample.key, encode_sample(sample)))
+                record = encode_sample(sample)
+            if self.codec is not None:
+                with self._timed("codes"):
+                    record["codes.npy"] = self._codes(record)
+            result.records.append((sample.key, record))
             result.counters["segments_kept"] += 1
             result.counters["samples_kept_24k"] += last - first
+
+    def _codes(self, record: dict[str, Any]) -> bytes:
+        """``codes.npy`` bytes of a record: Mimi codes of its audio as stored (decoded from its 16-bit FLAC).
+
+        The audio goes through ``decode_sample`` and ``encode_streams``, as in the trainer's on-the-fly
+        path, so stored and on-the-fly codes are equal (encoding the float audio flips ~0.5 % of codes).
+        Mimi on CPU is deterministic and its codes do not depend on torch's thread count.
+        """
+        from trainer.codec import encode_streams
+
+        stored = decode_sample(record)
+        buffer = io.BytesIO()
+        np.save(buffer, encode_streams(self.codec, stored.audio, stored.sample_rate), allow_pickle=False)
+        return buffer.getvalue()
 
 
 def _rttm_text(turns: Sequence[Turn], recording_id: str) -> str:

@@ -120,7 +120,11 @@ IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--dir
 
 @pytest.fixture(scope="session")
 def conversation_run(conversation, bad_inputs, small_tokenizer, tmp_path_factory) -> dict:
-    """The Beam job run once in-process on the conversations plus a silent and a corrupt file."""
+    """The Beam job run once in-process on the conversations plus a silent and a corrupt file.
+
+    ``codes.enabled=true``: shards carry ``codes.npy`` (Mimi is the offline random stand-in), so the
+    byte-identity test also covers codes; the diarization-clip job test runs with codes off (default).
+    """
     from beam_jobs import audio_shards
     from pipeline.config import load_config
 
@@ -130,7 +134,7 @@ def conversation_run(conversation, bad_inputs, small_tokenizer, tmp_path_factory
     (inputs / "silence.wav").write_bytes(bad_inputs["silence"].read_bytes())
     (inputs / "corrupt.wav").write_bytes(bad_inputs["corrupt"].read_bytes())
     (inputs / "notes.txt").write_text("not listed: no audio extension\n")
-    config = load_config("audio_shards", small_tokenizer + ["streams.main_speaker=most_talkative"])
+    config = load_config("audio_shards", small_tokenizer + ["streams.main_speaker=most_talkative", "codes.enabled=true"])
     output = tmp_path_factory.mktemp("conversation_run") / "out"
     stats = audio_shards.run(str(inputs), str(output), config, IN_PROCESS)
     return {"inputs": inputs, "output": output, "config": config, "stats": stats}

@@ -66,6 +66,7 @@ def test_job_on_diarization_clips_interface_counts_and_export(shared_data, bad_i
         assert sample.text.dtype == np.int32 and sample.text.shape == (math.ceil(sample.audio.shape[1] / 24_000 * 12.5),)
         assert meta["main_speaker"] in meta["speakers"] and meta["source"].endswith(".wav")
         assert {"asr", "aligner", "diarization", "tokenizer"} <= set(meta["model_versions"])
+        assert sample.codes is None and "mimi" not in meta["model_versions"]  # codes.enabled is off by default
         assert all(w["speaker"] in meta["speakers"] for w in sample.words)
     stereo = samples[0]
     assert stereo.meta["stream_mode"] == "channels" and stereo.meta["speakers"] == ["CHANNEL_0", "CHANNEL_1"]
