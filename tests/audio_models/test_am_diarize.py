@@ -52,3 +52,13 @@ def test_missing_local_pipeline_directory_names_the_config_key(models_config, tm
 def test_missing_wav2vec2_model_names_the_config_key(models_config, tmp_path):
     with pytest.raises(RuntimeError, match=r"align\.wav2vec2_model"):
         Transcriber(models_config)._load_wav2vec2(str(tmp_path / "no-such-model"), "en")
+
+
+def test_diarizer_is_picklable_before_setup_and_keeps_overlap(models_config, diarizer, sample_audio):
+    import pickle
+
+    assert pickle.loads(pickle.dumps(Diarizer(models_config)))._segmentation is None
+    turns = diarizer.diarize(sample_audio)
+    overlaps = [(a, b) for a in turns for b in turns
+                if a.speaker < b.speaker and a.start < b.end and b.start < a.end]
+    assert overlaps, "the sample has overlapped speech (18.05-18.59 s in sample.rttm); none was kept"
