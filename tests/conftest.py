@@ -24,3 +24,30 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+S3_TEST_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-compatible HTTP server (moto) on 127.0.0.1, for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_client(s3_endpoint, monkeypatch):
+    """boto3 client of the test server; the environment points worker processes at it too."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    for key, value in S3_TEST_ENV.items():
+        monkeypatch.setenv(key, value)
+    return boto3.client("s3", endpoint_url=s3_endpoint, region_name=S3_TEST_ENV["AWS_DEFAULT_REGION"],
+                        aws_access_key_id="testing", aws_secret_access_key="testing")

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from pipeline.audio.decode import AudioRejected, decode, list_sources
 from pipeline.audio.outputs import stale_outputs, write_bucket, write_bytes_atomic
@@ -13,30 +11,16 @@ from pipeline.audio.shards import iter_shard
 from pipeline.config import load_config
 
 BUCKET = "audio-test"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.mark.timeout(120)
-def test_s3_manifest_glob_decode_and_atomic_outputs(s3_endpoint, bad_inputs, monkeypatch, tmp_path):
+def test_s3_manifest_glob_decode_and_atomic_outputs(s3_endpoint, s3_client, bad_inputs, tmp_path):
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
-    for key, value in CREDENTIALS.items():
-        monkeypatch.setenv(key, value)
     FileSystems.set_options(PipelineOptions([f"--s3_endpoint_url={s3_endpoint}", "--s3_access_key_id=testing",
                                              "--s3_secret_access_key=testing", "--s3_region_name=us-east-1"]))
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client = s3_client  # its fixture also exports the endpoint and credentials for worker processes
     client.create_bucket(Bucket=BUCKET)
     client.upload_file(str(bad_inputs["flac"]), BUCKET, "audio/talk.flac")
     client.upload_file(str(bad_inputs["corrupt"]), BUCKET, "audio/broken.wav")

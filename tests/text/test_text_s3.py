@@ -4,36 +4,19 @@ from __future__ import annotations
 import json
 import io
 
-import boto3
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
 
 from beam_jobs import text_corpus
 from pipeline.models import package_resource, resolve_model
 from text_helpers import IN_PROCESS
 
 BUCKET = "cc-test"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.mark.timeout(180)
-def test_job_reads_and_writes_s3(s3_endpoint, shared_data, monkeypatch, tmp_path):
-    # workers (and any subprocess) find the server through the environment as well as the options
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
-    for key, value in CREDENTIALS.items():
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+def test_job_reads_and_writes_s3(s3_endpoint, s3_client, shared_data, tmp_path):
+    client = s3_client  # its fixture also exports the endpoint and credentials for worker processes
     client.create_bucket(Bucket=BUCKET)
     wet = shared_data / "wet"
     client.upload_file(str(wet / "whirlwind.warc.wet.gz"), BUCKET, "crawl/a.warc.wet.gz")
