@@ -23,15 +23,15 @@ from typing import IO, Any, Iterator
 import zstandard
 
 from pipeline.text.document import Document, Reject
-from pipeline.text.wet import (GZIP_MAGIC, FileReport, TruncatedGzipError, WetLimits, _CountingReader, _emit,
-                               _GzipStream, decode_body)
+from pipeline.text.wet import (GZIP_MAGIC, FileReport, TruncatedGzipError, WetLimits, CountingReader, emit_counted,
+                               GzipStream, decode_body)
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CRAWL_ID_RE = re.compile(r"CC-MAIN-\d{4}-\d{2}")
 PROVENANCE_COLUMNS = ("record_id", "url", "date", "crawl", "content_language")
 
 
-class _ZstdStream(_GzipStream):
+class _ZstdStream(GzipStream):
     """Streaming zstd decompression of concatenated frames (truncation reported like gzip's)."""
 
     @staticmethod
@@ -81,7 +81,7 @@ def _lines(stream) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, line bytes without the newline); an unterminated last line counts."""
     pending, number = b"", 0
     while True:
-        data = stream.read(_GzipStream.CHUNK)
+        data = stream.read(GzipStream.CHUNK)
         if not data:
             break
         parts = (pending + data).split(b"\n")
@@ -101,9 +101,9 @@ def read_jsonl(raw: IO[bytes], source: str, file_index: int, limits: WetLimits, 
         report.rejects += 1
         yield Reject(source, file_index, 0, "empty_file", "file is empty (0 bytes)")
         return
-    counted = _CountingReader(raw, first)
+    counted = CountingReader(raw, first)
     codec = "gzip" if first[:2] == GZIP_MAGIC else "zstd" if first == ZSTD_MAGIC else ""
-    stream = _GzipStream(counted) if codec == "gzip" else _ZstdStream(counted) if codec == "zstd" else counted
+    stream = GzipStream(counted) if codec == "gzip" else _ZstdStream(counted) if codec == "zstd" else counted
     record_index, number = 0, 0
     lines = _lines(stream)
     while True:
@@ -112,11 +112,11 @@ def read_jsonl(raw: IO[bytes], source: str, file_index: int, limits: WetLimits, 
         except StopIteration:
             break
         except TruncatedGzipError as exc:
-            yield from _emit(Reject(source, file_index, number + 1, f"truncated_{codec}",
+            yield from emit_counted(Reject(source, file_index, number + 1, f"truncated_{codec}",
                                     f"{codec} stream ends early, inside line {number + 1}: {exc}"), report)
             break
         except (zlib.error, zstandard.ZstdError) as exc:
-            yield from _emit(Reject(source, file_index, number + 1, f"corrupt_{codec}",
+            yield from emit_counted(Reject(source, file_index, number + 1, f"corrupt_{codec}",
                                     f"{codec} data is corrupt after line {number}: {exc}"[:300]), report)
             break
         if not line.strip():
@@ -125,7 +125,7 @@ def read_jsonl(raw: IO[bytes], source: str, file_index: int, limits: WetLimits, 
         report.records["json_line"] += 1
         item = _to_document(line, source, file_index, record_index, number, limits, fmt, report)
         record_index += 1
-        yield from _emit(item, report)
+        yield from emit_counted(item, report)
     report.compressed_bytes = counted.count
 
 

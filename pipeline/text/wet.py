@@ -62,7 +62,7 @@ class WetLimits:
                    max_invalid_utf8_ratio=float(cfg["max_invalid_utf8_ratio"]))
 
 
-class _CountingReader:
+class CountingReader:
     """File wrapper counting the bytes read from the underlying (compressed) stream."""
 
     def __init__(self, raw: IO[bytes], first: bytes):
@@ -90,7 +90,7 @@ class TruncatedGzipError(Exception):
     """The compressed input ends inside a gzip member (not an EOFError: warcio swallows those)."""
 
 
-class _GzipStream:
+class GzipStream:
     """Streaming decompression of concatenated gzip members that returns every byte it could
     decompress before reporting a truncated member (``gzip.GzipFile`` raises at once, losing the
     records before the break)."""
@@ -153,8 +153,8 @@ def read_wet(raw: IO[bytes], source: str, file_index: int, limits: WetLimits,
         report.rejects += 1
         yield Reject(source, file_index, 0, "empty_file", "file is empty (0 bytes)")
         return
-    counted = _CountingReader(raw, first)
-    stream = _GzipStream(counted) if first == GZIP_MAGIC else counted
+    counted = CountingReader(raw, first)
+    stream = GzipStream(counted) if first == GZIP_MAGIC else counted
     iterator = _QuietArchiveIterator(stream, check_digests=False)
     crawl = ""
     record_index = 0
@@ -168,15 +168,15 @@ def read_wet(raw: IO[bytes], source: str, file_index: int, limits: WetLimits,
         except StopIteration:
             break
         except (TruncatedGzipError, EOFError) as exc:
-            yield from _emit(Reject(source, file_index, offset, "truncated_gzip", f"gzip stream ends early: {exc}"), report)
+            yield from emit_counted(Reject(source, file_index, offset, "truncated_gzip", f"gzip stream ends early: {exc}"), report)
             break
         except zlib.error as exc:
-            yield from _emit(Reject(source, file_index, offset, "corrupt_gzip", f"gzip data is corrupt: {exc}"), report)
+            yield from emit_counted(Reject(source, file_index, offset, "corrupt_gzip", f"gzip data is corrupt: {exc}"), report)
             break
         except ArchiveLoadFailed as exc:
             message = " ".join(str(exc).split())[:300]
             reason = "not_a_warc" if "Unknown archive format" in message else "corrupt_record"
-            yield from _emit(Reject(source, file_index, offset, reason, message), report)
+            yield from emit_counted(Reject(source, file_index, offset, reason, message), report)
             break
         damaged = iterator.err_count > errors_before  # bytes left after the declared Content-Length
         record_type = record.rec_type or "unknown"
@@ -198,11 +198,12 @@ def read_wet(raw: IO[bytes], source: str, file_index: int, limits: WetLimits,
         else:
             item = _to_document(record, body, source, file_index, record_index, offset, crawl, limits, report)
         record_index += 1
-        yield from _emit(item, report)
+        yield from emit_counted(item, report)
     report.compressed_bytes = counted.count
 
 
-def _emit(item: Document | Reject, report: FileReport) -> Iterator[Document | Reject]:
+def emit_counted(item: Document | Reject, report: FileReport) -> Iterator[Document | Reject]:
+    """Yield one reader result, counting it in the file report (rejects) on the way."""
     if isinstance(item, Reject):
         report.rejects += 1
     else:
