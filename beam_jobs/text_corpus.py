@@ -70,7 +70,7 @@ def _timer(stage: str):
     return Metrics.counter(NAMESPACE, f"ms_{stage}")
 
 
-class ReadWetChunks(beam.DoFn):
+class ReadInputChunks(beam.DoFn):
     """File spec (index, path, group) -> DocChunks (main), 'rejects', 'counts', 'files'.
 
     Files with a ``jsonl.extensions`` ending are read as JSONL document shards, others as WET."""
@@ -308,7 +308,7 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
     read = (pipeline
             | "FileList" >> beam.Create(specs)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadWet" >> beam.ParDo(ReadWetChunks(config)).with_outputs("rejects", "counts", "files", main="chunks"))
+            | "ReadInput" >> beam.ParDo(ReadInputChunks(config)).with_outputs("rejects", "counts", "files", main="chunks"))
     tables = (read.counts
               | "CountLines" >> beam.CombinePerKey(MergeLineCounts())
               | "RepeatedLines" >> beam.FlatMap(split_repeated).with_outputs("summary", main="tables"))

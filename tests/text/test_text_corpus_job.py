@@ -110,9 +110,9 @@ def test_pipeline_translates_to_portable_proto_and_dofns_pickle(shared_data, tmp
     text_corpus.build_pipeline(pipeline, [str(shared_data / "wet" / "whirlwind.warc.wet.gz")], config, str(tmp_path))
     proto = pipeline.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
-    assert {"ReadWet", "CountLines", "Dedup+Stages", "WriteParquet", "Finalize"} <= names
+    assert {"ReadInput", "CountLines", "Dedup+Stages", "WriteParquet", "Finalize"} <= names
     beam.Pipeline.from_runner_api(proto, pipeline.runner, pipeline._options)
-    for fn in (text_corpus.ReadWetChunks(config), text_corpus.ProcessChunks(config),
+    for fn in (text_corpus.ReadInputChunks(config), text_corpus.ProcessChunks(config),
                text_corpus.WriteShards(config, str(tmp_path)), text_corpus.Finalize(config, str(tmp_path), 1)):
         copy = pickler.loads(pickler.dumps(fn))
         if isinstance(copy, text_corpus.ProcessChunks):

@@ -8,7 +8,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_jobs import text_corpus
-from beam_jobs.text_corpus import MergeLineCounts, ReadWetChunks
+from beam_jobs.text_corpus import MergeLineCounts, ReadInputChunks
 from pipeline.config import load_config
 from pipeline.text import line_dedup
 from pipeline.text.accounting import AccountingError, check_invariant, to_stats
@@ -98,7 +98,7 @@ def test_read_transform_outputs(tmp_path):
     config = load_config("text_corpus", ["input.docs_per_chunk=2"])
     specs = [(0, str(good), 0), (1, str(tmp_path / "missing.wet.gz"), 0)]
     with TestPipeline(argv=IN_PROCESS) as p:
-        out = p | beam.Create(specs) | beam.ParDo(ReadWetChunks(config)).with_outputs(
+        out = p | beam.Create(specs) | beam.ParDo(ReadInputChunks(config)).with_outputs(
             "rejects", "counts", "files", main="chunks")
         assert_that(out.chunks | "ChunkShape" >> beam.Map(lambda c: (c.shard_name, [d.url for d in c.docs])),
                     equal_to([("part-000000-00000.parquet", ["http://a/", "http://b/"]),
