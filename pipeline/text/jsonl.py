@@ -23,8 +23,8 @@ from typing import IO, Any, Iterator
 import zstandard
 
 from pipeline.text.document import Document, Reject
-from pipeline.text.wet import (GZIP_MAGIC, FileReport, TruncatedGzipError, WetLimits, CountingReader, emit_counted,
-                               GzipStream, decode_body)
+from pipeline.text.wet import (GZIP_MAGIC, FileReport, GzipStream, TruncatedGzipError, WetLimits, decode_body,
+                               emit_counted, empty_file_reject, open_sniffed)
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CRAWL_ID_RE = re.compile(r"CC-MAIN-\d{4}-\d{2}")
@@ -96,14 +96,11 @@ def _lines(stream) -> Iterator[tuple[int, bytes]]:
 def read_jsonl(raw: IO[bytes], source: str, file_index: int, limits: WetLimits, fmt: JsonlFormat,
                report: FileReport) -> Iterator[Document | Reject]:
     """Yield the documents and rejects of one opened JSONL stream, in line order."""
-    first = raw.read(4)
-    if not first:
-        report.rejects += 1
-        yield Reject(source, file_index, 0, "empty_file", "file is empty (0 bytes)")
+    opened = open_sniffed(raw, {"gzip": (GZIP_MAGIC, GzipStream), "zstd": (ZSTD_MAGIC, _ZstdStream)})
+    if opened is None:
+        yield from emit_counted(empty_file_reject(source, file_index), report)
         return
-    counted = CountingReader(raw, first)
-    codec = "gzip" if first[:2] == GZIP_MAGIC else "zstd" if first == ZSTD_MAGIC else ""
-    stream = GzipStream(counted) if codec == "gzip" else _ZstdStream(counted) if codec == "zstd" else counted
+    stream, counted, codec = opened
     record_index, number = 0, 0
     lines = _lines(stream)
     while True:

@@ -86,6 +86,27 @@ class CountingReader:
         return data
 
 
+def open_sniffed(raw: IO[bytes], decompressors: dict[str, tuple[bytes, type]]) -> tuple[IO[bytes], CountingReader, str] | None:
+    """Count a raw stream's bytes and decompress it by magic number.
+
+    ``decompressors`` maps a codec name to (magic bytes, stream class). Returns (stream, byte counter,
+    codec name or "") or None when the stream is empty.
+    """
+    first = raw.read(4)
+    if not first:
+        return None
+    counted = CountingReader(raw, first)
+    for codec, (magic, stream_class) in decompressors.items():
+        if first.startswith(magic):
+            return stream_class(counted), counted, codec
+    return counted, counted, ""
+
+
+def empty_file_reject(source: str, file_index: int) -> Reject:
+    """The reject of a file with no bytes at all."""
+    return Reject(source, file_index, 0, "empty_file", "file is empty (0 bytes)")
+
+
 class TruncatedGzipError(Exception):
     """The compressed input ends inside a gzip member (not an EOFError: warcio swallows those)."""
 
@@ -148,13 +169,11 @@ def decode_body(body: bytes) -> tuple[str, int]:
 def read_wet(raw: IO[bytes], source: str, file_index: int, limits: WetLimits,
              report: FileReport) -> Iterator[Document | Reject]:
     """Yield the documents and rejects of one opened WET stream, in file order."""
-    first = raw.read(2)
-    if not first:
-        report.rejects += 1
-        yield Reject(source, file_index, 0, "empty_file", "file is empty (0 bytes)")
+    opened = open_sniffed(raw, {"gzip": (GZIP_MAGIC, GzipStream)})
+    if opened is None:
+        yield from emit_counted(empty_file_reject(source, file_index), report)
         return
-    counted = CountingReader(raw, first)
-    stream = GzipStream(counted) if first == GZIP_MAGIC else counted
+    stream, counted, _ = opened
     iterator = _QuietArchiveIterator(stream, check_digests=False)
     crawl = ""
     record_index = 0
