@@ -8,11 +8,9 @@ import json
 from pathlib import Path
 
 from classifiers.common import format_metrics
-from classifiers.evaluation import human_label_auc, quality_metrics, split_metrics
-from classifiers.models import ensure_models
+from classifiers.evaluation import ensure_models_with_metrics, human_label_auc
 from classifiers.sources import resolve_root
 from pipeline.config import load_config
-from pipeline.text.fuzzy_dedup import DUP_LABEL, KEEP_LABEL
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -27,9 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     config = load_config(args.config, args.set)
-    paths = ensure_models(config, args.line_samples)
-    fuzzy, _ = split_metrics(paths["fuzzy_dedup"], Path(f"{paths['fuzzy_dedup']}.valid.txt"), [DUP_LABEL, KEEP_LABEL])
-    quality = quality_metrics(paths["quality"], Path(f"{paths['quality']}.valid.txt"), config["quality"]["labels"])
+    paths, fuzzy, quality = ensure_models_with_metrics(config, args.line_samples)
     human = human_label_auc(paths["quality"], resolve_root(config["data_root"]) / config["evaluation"]["human_labeled"], config)
     bar = config["evaluation"]["wiki_vs_rand_auc_min"]
     print(format_metrics("fuzzy dedup (validation)", fuzzy))

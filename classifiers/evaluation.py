@@ -52,3 +52,17 @@ def human_label_auc(model_path: Path, labelled_jsonl: Path, config: Mapping[str,
                 score = 1.0 - scorer.scores(record["text"])["rand"]
                 (good if int(record["label"]) == 1 else bad).append(score)
     return {"auc_1_minus_rand": roc_auc(good, bad), "good": len(good), "bad": len(bad)}
+
+
+def ensure_models_with_metrics(config: Mapping[str, Any], line_samples: str | None = None) -> tuple[dict, dict, dict]:
+    """Train missing models (or reuse cached ones) and compute both validation reports.
+
+    Returns (model paths, fuzzy-dedup metrics, quality metrics).
+    """
+    from classifiers.models import ensure_models
+    from pipeline.text.fuzzy_dedup import DUP_LABEL, KEEP_LABEL
+
+    paths = ensure_models(config, line_samples)
+    fuzzy, _ = split_metrics(paths["fuzzy_dedup"], Path(f"{paths['fuzzy_dedup']}.valid.txt"), [DUP_LABEL, KEEP_LABEL])
+    quality = quality_metrics(paths["quality"], Path(f"{paths['quality']}.valid.txt"), config["quality"]["labels"])
+    return paths, fuzzy, quality

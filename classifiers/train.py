@@ -8,10 +8,8 @@ import shutil
 from pathlib import Path
 
 from classifiers.common import format_metrics
-from classifiers.evaluation import split_metrics, quality_metrics
-from classifiers.models import ensure_models
+from classifiers.evaluation import ensure_models_with_metrics
 from pipeline.config import load_config
-from pipeline.text.fuzzy_dedup import DUP_LABEL, KEEP_LABEL
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -28,10 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     config = load_config(args.config, args.set)
-    paths = ensure_models(config, args.line_samples)
-    fuzzy, _ = split_metrics(paths["fuzzy_dedup"], Path(f"{paths['fuzzy_dedup']}.valid.txt"), [DUP_LABEL, KEEP_LABEL])
+    paths, fuzzy, quality = ensure_models_with_metrics(config, args.line_samples)
     print(format_metrics(f"fuzzy dedup {paths['fuzzy_dedup'].name}", fuzzy))
-    quality = quality_metrics(paths["quality"], Path(f"{paths['quality']}.valid.txt"), config["quality"]["labels"])
     print(format_metrics(f"quality {paths['quality'].name}", quality))
     print(f"wiki vs rand AUC (validation lines): {quality['wiki_vs_rand_auc']:.4f}")
     if args.output:
