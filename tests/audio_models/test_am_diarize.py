@@ -1,8 +1,10 @@
-"""Diarizer: offline default on the real pyannote sample, clustering bounds, production loader errors."""
+"""Diarizer: offline default on the real pyannote sample, both package-shipped segmentation models,
+powerset probabilities, clustering bounds, production loader errors."""
 import numpy as np
 import pytest
 
-from pipeline.audio.diarize import DiarizationModelError, Diarizer, cluster_embeddings
+from pipeline.audio.diarize import (PACKAGED_SEGMENTATION, DiarizationModelError, Diarizer, cluster_embeddings,
+                                    segmentation_checkpoint, speaker_probabilities)
 from pipeline.audio.evaluate import diarization_scores
 from pipeline.audio.rttm import read_rttm
 from pipeline.audio.transcribe import Transcriber
@@ -17,6 +19,44 @@ def test_sample_der_below_target_and_deterministic(diarizer, sample_audio, share
     assert {t.speaker for t in turns} == {"SPEAKER_00", "SPEAKER_01"}
     assert all(t.end > t.start for t in turns)
     assert diarizer.diarize(sample_audio) == turns
+
+
+def test_whisperx_segmentation_model_still_meets_the_sample_target(models_config, sample_audio, shared_data):
+    config = apply_overrides(models_config, ["diarization.segmentation_model=whisperx-vad",
+                                             "diarization.activity_onset=0.5", "diarization.activity_offset=0.363"])
+    diarizer = Diarizer(config)
+    diarizer.setup()
+    assert diarizer.window_seconds() == 5.0  # null segmentation_window = the model's own window
+    reference = read_rttm((shared_data / "diarization/pyannote_sample/sample.rttm").read_text())["sample"]
+    scores = diarization_scores(reference, diarizer.diarize(sample_audio), [0.25])["collar_0.25"]
+    assert scores["der"] <= models_config["evaluation"]["targets"]["der_sample_collar_025"], scores
+
+
+def test_default_segmentation_is_the_packaged_powerset_model(diarizer):
+    specifications = diarizer._segmentation.model.specifications
+    assert diarizer.settings["segmentation_model"] == "segmentation-3.0"
+    assert specifications.powerset and specifications.powerset_max_classes == 2
+    assert diarizer.window_seconds() == 10.0
+
+
+def test_packaged_segmentation_names_resolve_to_files_and_other_names_pass_through(tmp_path):
+    from pathlib import Path
+
+    for name in PACKAGED_SEGMENTATION:
+        assert Path(segmentation_checkpoint(name)).is_file(), name
+    assert segmentation_checkpoint(str(tmp_path / "model.bin")) == str(tmp_path / "model.bin")
+    assert segmentation_checkpoint("pyannote/segmentation-3.0") == "pyannote/segmentation-3.0"
+
+
+def test_powerset_probabilities_sum_the_classes_holding_each_speaker():
+    from types import SimpleNamespace
+
+    # pyannote's powerset order for 3 speakers, at most 2 at once: {}, {0}, {1}, {2}, {0,1}, {0,2}, {1,2}
+    specifications = SimpleNamespace(classes=["a", "b", "c"], powerset_max_classes=2)
+    probabilities = np.array([[0.1, 0.2, 0.0, 0.0, 0.6, 0.0, 0.1],   # mostly speakers 0 and 1 together
+                              [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])  # silence
+    speakers = speaker_probabilities(np.log(probabilities + 1e-12), specifications)
+    assert np.allclose(speakers, [[0.8, 0.7, 0.1], [0.0, 0.0, 0.0]], atol=1e-6)
 
 
 def test_silence_gives_no_turns(diarizer):
