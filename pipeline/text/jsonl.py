@@ -24,7 +24,7 @@ import zstandard
 
 from pipeline.text.document import Document, Reject
 from pipeline.text.wet import (GZIP_MAGIC, FileReport, GzipStream, TruncatedGzipError, WetLimits, decode_body,
-                               emit_counted, empty_file_reject, open_sniffed)
+                               emit_counted, empty_file_reject, open_sniffed, split_body_lines)
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CRAWL_ID_RE = re.compile(r"CC-MAIN-\d{4}-\d{2}")
@@ -146,13 +146,9 @@ def _to_document(line: bytes, source: str, file_index: int, record_index: int, n
     if not isinstance(text, str):
         return Reject(source, file_index, number, "text_not_string",
                       f"{fmt.text_field!r} is a JSON {type(text).__name__}", meta["url"], meta["record_id"])
-    doc_lines = text.split("\n")
-    if doc_lines and doc_lines[-1] == "":
-        doc_lines.pop()
-    longest = max(map(len, doc_lines), default=0)
-    if longest > limits.max_line_chars:
-        return Reject(source, file_index, number, "line_too_long",
-                      f"a line has {longest} characters (limit {limits.max_line_chars})", meta["url"], meta["record_id"])
+    doc_lines, too_long = split_body_lines(text, limits)
+    if too_long:
+        return Reject(source, file_index, number, "line_too_long", too_long, meta["url"], meta["record_id"])
     if invalid:
         report.invalid_utf8_bytes += invalid
         report.documents_with_invalid_utf8 += 1

@@ -166,6 +166,17 @@ def decode_body(body: bytes) -> tuple[str, int]:
         return body.decode("utf-8", errors="replace"), len(body) - len(valid.encode("utf-8"))
 
 
+def split_body_lines(text: str, limits: WetLimits) -> tuple[list[str], str | None]:
+    """Lines of a record body (a final newline adds no empty line), and why it is rejected if a line is too long."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    longest = max(map(len, lines), default=0)
+    if longest > limits.max_line_chars:
+        return lines, f"a line has {longest} characters (limit {limits.max_line_chars})"
+    return lines, None
+
+
 def read_wet(raw: IO[bytes], source: str, file_index: int, limits: WetLimits,
              report: FileReport) -> Iterator[Document | Reject]:
     """Yield the documents and rejects of one opened WET stream, in file order."""
@@ -243,13 +254,9 @@ def _to_document(record, body: bytes, source: str, file_index: int, record_index
     if invalid and invalid > limits.max_invalid_utf8_ratio * len(body):
         return Reject(source, file_index, offset, "invalid_utf8",
                       f"{invalid} of {len(body)} bytes are not UTF-8", url, record_id)
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    longest = max(map(len, lines), default=0)
-    if longest > limits.max_line_chars:
-        return Reject(source, file_index, offset, "line_too_long",
-                      f"a line has {longest} characters (limit {limits.max_line_chars})", url, record_id)
+    lines, too_long = split_body_lines(text, limits)
+    if too_long:
+        return Reject(source, file_index, offset, "line_too_long", too_long, url, record_id)
     if invalid:
         report.invalid_utf8_bytes += invalid
         report.documents_with_invalid_utf8 += 1
