@@ -29,17 +29,17 @@ install-audio:
 
 # ---------------------------------------------------------------- text (Helium recipe)
 text-corpus: install-text
-	$(PY) -m beam_jobs.text_corpus $(call opt,--input,$(INPUT)) --output $(or $(OUTPUT),out/text-corpus) \
+	$(PY) -m moshi_data.beam_jobs.text_corpus $(call opt,--input,$(INPUT)) --output $(or $(OUTPUT),out/text-corpus) \
 	  $(call opt,--config,$(CONFIG)) $(call opt,--limit,$(LIMIT)) $(RUNNER_ARGS)
 
 classifiers: install-text
-	$(PY) -m classifiers.train $(call opt,--config,$(CONFIG)) $(call opt,--output,$(OUTPUT))
+	$(PY) -m moshi_data.classifiers.train $(call opt,--config,$(CONFIG)) $(call opt,--output,$(OUTPUT))
 
 score-text: install-text
-	$(PY) -m classifiers.score --input $(INPUT) --output $(OUTPUT) $(call opt,--config,$(CONFIG))
+	$(PY) -m moshi_data.classifiers.score --input $(INPUT) --output $(OUTPUT) $(call opt,--config,$(CONFIG))
 
 eval-classifiers: install-text
-	$(PY) -m classifiers.evaluate $(call opt,--config,$(CONFIG))
+	$(PY) -m moshi_data.classifiers.evaluate $(call opt,--config,$(CONFIG))
 
 bench: install-text
 	$(PY) -m bench.text_bench $(call opt,--config,$(CONFIG)) $(call opt,--output,$(OUTPUT))
@@ -47,25 +47,25 @@ bench: install-text
 
 # ---------------------------------------------------------------- audio (Moshi recipe)
 tokenizer: install-text
-	$(PY) -m classifiers.tokenizer $(call opt,--config,$(CONFIG)) $(call opt,--output,$(OUTPUT))
+	$(PY) -m moshi_data.classifiers.tokenizer $(call opt,--config,$(CONFIG)) $(call opt,--output,$(OUTPUT))
 
 audio-shards: install-audio
-	$(PY) -m beam_jobs.audio_shards $(call opt,--input,$(INPUT)) --output $(or $(OUTPUT),out/audio-shards) \
+	$(PY) -m moshi_data.beam_jobs.audio_shards $(call opt,--input,$(INPUT)) --output $(or $(OUTPUT),out/audio-shards) \
 	  $(call opt,--config,$(CONFIG)) $(RUNNER_ARGS)
 
 moshi-finetune-export: install-audio
-	$(PY) -m beam_jobs.moshi_finetune_export --input $(or $(INPUT),out/audio-shards) \
+	$(PY) -m moshi_data.beam_jobs.moshi_finetune_export --input $(or $(INPUT),out/audio-shards) \
 	  --output $(or $(OUTPUT),out/moshi-finetune) $(call opt,--config,$(CONFIG))
 
 eval-audio: install-audio
-	$(PY) -m pipeline.audio.evaluate $(call opt,--config,$(CONFIG)) $(call opt,--output,$(OUTPUT))
+	$(PY) -m moshi_data.pipeline.audio.evaluate $(call opt,--config,$(CONFIG)) $(call opt,--output,$(OUTPUT))
 
 bench-audio: install-audio
 	$(PY) -m bench.audio_bench $(call opt,--config,$(CONFIG)) $(call opt,--output,$(OUTPUT))
 
 # ---------------------------------------------------------------- trainer
 train: install-audio
-	$(PY) -m trainer.train --shards $(or $(SHARDS),out/audio-shards/shards) --output $(or $(OUTPUT),out/train) \
+	$(PY) -m moshi_data.trainer.train --shards $(or $(SHARDS),out/audio-shards/shards) --output $(or $(OUTPUT),out/train) \
 	  $(call opt,--steps,$(STEPS)) $(call opt,--preset,$(PRESET)) $(call opt,--config,$(CONFIG))
 
 bench-train: install-audio

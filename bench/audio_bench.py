@@ -25,7 +25,7 @@ from pathlib import Path
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pipeline.config import REPO_ROOT, load_config  # noqa: E402
+from moshi_data.pipeline.config import REPO_ROOT, load_config  # noqa: E402
 
 DEFAULT_CLIPS = (
     "diarization/pyannote_sample/sample.wav",
@@ -42,9 +42,9 @@ def peak_rss_mb() -> float:
 
 def bench_pipeline(paths: list[str], config: dict) -> dict:
     """Per-stage RTF over ``paths`` with the processor of the Beam job."""
-    from classifiers.tokenizer import train_tokenizer
-    from pipeline.audio.decode import AudioSource, recording_id_for
-    from pipeline.audio.recording import STAGES, RecordingProcessor, resolve_repo_path
+    from moshi_data.classifiers.tokenizer import train_tokenizer
+    from moshi_data.pipeline.audio.decode import AudioSource, recording_id_for
+    from moshi_data.pipeline.audio.recording import STAGES, RecordingProcessor, resolve_repo_path
 
     if not resolve_repo_path(config["text"]["tokenizer"]).exists():
         train_tokenizer(config)
@@ -88,8 +88,8 @@ def bench_pipeline(paths: list[str], config: dict) -> dict:
 
 _DECODE_CHILD = """
 import json, sys
-from pipeline.audio.decode import decode
-from pipeline.config import load_config
+from moshi_data.pipeline.audio.decode import decode
+from moshi_data.pipeline.config import load_config
 
 def high_water_mb():  # VmHWM: peak RSS of this process image (ru_maxrss survives exec on Linux)
     for line in open("/proc/self/status"):

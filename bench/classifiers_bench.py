@@ -15,15 +15,15 @@ from collections import Counter
 from unittest import mock
 
 from bench.text_bench import build_input
-from classifiers.models import attach_classifiers
-from pipeline.config import REPO_ROOT, load_config
-from pipeline.text import chunk as chunk_module
-from pipeline.text import line_dedup
-from pipeline.text import stages as stages_module
-from pipeline.text.chunk import ChunkProcessor, DocChunk, chunk_line_counts, hash_documents
-from pipeline.text.document import Document
-from pipeline.text.minhash import MinHasher
-from pipeline.text.wet import FileReport, WetLimits, read_wet
+from moshi_data.classifiers.models import attach_classifiers
+from moshi_data.pipeline.config import REPO_ROOT, load_config
+from moshi_data.pipeline.text import chunk as chunk_module
+from moshi_data.pipeline.text import line_dedup
+from moshi_data.pipeline.text import stages as stages_module
+from moshi_data.pipeline.text.chunk import ChunkProcessor, DocChunk, chunk_line_counts, hash_documents
+from moshi_data.pipeline.text.document import Document
+from moshi_data.pipeline.text.minhash import MinHasher
+from moshi_data.pipeline.text.wet import FileReport, WetLimits, read_wet
 
 FASTTEXT_STAGES = ("fuzzy_dedup", "language", "quality")
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.config import REPO_ROOT
+from moshi_data.pipeline.config import REPO_ROOT
 
 SHARED = REPO_ROOT.parent / "shared" / "data"
 CC_JSONL = sorted((SHARED / "wet" / "cc_text_jsonl").glob("*.jsonl.gz"))
@@ -93,9 +93,9 @@ def raw_floor(paths: list[str], lid_model: str) -> dict:
     """One core: warcio iteration + normalize/hash every line + one LID call per document."""
     from warcio.archiveiterator import ArchiveIterator
 
-    from pipeline.models import resolve_model
-    from pipeline.text.langid import load_fasttext
-    from pipeline.text.normalize import line_hashes
+    from moshi_data.pipeline.models import resolve_model
+    from moshi_data.pipeline.text.langid import load_fasttext
+    from moshi_data.pipeline.text.normalize import line_hashes
 
     model = load_fasttext(str(resolve_model(lid_model)))
     seconds = {"warcio": 0.0, "normalize_hash": 0.0, "lid": 0.0}
@@ -134,7 +134,7 @@ def peak_rss_mb() -> float:
 
 def run_job(paths: list[str], output: Path, config: str, beam_args: list[str], overrides: list[str]) -> dict:
     """Run the job in a fresh interpreter so its peak RSS is measured alone."""
-    code = ("import json,sys,resource; from beam_jobs import text_corpus as t; "
+    code = ("import json,sys,resource; from moshi_data.beam_jobs import text_corpus as t; "
             "r=t.run(sys.argv[1], sys.argv[2], sys.argv[3], overrides=json.loads(sys.argv[4]), beam_args=json.loads(sys.argv[5])); "
             "r['peak_rss_mb']=round(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)/1024,1); "
             "print('RESULT'+json.dumps(r))")
@@ -198,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datatrove-python", default="/tmp/dt-venv/bin/python",
                         help="python of a separate venv with datatrove (skipped when missing)")
     args = parser.parse_args(argv)
-    from pipeline.config import load_config
-    from pipeline.models import resolve_model
+    from moshi_data.pipeline.config import load_config
+    from moshi_data.pipeline.models import resolve_model
 
     output = (REPO_ROOT / args.output).resolve()
     paths, text_bytes = build_input(output / "input", args.docs, args.files)

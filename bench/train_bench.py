@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.data import ShardStream, list_shards
-from trainer.model import RQTransformer, count_parameters, rq_loss
-from trainer.train import autocast, make_optimizer, resolve_config
+from moshi_data.trainer.data import ShardStream, list_shards
+from moshi_data.trainer.model import RQTransformer, count_parameters, rq_loss
+from moshi_data.trainer.train import autocast, make_optimizer, resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,8 +117,8 @@ def bench_loader(config: dict, shards: list[str], items: int) -> dict:
 
 def reference_shards(output: Path, config: dict) -> list[str]:
     """Shards built from ../shared/data/diarization (first 30 s of 4 clips), cached under OUTPUT."""
-    from trainer.codec import shared_codec
-    from trainer.reference_shards import build_reference_shards
+    from moshi_data.trainer.codec import shared_codec
+    from moshi_data.trainer.reference_shards import build_reference_shards
 
     directory = output / "shards"
     if not list(directory.glob("shard-*.tar")):

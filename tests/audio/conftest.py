@@ -98,8 +98,8 @@ def bad_inputs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def small_tokenizer(tmp_path_factory) -> list[str]:
     """Config overrides pointing at a small SentencePiece model trained (for real) under tmp."""
-    from classifiers.tokenizer import train_tokenizer
-    from pipeline.config import load_config
+    from moshi_data.classifiers.tokenizer import train_tokenizer
+    from moshi_data.pipeline.config import load_config
 
     prefix = tmp_path_factory.mktemp("tokenizer") / "spm"
     overrides = [
@@ -125,8 +125,8 @@ def conversation_run(conversation, bad_inputs, small_tokenizer, tmp_path_factory
     ``codes.enabled=true``: shards carry ``codes.npy`` (Mimi is the offline random stand-in), so the
     byte-identity test also covers codes; the diarization-clip job test runs with codes off (default).
     """
-    from beam_jobs import audio_shards
-    from pipeline.config import load_config
+    from moshi_data.beam_jobs import audio_shards
+    from moshi_data.pipeline.config import load_config
 
     inputs = tmp_path_factory.mktemp("conversation_inputs")
     for name in ("mono", "stereo"):

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.audio.assign import assign_speakers, overlapped_words
-from pipeline.audio.streams import (channel_streams, mask_streams, one_talker_per_channel,
+from moshi_data.pipeline.audio.assign import assign_speakers, overlapped_words
+from moshi_data.pipeline.audio.streams import (channel_streams, mask_streams, one_talker_per_channel,
                                     pick_main_speaker, speaking_time)
-from pipeline.audio.types import Turn, Word
+from moshi_data.pipeline.audio.types import Turn, Word
 
 TURNS = [Turn(0.0, 2.0, "A"), Turn(1.8, 4.0, "B"), Turn(5.0, 6.0, "A")]
 

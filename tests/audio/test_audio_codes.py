@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import torch
 
-from pipeline.audio.shards import decode_sample
-from pipeline.config import REPO_ROOT
+from moshi_data.pipeline.audio.shards import decode_sample
+from moshi_data.pipeline.config import REPO_ROOT
 
 
 def _raw_records(path):
@@ -29,13 +29,13 @@ def _write_raw(path, records) -> None:
 
 
 def _trainer_tokens(shards, config):
-    from trainer.data import ShardStream
+    from moshi_data.trainer.data import ShardStream
 
     return {item["key"]: item["tokens"] for item in ShardStream([str(s) for s in shards], config, train=False)}
 
 
 def test_job_codes_match_text_frames_and_trainer_on_the_fly(conversation_run, tmp_path):
-    from trainer.train import resolve_config
+    from moshi_data.trainer.train import resolve_config
 
     shards = sorted((conversation_run["output"] / "shards").glob("shard-*.tar"))
     records = [record for shard in shards for record in _raw_records(shard)]
@@ -67,7 +67,7 @@ def test_job_codes_match_text_frames_and_trainer_on_the_fly(conversation_run, tm
 def test_job_imports_no_codec_when_codes_are_off():
     """The job and the recording stages import neither trainer.codec nor moshi unless codes are enabled."""
     probe = ("import sys, beam_jobs.audio_shards, pipeline.audio.recording as r; "
-             "from pipeline.config import load_config; "
+             "from moshi_data.pipeline.config import load_config; "
              "assert r.codec_settings(load_config('audio_shards')) is None; "
              "print(sorted(m for m in sys.modules if m.startswith(('moshi', 'trainer'))))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)

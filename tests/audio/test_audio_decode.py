@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.audio.decode import AudioRejected, decode, list_sources, read_pcm, recording_id_for
-from pipeline.config import load_config
+from moshi_data.pipeline.audio.decode import AudioRejected, decode, list_sources, read_pcm, recording_id_for
+from moshi_data.pipeline.config import load_config
 
 INGEST = load_config("audio_shards")["ingest"]
 

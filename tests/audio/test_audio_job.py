@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from beam_jobs import audio_shards, moshi_finetune_export
-from pipeline.audio.rttm import read_rttm
-from pipeline.audio.shards import iter_shard
-from pipeline.config import load_config
+from moshi_data.beam_jobs import audio_shards, moshi_finetune_export
+from moshi_data.pipeline.audio.rttm import read_rttm
+from moshi_data.pipeline.audio.shards import iter_shard
+from moshi_data.pipeline.config import load_config
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
 TWO_WORKERS = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from pipeline.audio.decode import AudioRejected, decode, list_sources
-from pipeline.audio.outputs import stale_outputs, write_bucket, write_bytes_atomic
-from pipeline.audio.shards import iter_shard
-from pipeline.config import load_config
+from moshi_data.pipeline.audio.decode import AudioRejected, decode, list_sources
+from moshi_data.pipeline.audio.outputs import stale_outputs, write_bucket, write_bytes_atomic
+from moshi_data.pipeline.audio.shards import iter_shard
+from moshi_data.pipeline.config import load_config
 
 BUCKET = "audio-test"
 
@@ -44,7 +44,7 @@ def test_s3_manifest_glob_decode_and_atomic_outputs(s3_endpoint, s3_client, bad_
 
     output = f"s3://{BUCKET}/out"
     write_bytes_atomic(f"{output}/stats.json", b"{}\n")
-    from pipeline.audio.shards import Sample, encode_sample
+    from moshi_data.pipeline.audio.shards import Sample, encode_sample
     import numpy as np
 
     records = [(f"k{i}", encode_sample(Sample(f"k{i}", np.zeros((2, 2400), np.float32), [], np.full(1, 3, np.int32), {"i": i})))

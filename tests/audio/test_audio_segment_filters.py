@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.audio.filters import check_recording, check_segment, estimate_snr_db, speech_ratio
-from pipeline.audio.segment import plan_segments, turns_in_segment, words_in_segment
-from pipeline.audio.types import FRAME_RATE, Turn, Word
-from pipeline.config import load_config
+from moshi_data.pipeline.audio.filters import check_recording, check_segment, estimate_snr_db, speech_ratio
+from moshi_data.pipeline.audio.segment import plan_segments, turns_in_segment, words_in_segment
+from moshi_data.pipeline.audio.types import FRAME_RATE, Turn, Word
+from moshi_data.pipeline.config import load_config
 
 
 def _words(start: float, end: float, step: float = 0.5) -> list[Word]:
@@ -39,7 +39,7 @@ def test_no_silence_falls_back_to_word_gaps_then_hard_cuts():
 
 
 def test_words_and_turns_move_to_segment_time():
-    from pipeline.audio.segment import Segment
+    from moshi_data.pipeline.audio.segment import Segment
 
     segment = Segment(1, 10.0, 20.0, "end")
     words = [Word("a", 9.0, 10.5), Word("b", 12.0, 12.5), Word("c", 19.8, 20.6)]

@@ -5,11 +5,11 @@ import re
 
 import numpy as np
 
-from pipeline.audio.recording import resolve_repo_path
-from pipeline.audio.rttm import read_rttm
-from pipeline.audio.shards import iter_shard
-from pipeline.audio.text_frames import SentencePieceTokenizer, text_stream
-from pipeline.audio.types import FRAME_RATE, Word
+from moshi_data.pipeline.audio.recording import resolve_repo_path
+from moshi_data.pipeline.audio.rttm import read_rttm
+from moshi_data.pipeline.audio.shards import iter_shard
+from moshi_data.pipeline.audio.text_frames import SentencePieceTokenizer, text_stream
+from moshi_data.pipeline.audio.types import FRAME_RATE, Word
 
 
 def _norm(text: str) -> str:

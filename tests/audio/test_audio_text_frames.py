@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.audio.text_frames import frame_count, place_tokens, text_stream, tokenize_words
-from pipeline.audio.types import Word
+from moshi_data.pipeline.audio.text_frames import frame_count, place_tokens, text_stream, tokenize_words
+from moshi_data.pipeline.audio.types import Word
 
 PAD, EPAD = 3, 0
 VOCAB = {"Hello": 10, "there": 11, "how": 12, "wond": 13, "erful": 14}

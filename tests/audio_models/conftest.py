@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from pipeline.config import load_config
+from moshi_data.pipeline.config import load_config
 
 SAMPLE_RATE = 16_000
 
@@ -21,7 +21,7 @@ def models_config() -> dict:
 
 @pytest.fixture(scope="session")
 def transcriber(models_config):
-    from pipeline.audio.transcribe import Transcriber
+    from moshi_data.pipeline.audio.transcribe import Transcriber
 
     model = Transcriber(models_config)
     model.setup()
@@ -30,7 +30,7 @@ def transcriber(models_config):
 
 @pytest.fixture(scope="session")
 def diarizer(models_config):
-    from pipeline.audio.diarize import Diarizer
+    from moshi_data.pipeline.audio.diarize import Diarizer
 
     model = Diarizer(models_config)
     model.setup()
@@ -39,7 +39,7 @@ def diarizer(models_config):
 
 @pytest.fixture(scope="session")
 def sample_audio(shared_data) -> np.ndarray:
-    from pipeline.audio.evaluate import load_audio_16k
+    from moshi_data.pipeline.audio.evaluate import load_audio_16k
 
     return load_audio_16k(shared_data / "diarization/pyannote_sample/sample.wav")
 

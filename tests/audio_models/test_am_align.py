@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline.audio.align import (PocketsphinxAligner, TokenTiming, interpolate_missing, letters_to_phones,
+from moshi_data.pipeline.audio.align import (PocketsphinxAligner, TokenTiming, interpolate_missing, letters_to_phones,
                                   number_to_words, spoken_words, tokens_to_spoken)
 from tests.audio_models.conftest import synthesize
 

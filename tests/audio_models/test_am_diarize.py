@@ -3,12 +3,12 @@ powerset probabilities, clustering bounds, production loader errors."""
 import numpy as np
 import pytest
 
-from pipeline.audio.diarize import (PACKAGED_SEGMENTATION, DiarizationModelError, Diarizer, cluster_embeddings,
+from moshi_data.pipeline.audio.diarize import (PACKAGED_SEGMENTATION, DiarizationModelError, Diarizer, cluster_embeddings,
                                     segmentation_checkpoint, speaker_probabilities)
-from pipeline.audio.evaluate import diarization_scores
-from pipeline.audio.rttm import read_rttm
-from pipeline.audio.transcribe import Transcriber
-from pipeline.config import apply_overrides
+from moshi_data.pipeline.audio.evaluate import diarization_scores
+from moshi_data.pipeline.audio.rttm import read_rttm
+from moshi_data.pipeline.audio.transcribe import Transcriber
+from moshi_data.pipeline.config import apply_overrides
 
 
 def test_sample_der_below_target_and_deterministic(diarizer, sample_audio, shared_data, models_config):

@@ -1,7 +1,7 @@
 """Scoring helpers of make eval-audio: TextGrid parsing (both text formats), WER, onset matching, uris."""
-from pipeline.audio.evaluate import (ascii_uri, diarization_cases, match_onsets, parse_textgrid,
+from moshi_data.pipeline.audio.evaluate import (ascii_uri, diarization_cases, match_onsets, parse_textgrid,
                                      reference_words, word_error_rate)
-from pipeline.audio.types import Word
+from moshi_data.pipeline.audio.types import Word
 
 TIERS = ["Text", "word", "words", "ORT", "Word"]
 

@@ -1,8 +1,8 @@
 """RTTM writing/reading round trip and error cases."""
 import pytest
 
-from pipeline.audio.rttm import read_rttm, write_rttm
-from pipeline.audio.types import Turn
+from moshi_data.pipeline.audio.rttm import read_rttm, write_rttm
+from moshi_data.pipeline.audio.types import Turn
 
 
 def test_round_trip_keeps_overlapping_turns():

@@ -3,8 +3,8 @@ import pickle
 
 import numpy as np
 
-from pipeline.audio.evaluate import normalize_word, parse_stm, word_error_rate
-from pipeline.audio.transcribe import Transcriber, split_tokens
+from moshi_data.pipeline.audio.evaluate import normalize_word, parse_stm, word_error_rate
+from moshi_data.pipeline.audio.transcribe import Transcriber, split_tokens
 
 
 def test_transcriber_is_picklable_before_setup(models_config):

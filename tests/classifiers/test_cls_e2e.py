@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from classifiers import evaluate, score, train
-from classifiers.models import ensure_models
-from pipeline.config import REPO_ROOT, load_config
+from moshi_data.classifiers import evaluate, score, train
+from moshi_data.classifiers.models import ensure_models
+from moshi_data.pipeline.config import REPO_ROOT, load_config
 
 TINY = ["quality.max_lines_per_label=1500", "quality.train.epoch=5", "quality.train.bucket=20000",
         "fuzzy_dedup.train.epoch=5", "fuzzy_dedup.train.bucket=20000"]
@@ -32,7 +32,7 @@ def test_training_reports_metrics_and_caches_models_keyed_by_config(tiny):
     assert ensure_models(config) == paths  # cache hit: same paths, not retrained
     assert {name: path.stat().st_mtime_ns for name, path in paths.items()} == mtimes
     changed = load_config("classifiers.yaml", [*tiny["overrides"], "quality.train.epoch=4"])
-    from classifiers.quality import quality_model_path
+    from moshi_data.classifiers.quality import quality_model_path
 
     assert quality_model_path(changed) != paths["quality"]
     quality = tiny["train"]["quality"]
@@ -68,7 +68,7 @@ def test_score_cli_adds_nine_scores_and_fuzzy_counts_and_rejects_bad_records(tin
     assert [json.loads(r)["line"] for r in rejects] == [6, 7]
 
 
-@pytest.mark.parametrize("module", ["classifiers.train", "classifiers.score", "classifiers.evaluate"])
+@pytest.mark.parametrize("module", ["moshi_data.classifiers.train", "moshi_data.classifiers.score", "moshi_data.classifiers.evaluate"])
 def test_cli_help(module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and "usage" in result.stdout

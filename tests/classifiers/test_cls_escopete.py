@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from warcio.archiveiterator import ArchiveIterator
 
-from classifiers.fuzzy_dedup import fuzzy_model_path, train_fuzzy
-from classifiers.line_samples import line_sample_records
-from classifiers.sources import iter_documents, resolve_root
-from pipeline.config import load_config
-from pipeline.text import line_dedup
-from pipeline.text.fuzzy_dedup import FuzzyDedupStage
-from pipeline.text.normalize import line_hashes
+from moshi_data.classifiers.fuzzy_dedup import fuzzy_model_path, train_fuzzy
+from moshi_data.classifiers.line_samples import line_sample_records
+from moshi_data.classifiers.sources import iter_documents, resolve_root
+from moshi_data.pipeline.config import load_config
+from moshi_data.pipeline.text import line_dedup
+from moshi_data.pipeline.text.fuzzy_dedup import FuzzyDedupStage
+from moshi_data.pipeline.text.normalize import line_hashes
 
 # Municipalities of the same province: page k is the real page with its subject renamed, like the
 # pages of one wiki site that share menus and templates.

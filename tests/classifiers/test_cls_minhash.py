@@ -8,9 +8,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_jobs.minhash import KEPT, REMOVED, MinHashDedup
-from pipeline.config import load_config
-from pipeline.text.minhash import MinHasher, cluster_texts, clusters_from_edges, shingles
+from moshi_data.beam_jobs.minhash import KEPT, REMOVED, MinHashDedup
+from moshi_data.pipeline.config import load_config
+from moshi_data.pipeline.text.minhash import MinHasher, cluster_texts, clusters_from_edges, shingles
 
 CONFIG = load_config("classifiers.yaml")["minhash"]
 BASE = ("Escopete ye un municipio d'a provincia de Guadalachara en a comunidat autonoma de Castiella-La Mancha "

@@ -10,8 +10,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs import text_corpus
-from pipeline.text.accounting import check_invariant
+from moshi_data.beam_jobs import text_corpus
+from moshi_data.pipeline.text.accounting import check_invariant
 from test_cls_e2e import TINY
 from test_cls_escopete import NAVIGATION, site_pages
 

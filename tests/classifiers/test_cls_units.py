@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from classifiers.common import is_valid_split, precision_recall_f1, roc_auc
-from classifiers.fuzzy_dedup import build_examples
-from classifiers.quality import build_label_lines, split_examples
-from pipeline.config import load_config
-from pipeline.text.fasttext_model import model_text
-from pipeline.text.fuzzy_dedup import runs_to_remove
-from pipeline.text.quality import aggregate_scores, line_weights, quality_filter_reason, scored_lines
+from moshi_data.classifiers.common import is_valid_split, precision_recall_f1, roc_auc
+from moshi_data.classifiers.fuzzy_dedup import build_examples
+from moshi_data.classifiers.quality import build_label_lines, split_examples
+from moshi_data.pipeline.config import load_config
+from moshi_data.pipeline.text.fasttext_model import model_text
+from moshi_data.pipeline.text.fuzzy_dedup import runs_to_remove
+from moshi_data.pipeline.text.quality import aggregate_scores, line_weights, quality_filter_reason, scored_lines
 
 
 def test_runs_of_three_or_more_flagged_lines_are_removed_and_shorter_runs_kept():

@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.internal import pickler
 
-from beam_jobs import text_corpus
-from beam_jobs.options import build_pipeline_options
-from classifiers.models import attach_classifiers
-from pipeline.config import REPO_ROOT, load_config
-from pipeline.text.accounting import check_invariant
+from moshi_data.beam_jobs import text_corpus
+from moshi_data.beam_jobs.options import build_pipeline_options
+from moshi_data.classifiers.models import attach_classifiers
+from moshi_data.pipeline.config import REPO_ROOT, load_config
+from moshi_data.pipeline.text.accounting import check_invariant
 from text_helpers import IN_PROCESS, TWO_PROCESSES, tree_digest
 
 # The shared WET samples hold no English page, so the tests also keep the languages they contain.
@@ -83,7 +83,7 @@ def test_identical_output_with_two_workers_and_on_rerun(reference_run, shared_da
 
 def test_killed_run_then_rerun_matches_uninterrupted(reference_run, shared_data, tmp_path):
     output, _ = reference_run
-    command = [sys.executable, "-m", "beam_jobs.text_corpus", "--input", wet_glob(shared_data), "--output",
+    command = [sys.executable, "-m", "moshi_data.beam_jobs.text_corpus", "--input", wet_glob(shared_data), "--output",
                str(tmp_path), *[f"--set={o}" for o in OVERRIDES], "--set=input.docs_per_chunk=1", *IN_PROCESS]
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
@@ -137,6 +137,6 @@ def test_dataflow_options_packaging():
 
 
 def test_help():
-    result = subprocess.run([sys.executable, "-m", "beam_jobs.text_corpus", "--help"], cwd=REPO_ROOT,
+    result = subprocess.run([sys.executable, "-m", "moshi_data.beam_jobs.text_corpus", "--help"], cwd=REPO_ROOT,
                             capture_output=True, text=True, check=True)
     assert "--input" in result.stdout and "--limit" in result.stdout

@@ -7,9 +7,9 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs import text_corpus
-from pipeline.config import load_config
-from pipeline.text.accounting import check_invariant
+from moshi_data.beam_jobs import text_corpus
+from moshi_data.pipeline.config import load_config
+from moshi_data.pipeline.text.accounting import check_invariant
 from text_helpers import IN_PROCESS, TWO_PROCESSES, tree_digest
 
 OVERRIDES = ["input.docs_per_chunk=100"]  # several chunks per JSONL shard

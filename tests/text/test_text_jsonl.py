@@ -7,10 +7,10 @@ import json
 import pytest
 import zstandard
 
-from pipeline.config import load_config
-from pipeline.text.document import Document, Reject
-from pipeline.text.jsonl import JsonlFormat, read_jsonl
-from pipeline.text.wet import FileReport, WetLimits
+from moshi_data.pipeline.config import load_config
+from moshi_data.pipeline.text.document import Document, Reject
+from moshi_data.pipeline.text.jsonl import JsonlFormat, read_jsonl
+from moshi_data.pipeline.text.wet import FileReport, WetLimits
 
 LIMITS = WetLimits(max_line_chars=1000, max_invalid_utf8_ratio=0.01)
 FORMAT = JsonlFormat.from_config(load_config("text_corpus")["jsonl"])

@@ -7,13 +7,13 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_jobs import text_corpus
-from beam_jobs.text_corpus import MergeLineCounts, ReadInputChunks
-from pipeline.config import load_config
-from pipeline.text import line_dedup
-from pipeline.text.accounting import AccountingError, check_invariant, to_stats
-from pipeline.text.chunk import ChunkProcessor, DocChunk, chunk_line_counts, hash_documents
-from pipeline.text.document import Document
+from moshi_data.beam_jobs import text_corpus
+from moshi_data.beam_jobs.text_corpus import MergeLineCounts, ReadInputChunks
+from moshi_data.pipeline.config import load_config
+from moshi_data.pipeline.text import line_dedup
+from moshi_data.pipeline.text.accounting import AccountingError, check_invariant, to_stats
+from moshi_data.pipeline.text.chunk import ChunkProcessor, DocChunk, chunk_line_counts, hash_documents
+from moshi_data.pipeline.text.document import Document
 from text_helpers import IN_PROCESS, warcinfo, wet_record, write_wet
 
 

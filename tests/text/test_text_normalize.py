@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from pipeline.text.normalize import hash_lines, line_hashes, normalize_line, normalize_lines
+from moshi_data.pipeline.text.normalize import hash_lines, line_hashes, normalize_line, normalize_lines
 
 
 def test_ccnet_rules():

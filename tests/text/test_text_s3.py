@@ -7,8 +7,8 @@ import io
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs import text_corpus
-from pipeline.models import package_resource, resolve_model
+from moshi_data.beam_jobs import text_corpus
+from moshi_data.pipeline.models import package_resource, resolve_model
 from text_helpers import IN_PROCESS
 
 BUCKET = "cc-test"

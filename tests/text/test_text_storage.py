@@ -8,10 +8,10 @@ import threading
 
 import pytest
 
-from pipeline import storage
-from pipeline.models import package_resource, resolve_model
-from pipeline.text.document import Document
-from pipeline.text.wet import FileReport, WetLimits, read_wet
+from moshi_data.pipeline import storage
+from moshi_data.pipeline.models import package_resource, resolve_model
+from moshi_data.pipeline.text.document import Document
+from moshi_data.pipeline.text.wet import FileReport, WetLimits, read_wet
 
 
 def test_expand_inputs_forms(shared_data, tmp_path):

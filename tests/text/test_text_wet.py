@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.text.document import Document, Reject
-from pipeline.text.wet import FileReport, WetLimits, read_wet
+from moshi_data.pipeline.text.document import Document, Reject
+from moshi_data.pipeline.text.wet import FileReport, WetLimits, read_wet
 from text_helpers import warcinfo, wet_record, write_wet
 
 LIMITS = WetLimits(max_line_chars=1_000_000, max_invalid_utf8_ratio=0.01)

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.codec import shared_codec
-from trainer.reference_shards import build_reference_shards
-from trainer.train import main as train_main
-from trainer.train import resolve_config
+from moshi_data.trainer.codec import shared_codec
+from moshi_data.trainer.reference_shards import build_reference_shards
+from moshi_data.trainer.train import main as train_main
+from moshi_data.trainer.train import resolve_config
 
 TINY_STEPS = 50
 

@@ -7,9 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from trainer.data import Batches, ShardStream, list_shards
-from trainer.train import main as train_main
-from trainer.train import read_jsonl
+from moshi_data.trainer.data import Batches, ShardStream, list_shards
+from moshi_data.trainer.train import main as train_main
+from moshi_data.trainer.train import read_jsonl
 
 
 def raw_records(path):

@@ -5,11 +5,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainer.data import cut_window, sample_tokens
-from trainer.model import RQTransformer, apply_delays, rq_loss, stream_delays, undelay
-from trainer.train import lr_factor, resolve_config
-from pipeline.audio.shards import Sample
-from pipeline.audio.text_frames import place_tokens
+from moshi_data.trainer.data import cut_window, sample_tokens
+from moshi_data.trainer.model import RQTransformer, apply_delays, rq_loss, stream_delays, undelay
+from moshi_data.trainer.train import lr_factor, resolve_config
+from moshi_data.pipeline.audio.shards import Sample
+from moshi_data.pipeline.audio.text_frames import place_tokens
 
 PAD, EPAD = 3, 0
 

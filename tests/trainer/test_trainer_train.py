@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from trainer.train import main as train_main
-from trainer.train import read_jsonl
+from moshi_data.trainer.train import main as train_main
+from moshi_data.trainer.train import read_jsonl
 
 STEPS = 50  # the tiny_run fixture's step count
 

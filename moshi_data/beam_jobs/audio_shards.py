@@ -1,0 +1,188 @@
+"""Beam job (`make audio-shards`): recordings -> diarized, word-timestamped two-stream WebDataset shards.
+
+Wiring only; the stages live in ``pipeline/audio`` (:class:`pipeline.audio.recording.RecordingProcessor`).
+
+    python -m moshi_data.beam_jobs.audio_shards --input DIR|GLOB|manifest.jsonl --output DIR [--config audio_shards]
+        [--set key=value ...] [beam runner args, e.g. --direct_running_mode=multi_processing --direct_num_workers=2]
+
+Writes ``OUTPUT/shards/shard-%06d.tar``, ``OUTPUT/annotations/<id>.rttm`` and ``<id>.words.json``,
+``OUTPUT/stats.json`` and ``OUTPUT/rejects.jsonl``. Same input and config give byte-identical
+outputs whatever the runner's worker count; every file is written atomically and files a killed or
+earlier run left behind are removed at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+from typing import Any, Iterator, Mapping
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions
+
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from moshi_data.classifiers.tokenizer import model_path, train_tokenizer  # noqa: E402
+from moshi_data.pipeline.audio.decode import AudioSource, list_sources  # noqa: E402
+from moshi_data.pipeline.audio.outputs import (REJECTS_FILE, STATS_FILE, annotation_files, bucket_of, build_stats,  # noqa: E402
+                                    join, rejects_jsonl, stale_outputs, write_bucket, write_bytes_atomic)
+from moshi_data.pipeline.audio.recording import RecordingProcessor, resolve_repo_path  # noqa: E402
+from moshi_data.pipeline.config import REPO_ROOT, load_config  # noqa: E402
+
+LOG = logging.getLogger("audio_shards")
+DEFAULT_INPUT = REPO_ROOT.parent / "shared" / "data" / "diarization"
+
+
+_PROCESSORS: dict[tuple[str, int], RecordingProcessor] = {}
+_PROCESSORS_LOCK = threading.Lock()
+
+
+def shared_processor(config: Mapping[str, Any]) -> RecordingProcessor:
+    """A set-up processor per (config, thread), reused across bundles and pipeline runs in a process.
+
+    Loading the models costs tens of seconds; threads never share one processor (the aligner and
+    the timing counters are not thread-safe).
+    """
+    key = (json.dumps(config, sort_keys=True, default=str), threading.get_ident())
+    with _PROCESSORS_LOCK:
+        processor = _PROCESSORS.get(key)
+    if processor is None:
+        processor = RecordingProcessor(config)
+        processor.setup()
+        with _PROCESSORS_LOCK:
+            _PROCESSORS[key] = processor
+    return processor
+
+
+class ProcessRecording(beam.DoFn):
+    """Runs every stage on one recording; models load once per worker in setup()."""
+
+    RECORDS = "records"
+    ANNOTATIONS = "annotations"
+
+    def __init__(self, config: Mapping[str, Any]):
+        self.config = dict(config)
+        self.processor: RecordingProcessor | None = None
+        self.outcomes = {name: Metrics.counter("audio_shards", f"recordings_{name}") for name in ("kept", "filtered", "rejected")}
+        self.segments_kept = Metrics.counter("audio_shards", "segments_kept")
+
+    def setup(self) -> None:
+        self.processor = shared_processor(self.config)
+
+    def process(self, source: AudioSource) -> Iterator[Any]:
+        result = self.processor.process(source)
+        LOG.info("%s: %s%s, %d segments kept", source.recording_id, result.outcome,
+                 f" ({result.reason})" if result.reason else "", result.counters["segments_kept"])
+        self.outcomes[result.outcome].inc()
+        self.segments_kept.inc(result.counters["segments_kept"])
+        buckets = int(self.config["shards"]["buckets"])
+        for key, record in result.records:
+            yield beam.pvalue.TaggedOutput(self.RECORDS, (bucket_of(result.recording_id, buckets), (key, record)))
+        for path, payload in annotation_files(result.recording_id, result.rttm, result.words_json):
+            yield beam.pvalue.TaggedOutput(self.ANNOTATIONS, (path, payload))
+        yield {"id": result.recording_id, "outcome": result.outcome, "reason": result.reason,
+               "counters": dict(result.counters), "rejects": result.rejects}
+
+
+def _write_file(item: tuple[str, bytes], output: str) -> str:
+    path, payload = item
+    write_bytes_atomic(join(output, path), payload)
+    return path
+
+
+def _write_summary(summaries: list[dict], shards: list[list[str]], output: str, listing_rejects: list[dict]) -> dict:
+    shard_names = sorted(name for names in shards for name in names)
+    stats = build_stats(sorted(summaries, key=lambda s: s["id"]), listing_rejects, shard_names)
+    stats["recording_ids"] = sorted(s["id"] for s in summaries if s["outcome"] != "rejected")
+    lines = list(listing_rejects) + [line for s in summaries for line in s["rejects"]]
+    write_bytes_atomic(join(output, REJECTS_FILE), rejects_jsonl(lines))
+    write_bytes_atomic(join(output, STATS_FILE), (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+    return stats
+
+
+def build_pipeline(pipeline: beam.Pipeline, sources: list[AudioSource], listing_rejects: list[dict], config: Mapping[str, Any], output: str) -> None:
+    """Attach the job's transforms to ``pipeline``."""
+    shards_config = config["shards"]
+    results = (
+        pipeline
+        | "Sources" >> beam.Create(sources)
+        | "Spread" >> beam.Reshuffle()
+        | "Process" >> beam.ParDo(ProcessRecording(config)).with_outputs(
+            ProcessRecording.RECORDS, ProcessRecording.ANNOTATIONS, main="summaries")
+    )
+    shard_names = (
+        results[ProcessRecording.RECORDS]
+        | "ByBucket" >> beam.GroupByKey()
+        | "WriteShards" >> beam.MapTuple(lambda bucket, records: write_bucket(
+            output, bucket, records, int(shards_config["max_bytes"]), int(shards_config["bucket_stride"])))
+    )
+    _ = results[ProcessRecording.ANNOTATIONS] | "WriteAnnotations" >> beam.Map(_write_file, output)
+    _ = (
+        results.summaries
+        | "AllSummaries" >> beam.combiners.ToList()
+        | "WriteStats" >> beam.Map(_write_summary, beam.pvalue.AsList(shard_names), output, listing_rejects)
+    )
+
+
+def ensure_tokenizer(config: Mapping[str, Any]) -> None:
+    """Train the offline tokenizer first when the configured one is the project's own and missing."""
+    wanted = resolve_repo_path(config["text"]["tokenizer"])
+    if wanted.exists():
+        return
+    if wanted.resolve() != model_path(config).resolve():
+        raise FileNotFoundError(f"text.tokenizer {wanted} does not exist")
+    LOG.info("training the tokenizer first (%s)", wanted)
+    train_tokenizer(config)
+
+
+def remove_stale(output: str, stats: Mapping[str, Any]) -> list[str]:
+    """Delete outputs this run did not produce (partial files of a killed run, shards of an earlier run)."""
+    stale = stale_outputs(output, stats["shards"], stats["recording_ids"])
+    if stale:
+        from apache_beam.io.filesystems import FileSystems
+
+        FileSystems.delete(stale)
+    return stale
+
+
+def run(input_spec: str, output: str, config: Mapping[str, Any], runner_args: list[str]) -> dict:
+    """Run the job; returns the stats written to ``OUTPUT/stats.json``."""
+    from apache_beam.io.filesystems import FileSystems
+
+    ensure_tokenizer(config)
+    options = PipelineOptions(list(config["runner"]["args"]) + list(runner_args))
+    FileSystems.set_options(options)  # s3 endpoint/credentials for listing and the final reads in the driver
+    sources, listing_rejects = list_sources(input_spec, list(config["ingest"]["extensions"]))
+    LOG.info("%d recordings, %d rejected while listing", len(sources), len(listing_rejects))
+    with beam.Pipeline(options=options) as pipeline:
+        build_pipeline(pipeline, sources, listing_rejects, config, output)
+    with FileSystems.open(join(output, STATS_FILE)) as handle:
+        stats = json.loads(handle.read())
+    for path in remove_stale(output, stats):
+        LOG.info("removed stale output %s", path)
+    return stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", default=str(DEFAULT_INPUT),
+                        help="folder, glob or JSONL manifest {path, id?, speakers?} (local or s3://); default: %(default)s")
+    parser.add_argument("--output", required=True, help="output folder (local or s3://)")
+    parser.add_argument("--config", default="audio_shards", help="config name under configs/ or a YAML path")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. segment.max_duration_s=60")
+    args, runner_args = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = load_config(args.config, args.set)
+    stats = run(args.input, args.output.rstrip("/"), config, runner_args)
+    report = {k: stats[k] for k in ("recordings", "segments", "audio_hours")}
+    report["shards"] = len(stats["shards"])
+    print(json.dumps(report, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,74 @@
+"""Model cache: ``ensure_models(config)`` returns the fuzzy-dedup and quality model paths, training
+whichever is missing. Files are named by a hash of their training config and data identity, so a
+changed config or source retrains, and an unchanged one reuses the cached model."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from moshi_data.classifiers.common import models_dir
+from moshi_data.classifiers.fuzzy_dedup import fuzzy_model_path, samples_paths, train_fuzzy
+from moshi_data.classifiers.line_samples import write_default_line_samples
+from moshi_data.classifiers.quality import quality_model_path, train_quality
+from moshi_data.pipeline.config import deep_merge, load_config
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump(payload, out, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def line_sample_files(config: Mapping[str, Any], line_samples: str | None = None) -> list[str]:
+    """Line samples to train the fuzzy model on: given, configured, or produced from the default input."""
+    pattern = line_samples or config["fuzzy_dedup"]["samples"]
+    if pattern:
+        return samples_paths(pattern, config["data_root"])
+    return [str(write_default_line_samples(config))]
+
+
+def ensure_models(
+    config: Mapping[str, Any], line_samples: str | None = None, log: Callable[[str], None] = print
+) -> dict[str, Path]:
+    """Paths of the fuzzy-dedup and quality models, training those missing from the cache."""
+    models_dir(config).mkdir(parents=True, exist_ok=True)
+    samples = line_sample_files(config, line_samples)
+    paths = {"fuzzy_dedup": fuzzy_model_path(config, samples), "quality": quality_model_path(config)}
+    if not paths["fuzzy_dedup"].exists():
+        log(f"training fuzzy-dedup model -> {paths['fuzzy_dedup']}")
+        info = train_fuzzy(config, samples, paths["fuzzy_dedup"])
+        _write_json(paths["fuzzy_dedup"].with_suffix(".json"), {"samples": samples, **info})
+    if not paths["quality"].exists():
+        log(f"training quality model -> {paths['quality']}")
+        info = train_quality(config, paths["quality"])
+        _write_json(paths["quality"].with_suffix(".json"), info)
+    return paths
+
+
+def attach_classifiers(text_config: Mapping[str, Any], log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The text job's config with its ``fuzzy_dedup``, ``quality`` and ``minhash`` sections filled from
+    the classifier config (``classifiers.config``) and the model paths, training missing models first.
+
+    Values already in the text config's sections win, so ``--set quality.filter.max_rand_score=0.8``
+    or ``--set quality.model=gs://bucket/quality.bin`` work from the job's command line. A config
+    that already names both models is returned as it is (the call is idempotent)."""
+    if all((text_config.get(name) or {}).get("model") for name in ("fuzzy_dedup", "quality")) and "minhash" in text_config:
+        return dict(text_config)
+    settings = text_config["classifiers"]
+    classifier_config = load_config(settings["config"], settings.get("overrides") or [])
+    paths = ensure_models(classifier_config, settings.get("line_samples"), log)
+    fuzzy, quality = classifier_config["fuzzy_dedup"], classifier_config["quality"]
+    sections = {
+        "fuzzy_dedup": {"model": str(paths["fuzzy_dedup"]), "threshold": fuzzy["threshold"], "min_run": fuzzy["min_run"]},
+        "quality": {"model": str(paths["quality"]), "labels": quality["labels"], "decimals": quality["decimals"],
+                    "filter": quality["filter"]},
+        "minhash": classifier_config["minhash"],
+    }
+    config = dict(text_config)
+    for name, section in sections.items():
+        config[name] = deep_merge(section, text_config.get(name) or {})
+    return config

@@ -1,0 +1,43 @@
+"""Train (or reuse from the cache) the fuzzy-dedup and quality fastText models and print their
+validation metrics. ``make classifiers`` runs this."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from moshi_data.classifiers.common import format_metrics
+from moshi_data.classifiers.evaluation import ensure_models_with_metrics
+from moshi_data.pipeline.config import load_config
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default="classifiers.yaml", help="classifier config (name under configs/ or path)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. quality.train.epoch=5 (repeatable)")
+    parser.add_argument("--line-samples", help="line_samples*.jsonl of a text-job run (path or glob); "
+                        "default: fuzzy_dedup.samples, else exact dedup over the default input")
+    parser.add_argument("--output", help="also copy the trained models into this directory")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    config = load_config(args.config, args.set)
+    paths, fuzzy, quality = ensure_models_with_metrics(config, args.line_samples)
+    print(format_metrics(f"fuzzy dedup {paths['fuzzy_dedup'].name}", fuzzy))
+    print(format_metrics(f"quality {paths['quality'].name}", quality))
+    print(f"wiki vs rand AUC (validation lines): {quality['wiki_vs_rand_auc']:.4f}")
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        for path in paths.values():
+            shutil.copy2(path, out / path.name)
+    print(json.dumps({name: str(path) for name, path in paths.items()}))
+    return {"paths": paths, "fuzzy": fuzzy, "quality": quality}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,403 @@
+"""Train the small Moshi-style RQ-Transformer on audio WebDataset shards.
+
+    python -m moshi_data.trainer.train --shards out/audio-shards/shards --output out/train --steps 1000 --preset tiny
+    torchrun --nproc-per-node 8 -m moshi_data.trainer.train --shards s3://bucket/shards --output out/train --preset 100m
+
+Writes ``OUTPUT/log.jsonl`` (one object per step), ``OUTPUT/eval.jsonl``, ``OUTPUT/rejects.jsonl``
+(every rejected record with its reason), ``OUTPUT/config.yaml`` (the resolved config),
+``OUTPUT/checkpoints/step_XXXXXXXX.pt`` and ``OUTPUT/report.json``. Running again with the same
+OUTPUT resumes exactly from the latest checkpoint (model, optimizer, scheduler, RNG, data position).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import torch
+import yaml
+
+from moshi_data.pipeline.config import apply_overrides, deep_merge, load_config
+from moshi_data.trainer.data import Batches, ShardStream, list_shards, split_eval
+from moshi_data.trainer.model import RQTransformer, count_parameters, rq_loss
+
+LOG = logging.getLogger("trainer")
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_FORMAT = "step_{:08d}.pt"
+
+
+# ------------------------------------------------------------------------------------ config
+def resolve_config(config: str, preset: Optional[str], overrides: list[str]) -> dict[str, Any]:
+    """Load the YAML config, merge the preset over it, then apply ``a.b=value`` overrides."""
+    loaded = load_config(config)
+    presets = loaded.pop("presets", {})
+    if preset:
+        if preset not in presets:
+            raise ValueError(f"unknown preset {preset!r}; known: {', '.join(sorted(presets))}")
+        loaded = deep_merge(loaded, presets[preset])
+    loaded["preset"] = preset
+    return apply_overrides(loaded, overrides)
+
+
+# Settings a resumed run may change: they do not change what is computed.
+RUNTIME_KEYS = {"train": ("steps", "cpu_threads", "compile"), "data": ("num_workers", "prefetch_factor")}
+
+
+def check_same_run(output: Path, config: dict[str, Any]) -> None:
+    """Resuming needs the run's config, except for :data:`RUNTIME_KEYS`."""
+    path = output / "config.yaml"
+    if not path.exists():
+        return
+    saved = yaml.safe_load(path.read_text())
+
+    def without_runtime(c: dict[str, Any]) -> dict[str, Any]:
+        return {**c, **{section: {k: v for k, v in c[section].items() if k not in keys}
+                        for section, keys in RUNTIME_KEYS.items()}}
+
+    if without_runtime(saved) != without_runtime(config):
+        raise SystemExit(f"{path} holds a different config; use a new --output or the same config to resume")
+
+
+# -------------------------------------------------------------------------------- utilities
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """All objects of a JSONL file (``[]`` when it does not exist)."""
+    path = Path(path)
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+
+
+def truncate_jsonl(path: Path, keep: callable) -> int:
+    """Keep the lines of ``path`` for which ``keep(object, line_number)`` is true; returns lines kept."""
+    if not path.exists():
+        return 0
+    lines = [line for i, line in enumerate(path.read_text().splitlines()) if line and keep(json.loads(line), i)]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to 1, then cosine decay to ``min_ratio`` at ``total`` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, optim: Mapping[str, Any], device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; weight decay on weight matrices only (not norms or embeddings)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (decay if param.ndim >= 2 and "embeddings" not in name else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": float(optim["weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(
+        groups, lr=float(optim["lr"]), betas=tuple(optim["betas"]), eps=float(optim["eps"]),
+        fused=device.type == "cuda",
+    )
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(output: Path) -> Optional[Path]:
+    paths = sorted((output / CHECKPOINT_DIR).glob("step_*.pt"))
+    return paths[-1] if paths else None
+
+
+def save_checkpoint(output: Path, state: dict[str, Any], keep: int) -> Path:
+    directory = output / CHECKPOINT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CHECKPOINT_FORMAT.format(state["step"])
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    for old in sorted(directory.glob("step_*.pt"))[:-keep]:
+        old.unlink()
+    return path
+
+
+class Distributed:
+    """torchrun environment (world size 1 without it)."""
+
+    def __init__(self):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if self.world_size > 1:
+            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def gather(self, value: Any) -> list[Any]:
+        if self.world_size == 1:
+            return [value]
+        values: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(values, value)
+        return values
+
+    def mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.world_size > 1:
+            torch.distributed.all_reduce(tensor)
+            tensor /= self.world_size
+        return tensor
+
+    def close(self) -> None:
+        if self.world_size > 1:
+            torch.distributed.destroy_process_group()
+
+
+def pick_device(train: Mapping[str, Any], dist: Distributed) -> torch.device:
+    wanted = train["device"]
+    if wanted == "auto":
+        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted == "cuda":
+        torch.cuda.set_device(dist.local_rank)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        return torch.device("cuda", dist.local_rank)
+    return torch.device(wanted)
+
+
+def autocast(device: torch.device, bf16: bool):
+    if device.type == "cuda" and bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+# ------------------------------------------------------------------------------------ train
+def evaluate(model, raw_model, shards, config, device, dist) -> dict[str, Any]:
+    """Mean loss over the first ``train.eval_batches`` batches of the held-out shards (ordered).
+
+    Every rank evaluates the same batches, so the collective means line up.
+    """
+    dataset = ShardStream(shards, config, train=False)
+    rejected: list[dict] = []
+    batches = Batches(dataset, int(config["train"]["batch_size"]), 0, 1,
+                      int(config["data"]["max_consecutive_rejects"]), rejected.append, drop_last=False)
+    totals: dict[str, float] = {}
+    count = 0
+    model.eval()
+    with torch.no_grad():
+        for _, tokens in zip(range(int(config["train"]["eval_batches"])), batches):
+            with autocast(device, bool(config["train"]["bf16"])):
+                text_logits, audio_logits, delayed = model(tokens.to(device))
+            loss, metrics = rq_loss(text_logits, audio_logits, delayed, raw_model, config["loss"],
+                                    int(config["model"]["text_pad_id"]), int(config["model"]["text_epad_id"]))
+            for name, value in {"loss": loss.detach(), **metrics}.items():
+                totals[name] = totals.get(name, 0.0) + float(dist.mean(value.float()))
+            count += 1
+    model.train()
+    result = {f"eval_{name}": value / max(count, 1) for name, value in totals.items()}
+    result.update(eval_batches=count, eval_rejected=[{"key": r["key"], "url": r["url"], "reason": r["reason"]} for r in rejected])
+    return result
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    config = resolve_config(args.config, args.preset, args.set)
+    if args.steps is not None:
+        config["train"]["steps"] = args.steps
+    steps = int(config["train"]["steps"])
+    stop_at = min(steps, args.stop_at) if args.stop_at else steps
+    output = Path(args.output)
+    dist = Distributed()
+    if dist.main:
+        output.mkdir(parents=True, exist_ok=True)
+        check_same_run(output, config)
+        atomic_write_text(output / "config.yaml", yaml.safe_dump(config, sort_keys=True))
+    train_cfg, optim_cfg, model_cfg = config["train"], config["optim"], config["model"]
+    if train_cfg.get("cpu_threads"):
+        torch.set_num_threads(int(train_cfg["cpu_threads"]))
+    device = pick_device(train_cfg, dist)
+
+    seed = int(config["seed"])
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    raw_model = RQTransformer(model_cfg).to(device)
+    params = count_parameters(raw_model)
+    optimizer = make_optimizer(raw_model, optim_cfg, device)
+    schedule_steps = int(optim_cfg["schedule_steps"] or steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(step, int(optim_cfg["warmup_steps"]), schedule_steps, float(optim_cfg["min_lr_ratio"])),
+    )
+
+    start_step, positions, rejects_written = 0, [0] * dist.world_size, [0] * dist.world_size
+    checkpoint_path = latest_checkpoint(output)
+    if checkpoint_path is not None:
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"][dist.rank])
+        start_step, positions, rejects_written = state["step"], state["data_positions"], state["rejects_written"]
+        if len(positions) != dist.world_size:
+            raise SystemExit(f"{checkpoint_path} was written by {len(positions)} rank(s); resume with as many")
+        LOG.info("resuming from %s (step %d, data position %s)", checkpoint_path, start_step, positions)
+    if start_step >= stop_at:
+        LOG.info("%s is already at step %d (asked for %d): nothing to do", output, start_step, stop_at)
+        dist.close()
+        report_path = output / "report.json"
+        if report_path.exists():
+            return json.loads(report_path.read_text())
+        return {"step": start_step, "finished": start_step >= steps, "rejected_total": None, "wall_s": 0.0}
+    if dist.main:  # drop log lines written after the checkpoint (a killed run)
+        truncate_jsonl(output / "log.jsonl", lambda line, _: line["step"] <= start_step)
+        truncate_jsonl(output / "eval.jsonl", lambda line, _: line["step"] <= start_step)
+    rejects_path = output / ("rejects.jsonl" if dist.world_size == 1 else f"rejects-rank{dist.rank}.jsonl")
+    rejects_count = truncate_jsonl(rejects_path, lambda _, index: index < rejects_written[dist.rank])
+
+    model = raw_model
+    if train_cfg["compile"]:
+        model = torch.compile(model)
+    if dist.world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+
+    shards = list_shards(args.shards, config["data"]["shard_pattern"])
+    train_shards, eval_shards = split_eval(shards, int(config["data"]["eval_shards"]))
+    if args.eval_shards:
+        train_shards, eval_shards = shards, list_shards(args.eval_shards, config["data"]["shard_pattern"])
+    rejects_file = open(rejects_path, "a", encoding="utf-8")
+
+    def on_reject(item: dict) -> None:
+        nonlocal rejects_count
+        LOG.warning("skipping bad record %s in %s: %s", item["key"], item["url"], item["reason"])
+        rejects_file.write(json.dumps({"index": item["index"], "key": item["key"], "url": item["url"],
+                                       "reason": item["reason"]}, ensure_ascii=False) + "\n")
+        rejects_file.flush()
+        rejects_count += 1
+
+    dataset = ShardStream(train_shards, config, train=True, start=positions[dist.rank], rank=dist.rank,
+                          world_size=dist.world_size)
+    batches = Batches(dataset, int(train_cfg["batch_size"]), int(config["data"]["num_workers"]),
+                      int(config["data"]["prefetch_factor"]), int(config["data"]["max_consecutive_rejects"]), on_reject)
+    if dist.main:
+        LOG.info("model %s parameters (%s without embeddings); %d train / %d eval shards; device %s",
+                 f"{params['total']:,}", f"{params['non_embedding']:,}", len(train_shards), len(eval_shards), device)
+        LOG.info("codes: codes.npy when the shard has it, else Mimi on the fly (codec.weights=%s)",
+                 config["codec"]["weights"])
+
+    from tqdm import tqdm
+
+    progress = tqdm(total=steps, initial=start_step, desc="train", unit="step", disable=not dist.main)
+    log_file = open(output / "log.jsonl", "a", encoding="utf-8") if dist.main else None
+    eval_file = open(output / "eval.jsonl", "a", encoding="utf-8") if dist.main else None
+    streams = raw_model.num_streams
+    last: dict[str, Any] = {}
+    last_eval: dict[str, Any] = {}
+    started = time.perf_counter()
+    step = start_step
+    pad_id, epad_id = int(model_cfg["text_pad_id"]), int(model_cfg["text_epad_id"])
+    while step < stop_at:
+        tick = time.perf_counter()
+        tokens = next(batches).to(device, non_blocking=True)
+        data_wait = time.perf_counter() - tick
+        with autocast(device, bool(train_cfg["bf16"])):
+            text_logits, audio_logits, delayed = model(tokens)
+        loss, metrics = rq_loss(text_logits, audio_logits, delayed, raw_model, config["loss"], pad_id, epad_id)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), float(optim_cfg["grad_clip"]))
+        optimizer.step()
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        step += 1
+        values = torch.stack([loss.detach().float(), grad_norm.float(), *[v.float() for v in metrics.values()]])
+        values = dist.mean(values).tolist()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        step_time = time.perf_counter() - tick
+        frames = tokens.shape[0] * tokens.shape[2] * dist.world_size
+        last = {
+            "step": step, "loss": values[0], **dict(zip(metrics, values[2:])), "grad_norm": values[1], "lr": lr,
+            "tokens_per_s": frames * streams / step_time, "frames_per_s": frames / step_time,
+            "step_time_s": step_time, "data_wait_s": data_wait,
+            "samples": batches.kept * dist.world_size, "rejected": rejects_count, "data_position": batches.position,
+        }
+        if dist.main:
+            log_file.write(json.dumps(last) + "\n")
+            log_file.flush()
+            progress.update(1)
+            progress.set_postfix(loss=f"{values[0]:.3f}", tok_s=f"{last['tokens_per_s']:.0f}")
+        if eval_shards and int(train_cfg["eval_every"]) and (step % int(train_cfg["eval_every"]) == 0 or step == steps):
+            last_eval = {"step": step, **evaluate(model, raw_model, eval_shards, config, device, dist)}
+            if dist.main:
+                eval_file.write(json.dumps(last_eval) + "\n")
+                eval_file.flush()
+        if step % int(train_cfg["checkpoint_every"]) == 0 or step == stop_at:
+            positions = dist.gather(batches.position)
+            rng = dist.gather(rng_state())
+            written = dist.gather(rejects_count)
+            if dist.main:
+                save_checkpoint(output, {
+                    "step": step, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": rng, "data_positions": positions,
+                    "rejects_written": written, "config": config,
+                }, int(train_cfg["keep_checkpoints"]))
+    progress.close()
+    batches.close()
+    rejects_file.close()
+    report = {
+        "step": step, "steps": steps, "finished": step >= steps, "resumed_from": start_step,
+        "parameters": params, "device": str(device), "world_size": dist.world_size,
+        "train_shards": len(train_shards), "eval_shards": len(eval_shards),
+        "samples_this_run": batches.kept * dist.world_size, "rejected_total": rejects_count,
+        "wall_s": time.perf_counter() - started, "last": last, "last_eval": last_eval,
+    }
+    if dist.main:
+        log_file.close()
+        eval_file.close()
+        atomic_write_text(output / "report.json", json.dumps(report, indent=2, sort_keys=True))
+    dist.close()
+    return report
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shards", required=True, help="folder, glob or s3://bucket/prefix of shard-*.tar")
+    parser.add_argument("--output", required=True, help="run folder (logs, checkpoints); reused = resume")
+    parser.add_argument("--steps", type=int, default=None, help="total optimizer steps (default: train.steps)")
+    parser.add_argument("--preset", default=None, help="model/training preset from the config: tiny | 100m")
+    parser.add_argument("--config", default="trainer", help="YAML config name or path (default configs/trainer.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    parser.add_argument("--eval-shards", default=None, help="held-out shards (default: last data.eval_shards shards)")
+    parser.add_argument("--stop-at", type=int, default=None, help="stop (with a checkpoint) after this step")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    threads = torch.get_num_threads()
+    try:
+        report = train(args)
+    finally:  # train.cpu_threads must not leak into a caller's process (tests, notebooks)
+        torch.set_num_threads(threads)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: report[k] for k in ("step", "finished", "rejected_total", "wall_s")}))
+
+
+if __name__ == "__main__":
+    main()
