@@ -66,10 +66,10 @@ def test_job_codes_match_text_frames_and_trainer_on_the_fly(conversation_run, tm
 
 def test_job_imports_no_codec_when_codes_are_off():
     """The job and the recording stages import neither trainer.codec nor moshi unless codes are enabled."""
-    probe = ("import sys, beam_jobs.audio_shards, pipeline.audio.recording as r; "
+    probe = ("import sys, moshi_data.beam_jobs.audio_shards, moshi_data.pipeline.audio.recording as r; "
              "from moshi_data.pipeline.config import load_config; "
              "assert r.codec_settings(load_config('audio_shards')) is None; "
-             "print(sorted(m for m in sys.modules if m.startswith(('moshi', 'trainer'))))")
+             "print(sorted(m for m in sys.modules if m == 'moshi' or m.startswith(('moshi.', 'moshi_data.trainer'))))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
