@@ -1,7 +1,11 @@
 """Paths on local disk, s3://, gs:// (Beam FileSystems; s3 through boto3) and https:// (read only).
 
 Writes are atomic: local files go to a hidden temporary name in the same folder and are renamed;
-object stores only make an object visible when its upload completes, so they are written in place.
+object stores only make an object visible when its upload completes, so they are written in place
+(an earlier run's object is replaced whole). Beam's S3 writer always starts a multipart upload,
+which S3 refuses to complete with no part (an empty file), so objects smaller than S3's minimum part
+size go up in one PutObject through the same Beam-configured boto3 client; larger ones stream
+through ``FileSystems.create`` in 5 MiB+ parts.
 """
 from __future__ import annotations
 
@@ -17,15 +21,38 @@ HTTP_SCHEMES = ("http://", "https://")
 COMMON_CRAWL_BASE = "https://data.commoncrawl.org/"
 
 
+# S3's smallest multipart part (every part but the last); below it one PutObject is used.
+S3_MIN_PART_BYTES = 5 * 1024 * 1024
+COPY_CHUNK_BYTES = 1 << 20
+
+
 def _filesystems():
-    """Beam's FileSystems; outside a configured run, options come from the environment
-    (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, ... are read by boto3)."""
+    """Beam's FileSystems with this process's options: the job's (set by ``configure`` on the
+    launcher, by the SDK harness on a worker), else empty ones, so boto3 reads the environment
+    (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, ...)."""
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.options.value_provider import RuntimeValueProvider
 
-    if FileSystems._pipeline_options is None:
+    if FileSystems._pipeline_options is None and RuntimeValueProvider.runtime_options is None:
         FileSystems.set_options(PipelineOptions([]))
     return FileSystems
+
+
+def _s3_client():
+    """The boto3 client Beam's S3 filesystem would use (same endpoint, credentials and region)."""
+    from apache_beam.io.aws.clients.s3.boto3_client import Client
+    from apache_beam.options.value_provider import RuntimeValueProvider
+
+    options = _filesystems()._pipeline_options or RuntimeValueProvider.runtime_options
+    return Client(options=options).client
+
+
+def _s3_put(path: str, data: bytes) -> None:
+    from apache_beam.io.aws.s3io import parse_s3_path
+
+    bucket, key = parse_s3_path(path)
+    _s3_client().put_object(Bucket=bucket, Key=key, Body=data)
 
 
 def configure(pipeline_options) -> None:
@@ -91,8 +118,22 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
         return
     if path.startswith(HTTP_SCHEMES):
         raise ValueError(f"cannot write to {path}: http(s) is read-only")
+    if path.startswith("s3://") and len(data) < S3_MIN_PART_BYTES:
+        _s3_put(path, data)
+        return
     with _filesystems().create(path) as handle:
         handle.write(data)
+
+
+def upload_file(local_path: str, path: str) -> None:
+    """Copy a local file to ``path`` (atomic like :func:`write_bytes_atomic`), streaming large files."""
+    size = os.path.getsize(local_path)
+    if is_local(path) or (path.startswith("s3://") and size < S3_MIN_PART_BYTES):
+        with open(local_path, "rb") as handle:
+            write_bytes_atomic(path, handle.read())
+        return
+    with open(local_path, "rb") as source, _filesystems().create(path) as target:
+        shutil.copyfileobj(source, target, length=COPY_CHUNK_BYTES)
 
 
 def list_folder(folder: str) -> list[str]:
@@ -186,6 +227,6 @@ def copy_to_local(path: str, destination: str) -> str:
     os.makedirs(os.path.dirname(destination) or ".", exist_ok=True)
     tmp = f"{destination}{TMP_PREFIX}{uuid.uuid4().hex}"
     with open_read(path) as source, open(tmp, "wb") as target:
-        shutil.copyfileobj(source, target, length=1 << 20)
+        shutil.copyfileobj(source, target, length=COPY_CHUNK_BYTES)
     os.replace(tmp, destination)
     return destination

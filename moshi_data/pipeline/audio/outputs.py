@@ -8,12 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from moshi_data.pipeline import storage
 from moshi_data.pipeline.audio.shards import write_records
 from moshi_data.pipeline.audio.types import OUTPUT_SAMPLE_RATE
 
@@ -38,12 +38,8 @@ def join(base: str, *parts: str) -> str:
 def write_bytes_atomic(path: str, payload: bytes) -> None:
     """Write ``payload`` to ``path`` through a temporary name and a rename (local or any Beam filesystem)."""
     temporary = path + ".tmp"
-    if is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
-
-        with FileSystems.create(temporary) as handle:
-            handle.write(payload)
-        FileSystems.rename([temporary], [path])
+    if is_remote(path):  # object stores publish an object only once its upload completes
+        storage.write_bytes_atomic(path, payload)
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(temporary, "wb") as handle:
@@ -65,14 +61,10 @@ def write_bucket(output: str, bucket: int, records: Iterable[tuple[str, dict[str
     shards_dir = join(output, SHARDS_DIR)
     if not is_remote(output):
         return [p.name for p in write_records((r for _, r in ordered), shards_dir, max_bytes, bucket * stride)]
-    from apache_beam.io.filesystems import FileSystems
-
     with tempfile.TemporaryDirectory() as local:
         written = write_records((r for _, r in ordered), local, max_bytes, bucket * stride)
         for shard in written:
-            with open(shard, "rb") as source, FileSystems.create(join(shards_dir, shard.name + ".tmp")) as target:
-                shutil.copyfileobj(source, target, length=1 << 20)
-            FileSystems.rename([join(shards_dir, shard.name + ".tmp")], [join(shards_dir, shard.name)])
+            storage.upload_file(str(shard), join(shards_dir, shard.name))
         return [p.name for p in written]
 
 

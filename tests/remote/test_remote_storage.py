@@ -1,0 +1,64 @@
+"""Object-storage writes on the suite's S3 server (moto): empty files, multipart-sized files and
+overwriting an earlier run's objects, through the same paths the jobs use (pipeline/storage.py)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from moshi_data.pipeline import storage
+
+BUCKET = "remote-storage"
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def bucket(s3_client, s3_endpoint):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    s3_client.create_bucket(Bucket=BUCKET)
+    storage.configure(PipelineOptions([f"--s3_endpoint_url={s3_endpoint}", "--s3_access_key_id=testing",
+                                       "--s3_secret_access_key=testing", "--s3_region_name=us-east-1"]))
+    yield s3_client
+    for item in s3_client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+        s3_client.delete_object(Bucket=BUCKET, Key=item["Key"])
+
+
+@pytest.mark.parametrize("size", [0, 1, storage.S3_MIN_PART_BYTES - 1, storage.S3_MIN_PART_BYTES,
+                                  2 * storage.S3_MIN_PART_BYTES + 17])
+def test_write_read_any_size(bucket, size):
+    data = os.urandom(size)
+    path = f"s3://{BUCKET}/out/file-{size}.bin"
+    storage.write_bytes_atomic(path, data)
+    assert storage.read_bytes(path) == data
+    assert bucket.head_object(Bucket=BUCKET, Key=f"out/file-{size}.bin")["ContentLength"] == size
+    assert not bucket.list_multipart_uploads(Bucket=BUCKET).get("Uploads")  # none left open
+
+
+def test_overwrite_earlier_run_and_remove_stale(bucket):
+    storage.write_bytes_atomic(f"s3://{BUCKET}/out/stats.json", b'{"run": 1}' * 1000)
+    storage.write_bytes_atomic(f"s3://{BUCKET}/out/documents/00000.parquet", b"old")
+    storage.write_bytes_atomic(f"s3://{BUCKET}/out/documents/00001.parquet", b"old, not written again")
+    storage.write_bytes_atomic(f"s3://{BUCKET}/out/stats.json", b"")  # shorter, even empty, replaces whole
+    storage.write_bytes_atomic(f"s3://{BUCKET}/out/documents/00000.parquet", b"new")
+    assert storage.read_bytes(f"s3://{BUCKET}/out/stats.json") == b""
+    assert storage.remove_stale(f"s3://{BUCKET}/out/documents", ["00000.parquet"]) == [
+        f"s3://{BUCKET}/out/documents/00001.parquet"]
+    assert storage.list_folder(f"s3://{BUCKET}/out/documents") == [f"s3://{BUCKET}/out/documents/00000.parquet"]
+    assert storage.read_bytes(f"s3://{BUCKET}/out/documents/00000.parquet") == b"new"
+
+
+@pytest.mark.parametrize("size", [0, 3 * storage.S3_MIN_PART_BYTES // 2])
+def test_upload_file(bucket, tmp_path, size):
+    local = tmp_path / "shard.tar"
+    local.write_bytes(os.urandom(size))
+    storage.upload_file(str(local), f"s3://{BUCKET}/shards/shard.tar")
+    assert storage.read_bytes(f"s3://{BUCKET}/shards/shard.tar") == local.read_bytes()
+
+
+def test_audio_outputs_write_empty_rejects_and_shards_to_s3(bucket, tmp_path):
+    from moshi_data.pipeline.audio.outputs import write_bytes_atomic
+
+    write_bytes_atomic(f"s3://{BUCKET}/audio/rejects.jsonl", b"")
+    assert storage.read_bytes(f"s3://{BUCKET}/audio/rejects.jsonl") == b""
+    assert storage.list_folder(f"s3://{BUCKET}/audio") == [f"s3://{BUCKET}/audio/rejects.jsonl"]  # no .tmp left
