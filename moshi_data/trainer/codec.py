@@ -9,6 +9,11 @@ scripts/install.sh). ``codec.weights`` in configs/trainer.yaml names the weights
   architecture stands in, with a loud warning;
 - ``null``: the random stand-in directly.
 
+Mimi runs with ``codec.threads`` torch intra-op threads whatever the caller's setting (the audio job
+sets ``cpu_threads``, DataLoader workers run on one thread): its float reductions, hence a few codes
+at near-ties (~0.2 %), change with the thread count, so stored ``codes.npy`` and on-the-fly codes are
+equal only when both are computed with the same count on the same kind of CPU.
+
 The random stand-in is seeded (``codec.random_init_seed``) so every process builds the same codec,
 and its codebooks get random centroids (an untrained Mimi has all-zero codebooks, which would map
 every frame to code 0). Its codes carry real information about the audio (same encoder
@@ -18,9 +23,11 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -41,6 +48,27 @@ class Codec:
     source: str
     pretrained: bool
     device: str = "cpu"
+    threads: int = 1
+
+
+_THREADS_LOCK = threading.Lock()
+
+
+@contextmanager
+def fixed_threads(threads: int) -> Iterator[None]:
+    """Run torch CPU ops with ``threads`` intra-op threads, then restore the caller's count.
+
+    The setting is process-wide; the lock keeps two codec calls in one process from interleaving it.
+    """
+    with _THREADS_LOCK:
+        previous = torch.get_num_threads()
+        if previous != threads:
+            torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            if previous != threads:
+                torch.set_num_threads(previous)
 
 
 def _calibration_signal(seed: int, seconds: float) -> torch.Tensor:
@@ -91,9 +119,17 @@ def _is_local_path(weights: str) -> bool:
 
 def load_codec(config: Mapping[str, Any]) -> Codec:
     """Load Mimi as ``config`` (the ``codec`` section of configs/trainer.yaml) says."""
+    num_codebooks = int(config["num_codebooks"])
+    threads = int(config["threads"])
+    if threads < 1:
+        raise ValueError(f"codec.threads must be >= 1, got {threads}")
+    with fixed_threads(threads):
+        return _load_codec(config, num_codebooks, threads)
+
+
+def _load_codec(config: Mapping[str, Any], num_codebooks: int, threads: int) -> Codec:
     from moshi.models import loaders
 
-    num_codebooks = int(config["num_codebooks"])
     device = str(config.get("device") or "cpu")
     weights = str(config["weights"]) if config.get("weights") else None
     seed = int(config["random_init_seed"])
@@ -105,7 +141,7 @@ def load_codec(config: Mapping[str, Any]) -> Codec:
             raise FileNotFoundError(f"codec weights not found: {weights}")
         model = loaders.get_mimi(str(path), device=device, num_codebooks=num_codebooks)
         LOG.info("codec: Mimi weights loaded from %s", path)
-        return Codec(model, num_codebooks, f"pretrained:{path}", True, device)
+        return Codec(model, num_codebooks, f"pretrained:{path}", True, device, threads)
     else:
         from huggingface_hub import hf_hub_download
 
@@ -117,14 +153,14 @@ def load_codec(config: Mapping[str, Any]) -> Codec:
         else:
             model = loaders.get_mimi(str(path), device=device, num_codebooks=num_codebooks)
             LOG.info("codec: Mimi weights %s downloaded to %s", weights, path)
-            return Codec(model, num_codebooks, f"pretrained:{weights}", True, device)
+            return Codec(model, num_codebooks, f"pretrained:{weights}", True, device, threads)
     LOG.warning(
         "codec: %s; using a RANDOMLY INITIALISED Mimi (real architecture, seed %d) -- "
         "its codes are NOT those of the released model",
         reason, seed,
     )
     model = _random_mimi(num_codebooks, seed, device, float(config["calibration_seconds"]))
-    return Codec(model, num_codebooks, f"random-init:seed={seed}", False, device)
+    return Codec(model, num_codebooks, f"random-init:seed={seed}", False, device, threads)
 
 
 _LOADED: dict[tuple, Codec] = {}
@@ -148,7 +184,7 @@ def encode_streams(codec: Codec, audio: np.ndarray, sample_rate: int = SAMPLE_RA
     """Encode ``[2, samples]`` audio (main, other) to int16 codes ``[2 * num_codebooks, frames]``.
 
     Main stream's codebooks come first (the ``codes.npy`` layout of pipeline/audio/shards.py);
-    ``frames = ceil(samples / 1920)``.
+    ``frames = ceil(samples / 1920)``. Runs on ``codec.threads`` threads (see the module docstring).
     """
     if sample_rate != SAMPLE_RATE:
         raise ValueError(f"Mimi expects {SAMPLE_RATE} Hz audio, got {sample_rate} Hz")
@@ -157,5 +193,6 @@ def encode_streams(codec: Codec, audio: np.ndarray, sample_rate: int = SAMPLE_RA
     if audio.shape[1] == 0:
         raise ValueError("cannot encode empty audio")
     wav = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(codec.device)
-    codes = codec.model.encode(wav[:, None, :])  # [2, num_codebooks, frames]
+    with fixed_threads(codec.threads):
+        codes = codec.model.encode(wav[:, None, :])  # [2, num_codebooks, frames]
     return codes.reshape(STREAMS * codec.num_codebooks, -1).cpu().numpy().astype(np.int16)

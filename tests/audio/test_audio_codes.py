@@ -42,7 +42,7 @@ def test_job_codes_match_text_frames_and_trainer_on_the_fly(conversation_run, tm
     assert len(records) == 2  # mono and stereo conversations, one segment each
     trainer_config = resolve_config("trainer", "tiny", ["data.window_seconds=60"])
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # Mimi's codes do not depend on the thread count; one is faster on 2 shared cores
+    torch.set_num_threads(1)  # as in DataLoader workers; Mimi itself runs on codec.threads whatever this is
     try:
         # the trainer's data path (trainer.data -> trainer.codec.encode_streams on the decoded FLAC):
         # the job's shard with codes.npy vs the same records without it (encoded on the fly)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from moshi_data.trainer.codec import code_frames, encode_streams, load_codec
 
@@ -31,3 +32,24 @@ def test_trainer_codec_offline_hub_falls_back_loudly(tiny_config, caplog, monkey
         codec = load_codec({**tiny_config["codec"], "calibration_seconds": 1.0})
     assert not codec.pretrained
     assert "RANDOMLY INITIALISED Mimi" in caplog.text and "kyutai/moshiko-pytorch-bf16" in caplog.text
+
+
+def test_trainer_codec_ignores_the_callers_thread_count(codec, tiny_config):
+    """Loaded and run on ``codec.threads`` threads: a caller on 2 threads gets the same Mimi and codes.
+
+    (Calibrating the stand-in on 2 threads instead of 1 changes its codebooks, and so ~0.2 % of the
+    codes: the audio job's codes.npy then differed from the trainer's DataLoader workers, on 1 thread.)
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fresh = load_codec(tiny_config["codec"])
+        assert torch.get_num_threads() == 2
+        audio = np.random.default_rng(1).standard_normal((2, 24_000)).astype(np.float32) * 0.1
+        codes = encode_streams(fresh, audio)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    expected, loaded = codec.model.state_dict(), fresh.model.state_dict()
+    assert all(torch.equal(expected[name], loaded[name]) for name in expected)
+    assert (codes == encode_streams(codec, audio)).all()

@@ -325,7 +325,8 @@ class RecordingProcessor:
 
         The audio goes through ``decode_sample`` and ``encode_streams``, as in the trainer's on-the-fly
         path, so stored and on-the-fly codes are equal (encoding the float audio flips ~0.5 % of codes).
-        Mimi on CPU is deterministic and its codes do not depend on torch's thread count.
+        Mimi runs on ``codec.threads`` threads whatever the job's ``cpu_threads`` (codes at float near-ties
+        depend on the thread count).
         """
         from moshi_data.trainer.codec import encode_streams
 
