@@ -117,7 +117,7 @@ def bench_loader(config: dict, shards: list[str], items: int) -> dict:
 
 def reference_shards(output: Path, config: dict) -> list[str]:
     """Shards built from ../shared/data/diarization (first 30 s of 4 clips), cached under OUTPUT."""
-    from moshi_data.trainer.codec import shared_codec
+    from moshi_data.pipeline.audio.codec import shared_codec
     from moshi_data.trainer.reference_shards import build_reference_shards
 
     directory = output / "shards"

@@ -8,7 +8,7 @@ Order of work (each step seeded, none depends on the worker count):
 3. a seeded shuffle buffer over raw (undecoded) records; every item gets a global index ``i``;
 4. item ``i`` is decoded by DataLoader worker ``(i - start) % num_workers`` only: it is parsed and
    validated with :func:`pipeline.audio.shards.decode_sample`, given Mimi codes (``codes.npy`` or
-   :func:`trainer.codec.encode_streams` on the fly), and cut to a random window drawn from
+   :func:`pipeline.audio.codec.encode_streams` on the fly), and cut to a random window drawn from
    ``(seed, i)``. Bad items come out as *rejected* items carrying their reason.
 
 The DataLoader returns workers' items round-robin, so the item sequence is the same for any worker
@@ -178,7 +178,7 @@ def cut_window(tokens: np.ndarray, frames: int, rng: Optional[np.random.Generato
 
 def encoder_for(codec_config: Mapping[str, Any]) -> Callable[[np.ndarray, int], np.ndarray]:
     """``encode(audio, sample_rate)`` with a Mimi loaded once per process (lazily, on first use)."""
-    from moshi_data.trainer.codec import encode_streams, shared_codec
+    from moshi_data.pipeline.audio.codec import encode_streams, shared_codec
 
     def encode(audio: np.ndarray, sample_rate: int) -> np.ndarray:
         return encode_streams(shared_codec(codec_config), audio, sample_rate)

@@ -9,7 +9,7 @@ reference RTTM of each recording, so the trainer can be exercised on real audio 
   ``word_period`` seconds inside each main-speaker turn, each word mapped to one or two token ids by
   a fixed hash; the words are placed on 12.5 Hz frames with PAD/EPAD by the audio job's own rule
   (:func:`pipeline.audio.text_frames.text_stream`);
-- codes: :func:`trainer.codec.encode_streams` of each segment as stored (after the 16-bit FLAC round
+- codes: :func:`pipeline.audio.codec.encode_streams` of each segment as stored (after the 16-bit FLAC round
   trip; encoding the float audio instead flips ~0.5 % of codes), the function the trainer uses on the fly.
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ def recording_samples(wav: Path, turns: list[Turn], recording_id: str, segment_s
     import librosa
     import soundfile as sf
 
-    from moshi_data.trainer.codec import encode_streams
+    from moshi_data.pipeline.audio.codec import encode_streams
 
     audio, rate = sf.read(str(wav), dtype="float32", always_2d=True)
     audio = audio.mean(axis=1)[: int(max_seconds * rate)]

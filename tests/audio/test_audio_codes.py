@@ -44,7 +44,7 @@ def test_job_codes_match_text_frames_and_trainer_on_the_fly(conversation_run, tm
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in DataLoader workers; Mimi itself runs on codec.threads whatever this is
     try:
-        # the trainer's data path (trainer.data -> trainer.codec.encode_streams on the decoded FLAC):
+        # the trainer's data path (trainer.data -> pipeline.audio.codec.encode_streams on the decoded FLAC):
         # the job's shard with codes.npy vs the same records without it (encoded on the fly)
         _write_raw(tmp_path / "shard-000000.tar", [{k: v for k, v in r.items() if k != "codes.npy"} for r in records])
         with_codes = _trainer_tokens(shards, trainer_config)
@@ -65,11 +65,11 @@ def test_job_codes_match_text_frames_and_trainer_on_the_fly(conversation_run, tm
 
 
 def test_job_imports_no_codec_when_codes_are_off():
-    """The job and the recording stages import neither trainer.codec nor moshi unless codes are enabled."""
+    """The job and the recording stages import neither the codec nor moshi unless codes are enabled."""
     probe = ("import sys, moshi_data.beam_jobs.audio_shards, moshi_data.pipeline.audio.recording as r; "
              "from moshi_data.pipeline.config import load_config; "
              "assert r.codec_settings(load_config('audio_shards')) is None; "
-             "print(sorted(m for m in sys.modules if m == 'moshi' or m.startswith(('moshi.', 'moshi_data.trainer'))))")
+             "print(sorted(m for m in sys.modules if m == 'moshi' or m.startswith(('moshi.', 'moshi_data.trainer', 'moshi_data.pipeline.audio.codec'))))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

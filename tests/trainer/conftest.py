@@ -4,7 +4,7 @@ The shards come from :mod:`trainer.reference_shards`: real audio of three clips 
 ``../shared/data/diarization`` (first 8 s each, resampled to 24 kHz), split into main/other streams
 from the clip's reference RTTM; the text stream holds *reference-free stand-in words* (one every
 0.4 s inside the main speaker's turns, hashed to token ids) placed on frames with the audio job's
-``pipeline/audio/text_frames.py`` rule; codes are Mimi codes from ``trainer.codec.encode_streams``.
+``pipeline/audio/text_frames.py`` rule; codes are Mimi codes from ``pipeline.audio.codec.encode_streams``.
 Mimi has no weights offline, so it is the seeded randomly-initialised Mimi of the real
 architecture (a stand-in the codec logs as such). The last shard (dev00) is the held-out eval shard.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from moshi_data.trainer.codec import shared_codec
+from moshi_data.pipeline.audio.codec import shared_codec
 from moshi_data.trainer.reference_shards import build_reference_shards
 from moshi_data.trainer.train import main as train_main
 from moshi_data.trainer.train import resolve_config

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from moshi_data.trainer.codec import code_frames, encode_streams, load_codec
+from moshi_data.pipeline.audio.codec import code_frames, encode_streams, load_codec
 
 
 def test_trainer_codec_shapes_and_stand_in(codec):
@@ -28,7 +28,7 @@ def test_trainer_codec_missing_local_weights_is_an_error(tiny_config):
 
 def test_trainer_codec_offline_hub_falls_back_loudly(tiny_config, caplog, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with caplog.at_level("WARNING", logger="moshi_data.trainer.codec"):
+    with caplog.at_level("WARNING", logger="moshi_data.pipeline.audio.codec"):
         codec = load_codec({**tiny_config["codec"], "calibration_seconds": 1.0})
     assert not codec.pretrained
     assert "RANDOMLY INITIALISED Mimi" in caplog.text and "kyutai/moshiko-pytorch-bf16" in caplog.text

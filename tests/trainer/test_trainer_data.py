@@ -111,7 +111,7 @@ def test_trainer_item_order_ignores_worker_count(trainer_shards, tiny_config):
 
 
 def test_trainer_codes_on_the_fly_equal_stored(tmp_path, trainer_shards, tiny_config, codec):
-    """codes.npy (written with trainer.codec.encode_streams) and on-the-fly codes are the same."""
+    """codes.npy (written with pipeline.audio.codec.encode_streams) and on-the-fly codes are the same."""
     record = raw_records(trainer_shards / "shard-000000.tar")[0]
     write_raw(tmp_path / "shard-000000.tar", [{k: v for k, v in record.items() if k != "codes.npy"}])
     stored = items([str(trainer_shards / "shard-000000.tar")], tiny_config)[0]["tokens"]

@@ -73,7 +73,7 @@ def file_digest(path: Path) -> str:
 
 
 def codec_settings(config: Mapping[str, Any]) -> Optional[dict[str, Any]]:
-    """Mimi settings for ``codes.npy`` (keys of ``trainer.codec.load_codec``), or None when ``codes.enabled`` is off.
+    """Mimi settings for ``codes.npy`` (keys of ``pipeline.audio.codec.load_codec``), or None when ``codes.enabled`` is off.
 
     They are the ``codec`` section of the ``codes.codec_config`` config (the trainer's, so stored and
     on-the-fly codes come from the same Mimi) with ``codes.codec`` merged over it.
@@ -114,7 +114,7 @@ class RecordingProcessor:
         self.diarizer = None
         self.tokenizer: Optional[SentencePieceTokenizer] = None
         self.tokenizer_version = ""
-        self.codec = None  # trainer.codec.Codec when codes.enabled
+        self.codec = None  # pipeline.audio.codec.Codec when codes.enabled
         self.timings: Counter = Counter()
 
     def __getstate__(self) -> dict:
@@ -137,7 +137,7 @@ class RecordingProcessor:
         self.diarizer.setup()
         settings = codec_settings(self.config)
         if settings is not None:
-            from moshi_data.trainer.codec import load_codec  # torch + moshi: imported only when codes are on
+            from moshi_data.pipeline.audio.codec import load_codec  # torch + moshi: imported only when codes are on
 
             self.codec = load_codec(settings)
 
@@ -328,7 +328,7 @@ class RecordingProcessor:
         Mimi runs on ``codec.threads`` threads whatever the job's ``cpu_threads`` (codes at float near-ties
         depend on the thread count).
         """
-        from moshi_data.trainer.codec import encode_streams
+        from moshi_data.pipeline.audio.codec import encode_streams
 
         stored = decode_sample(record)
         buffer = io.BytesIO()
