@@ -13,13 +13,14 @@ opt = $(if $(2),$(1) $(2),)
 
 .PHONY: help install-text install-audio text-corpus classifiers score-text eval-classifiers \
         tokenizer audio-shards moshi-finetune-export eval-audio train test bench bench-audio \
-        bench-train clean
+        bench-train inspect show-sample clean
 
 help:
 	@echo "make text-corpus [INPUT=wet|jsonl glob|list|paths.gz] [OUTPUT=dir] [CONFIG=yaml] [LIMIT=n] [RUNNER_ARGS='...']"
 	@echo "make classifiers | eval-classifiers | score-text INPUT=in.jsonl OUTPUT=out.jsonl"
 	@echo "make tokenizer | audio-shards INPUT=dir|manifest OUTPUT=dir | moshi-finetune-export INPUT=shards OUTPUT=dir"
 	@echo "make eval-audio | train SHARDS=dir OUTPUT=dir STEPS=n PRESET=tiny | test | bench | bench-audio | bench-train"
+	@echo "make inspect INPUT=text-or-audio-output [WHERE='quality.wiki>0.5'] [REASON=] | show-sample INPUT=shard.tar KEY= OUTPUT=file.png [WAV=]"
 
 install-text:
 	@bash $(INSTALL) text
@@ -70,6 +71,13 @@ train: install-audio
 
 bench-train: install-audio
 	$(PY) -m bench.train_bench $(call opt,--preset,$(PRESET)) $(call opt,--output,$(OUTPUT))
+
+# ---------------------------------------------------------------- looking at the data
+inspect: install-text
+	$(PY) -m moshi_data inspect "$(INPUT)" $(if $(WHERE),--where '$(WHERE)') $(call opt,--reason,$(REASON)) $(call opt,--limit,$(LIMIT))
+
+show-sample: install-audio
+	$(PY) -m moshi_data show-sample "$(INPUT)" --key "$(KEY)" --output "$(OUTPUT)" $(call opt,--wav,$(WAV))
 
 # ---------------------------------------------------------------- tests
 test: install-audio

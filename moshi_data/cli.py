@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "moshi-finetune-export": ("moshi_data.beam_jobs.moshi_finetune_export", "export audio shards for moshi-finetune"),
     "eval-audio": ("moshi_data.pipeline.audio.evaluate", "evaluate diarization, word timing and ASR"),
     "train": ("moshi_data.trainer.train", "train the RQ-Transformer on audio shards (and text)"),
+    "inspect": ("moshi_data.pipeline.inspect", "show what is inside a text or audio output (counts, schema, samples)"),
+    "show-sample": ("moshi_data.pipeline.audio.show_sample", "draw one audio sample (waveforms, turns, words, text tokens) as a PNG"),
 }
 
 PROG = "moshi-data"
