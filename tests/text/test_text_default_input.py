@@ -40,6 +40,9 @@ def test_default_input_keeps_english_jsonl_documents(default_run):
     assert all(set(r["scores"]) == QUALITY_LABELS and r["scores"]["rand"] <= 0.9 for r in rows)
     assert all(r["source"].endswith(".jsonl.gz") and r["record_offset"] >= 1 and r["url"].startswith("http")
                for r in rows)
+    # blank lines are paragraph separators, never removed as duplicates: kept text keeps its paragraphs
+    assert sum("\n\n" in r["text"] for r in rows) >= docs["kept"] // 2
+    assert not any("\n\n\n" in r["text"] or r["text"] != r["text"].strip("\n") for r in rows)
     report = (output / "report.html").read_text()
     assert any(r["url"] in report for r in rows)  # kept examples are shown
 

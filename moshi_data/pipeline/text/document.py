@@ -36,10 +36,20 @@ class Document:
     line_counts: dict[str, int] = field(default_factory=dict)   # stage -> lines left after it
     lines_removed: dict[str, int] = field(default_factory=dict)  # stage -> lines it removed
     fields: dict[str, Any] = field(default_factory=dict)        # extra output columns by name
+    breaks: np.ndarray | None = None  # bool per line: a paragraph break (blank line) comes before it
 
     @property
     def text(self) -> str:
-        return "\n".join(self.lines)
+        """The lines, with one blank line between paragraphs (never at the start or the end)."""
+        if self.breaks is None or not self.breaks.any():
+            return "\n".join(self.lines)
+        return "\n".join([f"\n{line}" if brk else line for line, brk in zip(self.lines, self.breaks.tolist())])
+
+    @property
+    def chars(self) -> int:
+        """``len(self.text)`` without building it."""
+        breaks = 0 if self.breaks is None else int(self.breaks.sum())
+        return sum(map(len, self.lines)) + max(len(self.lines) - 1, 0) + breaks
 
     def drop_lines(self, keep: np.ndarray | list[bool], stage: str) -> int:
         """Keep only ``lines[i]`` where ``keep[i]``; count the removed lines under ``stage``."""
@@ -49,8 +59,35 @@ class Document:
             self.lines = [line for line, flag in zip(self.lines, keep) if flag]
             if self.line_hashes is not None:
                 self.line_hashes = self.line_hashes[keep]
+            if self.breaks is not None:
+                self.breaks = kept_breaks(self.breaks, keep)
         self.lines_removed[stage] = self.lines_removed.get(stage, 0) + removed
         return removed
+
+
+def split_paragraphs(lines: list[str]) -> tuple[list[str], np.ndarray]:
+    """Blank lines are separators, not lines: the non-blank lines and, for each, whether one or more
+    blank lines came before it (runs collapse to one break; none before the first line)."""
+    kept, breaks, pending = [], [], False
+    for line in lines:
+        if not line.strip():
+            pending = bool(kept)
+            continue
+        kept.append(line)
+        breaks.append(pending)
+        pending = False
+    return kept, np.array(breaks, dtype=bool)
+
+
+def kept_breaks(breaks: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Paragraph breaks after dropping lines: a kept line starts a paragraph when a break came
+    anywhere between it and the previous kept line (the first kept line never does)."""
+    kept = np.flatnonzero(keep)
+    out = np.zeros(len(kept), dtype=bool)
+    if len(kept) > 1:
+        seen = np.cumsum(breaks)
+        out[1:] = seen[kept[1:]] > seen[kept[:-1]]
+    return out
 
 
 @dataclass(slots=True, frozen=True)

@@ -146,7 +146,7 @@ def _to_document(line: bytes, source: str, file_index: int, record_index: int, n
     if not isinstance(text, str):
         return Reject(source, file_index, number, "text_not_string",
                       f"{fmt.text_field!r} is a JSON {type(text).__name__}", meta["url"], meta["record_id"])
-    doc_lines, too_long = split_body_lines(text, limits)
+    doc_lines, breaks, too_long = split_body_lines(text, limits)
     if too_long:
         return Reject(source, file_index, number, "line_too_long", too_long, meta["url"], meta["record_id"])
     if invalid:
@@ -155,5 +155,5 @@ def _to_document(line: bytes, source: str, file_index: int, record_index: int, n
     return Document(
         doc_id=f"{file_index}:{record_index}", doc_key=(file_index << 32) | record_index, url=meta["url"],
         record_id=meta["record_id"], date=meta["date"], crawl=meta["crawl"], source=source, record_offset=number,
-        content_language=meta["content_language"], lines=doc_lines, invalid_utf8_bytes=invalid,
+        content_language=meta["content_language"], lines=doc_lines, invalid_utf8_bytes=invalid, breaks=breaks,
     )

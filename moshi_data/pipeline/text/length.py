@@ -17,5 +17,4 @@ class MinLengthStage:
         pass
 
     def process(self, doc: Document) -> str | None:
-        length = sum(map(len, doc.lines)) + max(len(doc.lines) - 1, 0)
-        return "too_short" if length < self.min_chars else None
+        return "too_short" if doc.chars < self.min_chars else None

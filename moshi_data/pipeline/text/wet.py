@@ -21,10 +21,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Iterator
 
+import numpy as np
 from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 
-from moshi_data.pipeline.text.document import Document, Reject
+from moshi_data.pipeline.text.document import Document, Reject, split_paragraphs
 
 GZIP_MAGIC = b"\x1f\x8b"
 CRAWL_RE = re.compile(rb"^isPartOf:\s*(\S+)", re.MULTILINE)
@@ -166,15 +167,14 @@ def decode_body(body: bytes) -> tuple[str, int]:
         return body.decode("utf-8", errors="replace"), len(body) - len(valid.encode("utf-8"))
 
 
-def split_body_lines(text: str, limits: WetLimits) -> tuple[list[str], str | None]:
-    """Lines of a record body (a final newline adds no empty line), and why it is rejected if a line is too long."""
+def split_body_lines(text: str, limits: WetLimits) -> tuple[list[str], np.ndarray, str | None]:
+    """Non-blank lines of a record body, paragraph breaks before each (``split_paragraphs``), and
+    why it is rejected if a line is too long."""
     lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
     longest = max(map(len, lines), default=0)
     if longest > limits.max_line_chars:
-        return lines, f"a line has {longest} characters (limit {limits.max_line_chars})"
-    return lines, None
+        return [], np.zeros(0, bool), f"a line has {longest} characters (limit {limits.max_line_chars})"
+    return (*split_paragraphs(lines), None)
 
 
 def read_wet(raw: IO[bytes], source: str, file_index: int, limits: WetLimits,
@@ -254,7 +254,7 @@ def _to_document(record, body: bytes, source: str, file_index: int, record_index
     if invalid and invalid > limits.max_invalid_utf8_ratio * len(body):
         return Reject(source, file_index, offset, "invalid_utf8",
                       f"{invalid} of {len(body)} bytes are not UTF-8", url, record_id)
-    lines, too_long = split_body_lines(text, limits)
+    lines, breaks, too_long = split_body_lines(text, limits)
     if too_long:
         return Reject(source, file_index, offset, "line_too_long", too_long, url, record_id)
     if invalid:
@@ -264,5 +264,5 @@ def _to_document(record, body: bytes, source: str, file_index: int, record_index
         doc_id=f"{file_index}:{record_index}", doc_key=(file_index << 32) | record_index, url=url,
         record_id=record_id, date=header("WARC-Date") or "", crawl=crawl, source=source,
         record_offset=offset, content_language=header("WARC-Identified-Content-Language") or "",
-        lines=lines, invalid_utf8_bytes=invalid,
+        lines=lines, invalid_utf8_bytes=invalid, breaks=breaks,
     )
