@@ -4,10 +4,12 @@ stages -> Parquet.
     python -m moshi_data.beam_jobs.text_corpus --input 'wet/*.warc.wet.gz' --output out/text-corpus [--limit N]
         [--config text_corpus] [--set language.threshold=0.8] [any Beam option, e.g. --runner=...]
 
-Steps: read WET files into chunks of documents (+ rejects) and count normalized line hashes per
-(shard group, hash partition) with a combiner over uint64 arrays -> remove duplicate lines ->
-per-document stage chain -> cross-document transforms -> one Parquet shard per chunk ->
-stats.json, rejects/, line_samples/ (written last, after every shard exists).
+Steps: read WET files into chunks of documents (+ rejects) -> exact line dedup as a shuffle join:
+each chunk's normalized line hashes (uint64 arrays) travel to their (shard group, hash partition)
+key, the key counts them and sends each chunk the totals of its repeated lines, joined back to the
+chunk by chunk id (CoGroupByKey) -> remove duplicate lines -> per-document stage chain ->
+cross-document transforms -> one Parquet shard per chunk -> stats.json, rejects/, line_samples/
+(written last, after every shard exists). No side input grows with the documents or lines.
 
 WHERE A NEW STAGE PLUGS IN
 - Per-document stage (fuzzy dedup, quality): a class with name/columns/setup()/process(doc) in
@@ -81,7 +83,7 @@ class ReadInputChunks(beam.DoFn):
         self.docs_per_chunk = int(config["input"]["docs_per_chunk"])
         self.partitions = int(config["line_dedup"]["partitions"])
 
-    def process(self, spec: tuple[int, str, int]) -> Iterator:
+    def process(self, spec: tuple[int, str, str]) -> Iterator:
         file_index, path, group = spec
         report = FileReport(path, file_index)
         try:
@@ -122,7 +124,7 @@ class ReadInputChunks(beam.DoFn):
         chunk.tally["documents.in"] += len(docs)
         hash_documents(docs)
         for partition, counts in chunk_line_counts(chunk, self.partitions).items():
-            yield beam.pvalue.TaggedOutput("counts", ((group, partition), counts))
+            yield beam.pvalue.TaggedOutput("counts", ((group, partition), (chunk.chunk_id, counts)))
         _timer("normalize_hash").inc(int((time.perf_counter() - start) * 1000))
         yield chunk
 
@@ -134,60 +136,81 @@ def _exists(path: str) -> bool:
         return False
 
 
-class MergeLineCounts(beam.CombineFn):
-    """Merges LineCounts of one (group, partition); keeps a few partials, compacts in batches."""
+def count_partition(item) -> Iterator:
+    """((group, partition), [(chunk id, chunk counts)]) -> (chunk id, group totals of the chunk's
+    repeated lines) for every chunk that has one, and the partition's size as a 'summary'.
 
-    COMPACT_EVERY = 32
+    Memory: this key's share of the group's unique lines (``line_dedup.partitions`` sets it)."""
+    _, parts = item
+    parts = list(parts)
+    merged = line_dedup.merge_counts([counts for _, counts in parts])
+    table = line_dedup.repeated(merged)
+    for chunk_id, counts in parts:
+        answer = line_dedup.repeated_in(table, counts.hashes)
+        if len(answer):
+            yield chunk_id, answer
+    yield beam.pvalue.TaggedOutput("summary", {
+        "unique_line_hashes": len(merged), "repeated_line_hashes": len(table), "table_bytes": merged.nbytes})
+
+
+class CombineDedupSummaries(beam.CombineFn):
+    """Partition summaries -> totals and the largest partition (``max_partition_bytes``)."""
+
+    SUMMED = ("unique_line_hashes", "repeated_line_hashes", "table_bytes")
 
     def create_accumulator(self):
-        return []
+        return dict.fromkeys((*self.SUMMED, "max_partition_bytes"), 0)
 
-    def add_input(self, accumulator, counts):
-        accumulator.append(counts)
-        return [line_dedup.merge_counts(accumulator)] if len(accumulator) >= self.COMPACT_EVERY else accumulator
+    def add_input(self, accumulator, summary):
+        return self.merge_accumulators([accumulator, {**summary, "max_partition_bytes": summary["table_bytes"]}])
 
     def merge_accumulators(self, accumulators):
-        return [line_dedup.merge_counts([part for acc in accumulators for part in acc])]
+        accumulators = list(accumulators)
+        merged = {key: sum(acc[key] for acc in accumulators) for key in self.SUMMED}
+        merged["max_partition_bytes"] = max(acc["max_partition_bytes"] for acc in accumulators)
+        return merged
 
     def extract_output(self, accumulator):
-        return line_dedup.merge_counts(accumulator)
+        return accumulator
 
 
-def split_repeated(item) -> Iterator:
-    """(key, counts) -> (key, repeated-lines table) and a 'summary' of the partition."""
-    (group, partition), counts = item
-    table = line_dedup.repeated(counts)
-    yield (group, partition), table
-    yield beam.pvalue.TaggedOutput("summary", {
-        "unique_line_hashes": len(counts), "repeated_line_hashes": len(table), "bytes": counts.nbytes})
+class JoinRepeatedLines(beam.PTransform):
+    """Exact line dedup as a shuffle join: chunks + their per-partition line counts ->
+    (chunk, that chunk's repeated-line table) and a summary of the partitions (``summary``)."""
+
+    def expand(self, inputs):
+        chunks, counts = inputs
+        counted = (counts
+                   | "GroupByPartition" >> beam.GroupByKey()
+                   | "CountPartition" >> beam.FlatMap(count_partition).with_outputs("summary", main="answers"))
+        keyed = chunks | "KeyByChunk" >> beam.Map(lambda chunk: (chunk.chunk_id, chunk))
+        joined = ({"chunk": keyed, "repeated": counted.answers}
+                  | "JoinByChunk" >> beam.CoGroupByKey()
+                  | "ChunkTable" >> beam.MapTuple(
+                      lambda _, grouped: (grouped["chunk"][0], line_dedup.merge_counts(list(grouped["repeated"])))))
+        summary = counted.summary | "SumPartitions" >> beam.CombineGlobally(CombineDedupSummaries())
+        return {"chunks": joined, "summary": summary}
 
 
 class ProcessChunks(beam.DoFn):
-    """Exact line dedup with the group's table, then the stage chain (models load in setup)."""
+    """Exact line dedup with the chunk's repeated-line table, then the stage chain (models load in setup)."""
 
     def __init__(self, config: dict):
         self.processor = ChunkProcessor(config)
-        self._tables: dict[int, line_dedup.LineCounts] = {}
 
     def setup(self):
         self.processor.setup()
-        self._tables = {}
 
-    def process(self, chunk: DocChunk, tables: dict) -> Iterator:
-        if chunk.group not in self._tables:
-            self._tables[chunk.group] = line_dedup.merge_counts(
-                [table for (group, _), table in sorted(tables.items()) if group == chunk.group])
+    def process(self, item: tuple[DocChunk, line_dedup.LineCounts]) -> Iterator:
+        chunk, table = item
         seconds: Counter = Counter()
-        chunk, samples = self.processor.process(chunk, self._tables[chunk.group], seconds)
+        chunk, samples = self.processor.process(chunk, table, seconds)
         for stage, spent in seconds.items():
             _timer(stage).inc(int(spent * 1000))
         Metrics.counter(NAMESPACE, "documents_processed").inc(chunk.tally["documents.in"])
         if samples:
             yield beam.pvalue.TaggedOutput("samples", samples)
         yield chunk
-
-    def __getstate__(self):
-        return {**self.__dict__, "_tables": {}}
 
 
 class SampleLines(beam.CombineFn):
@@ -241,10 +264,10 @@ class WriteShards(beam.DoFn):
 class Finalize(beam.DoFn):
     """Runs once after all shards exist: rejects/, line_samples/, stats.json, stale-file cleanup."""
 
-    def __init__(self, config: dict, output: str, n_files: int):
-        self.config, self.output, self.n_files = config, output, n_files
+    def __init__(self, config: dict, output: str, n_files: int, n_groups: int):
+        self.config, self.output, self.n_files, self.n_groups = config, output, n_files, n_groups
 
-    def process(self, _, shards, files, rejects, summaries, samples, examples) -> Iterator:
+    def process(self, _, shards, files, rejects, dedup_summary, samples, examples) -> Iterator:
         tally: Counter = Counter()
         for _, shard_tally in shards:
             tally.update(shard_tally)
@@ -262,16 +285,18 @@ class Finalize(beam.DoFn):
         for reject in rejects:
             tally["documents.in"] += 1
             tally[f"documents.rejected.{reject.reason}"] += 1
-        for summary in summaries:
-            for key, value in summary.items():
-                tally[f"line_dedup.{key}"] += value
+        for key in CombineDedupSummaries.SUMMED:
+            tally[f"line_dedup.{key}"] += dedup_summary[key]
         stats = to_stats(tally)
         unique = stats.get("line_dedup", {}).get("unique_line_hashes", 0)
         stats.setdefault("line_dedup", {}).update({
+            "groups": self.n_groups,
+            "partitions": int(self.config["line_dedup"]["partitions"]),
+            "max_partition_bytes": dedup_summary["max_partition_bytes"],
             "threshold": self.config["line_dedup"]["threshold"],
             "keep_canonical": self.config["line_dedup"]["keep_canonical"],
             "bytes_per_unique_line": line_dedup.BYTES_PER_UNIQUE_LINE,
-            "bytes_per_unique_line_measured": round(stats["line_dedup"].get("bytes", 0) / unique, 3) if unique else None,
+            "bytes_per_unique_line_measured": round(stats["line_dedup"].get("table_bytes", 0) / unique, 3) if unique else None,
         })
         stats["stages"] = ["in", EXACT_DEDUP, *self.config["stages"], *self.config["cross_document_stages"]]
         check_invariant(stats)
@@ -303,17 +328,14 @@ class Finalize(beam.DoFn):
 def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, output: str) -> beam.PCollection:
     """Add the job's transforms to ``pipeline``; returns the PCollection holding the stats dict."""
     config = attach_classifiers(config, log=logging.info)
-    per_group = int(config["input"]["files_per_group"])
-    specs = [(index, path, index // per_group) for index, path in enumerate(files)]
+    groups = line_dedup.dedup_groups(files, int(config["input"]["files_per_group"]))
+    specs = list(zip(range(len(files)), files, groups))
     read = (pipeline
             | "FileList" >> beam.Create(specs)
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadInput" >> beam.ParDo(ReadInputChunks(config)).with_outputs("rejects", "counts", "files", main="chunks"))
-    tables = (read.counts
-              | "CountLines" >> beam.CombinePerKey(MergeLineCounts())
-              | "RepeatedLines" >> beam.FlatMap(split_repeated).with_outputs("summary", main="tables"))
-    processed = read.chunks | "Dedup+Stages" >> beam.ParDo(
-        ProcessChunks(config), tables=beam.pvalue.AsDict(tables.tables)).with_outputs("samples", main="chunks")
+    dedup = (read.chunks, read.counts) | "CountLines" >> JoinRepeatedLines()
+    processed = dedup["chunks"] | "Dedup+Stages" >> beam.ParDo(ProcessChunks(config)).with_outputs("samples", main="chunks")
     chunks = processed.chunks
     for name in config["cross_document_stages"]:
         chunks = CROSS_DOCUMENT_STAGES[name][0](chunks, config)
@@ -326,9 +348,9 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
     return (pipeline
             | "Once" >> beam.Create([None])
             | "Finalize" >> beam.ParDo(
-                Finalize(config, output, len(files)),
+                Finalize(config, output, len(files), len(set(groups))),
                 shards=beam.pvalue.AsList(shards), files=beam.pvalue.AsList(read.files),
-                rejects=beam.pvalue.AsList(read.rejects), summaries=beam.pvalue.AsList(tables.summary),
+                rejects=beam.pvalue.AsList(read.rejects), dedup_summary=beam.pvalue.AsSingleton(dedup["summary"]),
                 samples=beam.pvalue.AsSingleton(samples), examples=beam.pvalue.AsList(examples)))
 
 

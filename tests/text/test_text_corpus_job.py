@@ -57,6 +57,10 @@ def test_outputs_and_counts(reference_run):
     assert all(r["language_score"] >= 0.85 and r["language"] in {"en", "ru", "zh", "es", "an"} for r in rows)
     assert sum(r["line_counts"]["min_length"] for r in rows) == lines["kept"]
     assert sum(r["url"] == "https://an.wikipedia.org/wiki/Escopete" for r in rows) <= 1  # its twin file is deduped away
+    # blank lines are paragraph separators: at most one blank line between paragraphs, none at either end
+    assert not any("\n\n\n" in r["text"] or r["text"] != r["text"].strip("\n") for r in rows)
+    assert stats["line_dedup"]["groups"] == 1 and stats["line_dedup"]["partitions"] == 16
+    assert 0 < stats["line_dedup"]["max_partition_bytes"] < stats["line_dedup"]["table_bytes"]
     meta = pq.ParquetFile(next((output / "documents").glob("*.parquet"))).metadata
     assert meta.row_group(0).column(0).compression == "ZSTD"
 
@@ -79,6 +83,15 @@ def test_identical_output_with_two_workers_and_on_rerun(reference_run, shared_da
     (tmp_path / "documents" / ".tmp-part-000001-00000.parquet-dead").write_bytes(b"partial")
     text_corpus.run(wet_glob(shared_data), str(tmp_path), overrides=OVERRIDES, beam_args=IN_PROCESS)
     assert tree_digest(tmp_path) == expected
+
+
+def test_output_does_not_depend_on_the_partition_count(reference_run, shared_data, tmp_path):
+    output, result = reference_run
+    stats = text_corpus.run(wet_glob(shared_data), str(tmp_path), overrides=[*OVERRIDES, "line_dedup.partitions=64"],
+                            beam_args=IN_PROCESS)["stats"]
+    assert tree_digest(tmp_path / "documents") == tree_digest(output / "documents")
+    assert {k: stats[k] for k in ("documents", "lines", "funnel")} == {k: result["stats"][k] for k in ("documents", "lines", "funnel")}
+    assert stats["line_dedup"]["partitions"] == 64 and stats["line_dedup"]["table_bytes"] == result["stats"]["line_dedup"]["table_bytes"]
 
 
 def test_killed_run_then_rerun_matches_uninterrupted(reference_run, shared_data, tmp_path):
@@ -113,7 +126,7 @@ def test_pipeline_translates_to_portable_proto_and_dofns_pickle(shared_data, tmp
     assert {"ReadInput", "CountLines", "Dedup+Stages", "WriteParquet", "Finalize"} <= names
     beam.Pipeline.from_runner_api(proto, pipeline.runner, pipeline._options)
     for fn in (text_corpus.ReadInputChunks(config), text_corpus.ProcessChunks(config),
-               text_corpus.WriteShards(config, str(tmp_path)), text_corpus.Finalize(config, str(tmp_path), 1)):
+               text_corpus.WriteShards(config, str(tmp_path)), text_corpus.Finalize(config, str(tmp_path), 1, 1)):
         copy = pickler.loads(pickler.dumps(fn))
         if isinstance(copy, text_corpus.ProcessChunks):
             copy.setup()  # models load in setup(), after unpickling on the worker

@@ -8,12 +8,13 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from moshi_data.beam_jobs import text_corpus
-from moshi_data.beam_jobs.text_corpus import MergeLineCounts, ReadInputChunks
+from moshi_data.beam_jobs.text_corpus import JoinRepeatedLines, ReadInputChunks
 from moshi_data.pipeline.config import load_config
 from moshi_data.pipeline.text import line_dedup
 from moshi_data.pipeline.text.accounting import AccountingError, check_invariant, to_stats
 from moshi_data.pipeline.text.chunk import ChunkProcessor, DocChunk, chunk_line_counts, hash_documents
-from moshi_data.pipeline.text.document import Document
+from moshi_data.pipeline.text.document import Document, split_paragraphs
+from moshi_data.pipeline.text.normalize import line_hashes
 from text_helpers import IN_PROCESS, warcinfo, wet_record, write_wet
 
 
@@ -83,13 +84,54 @@ def test_invariant_detects_a_lost_document():
         check_invariant(stats)
 
 
-def test_combiner_in_beam():
-    parts = [(("g", 0), counts_of([(1, 5), (2, 5)])), (("g", 0), counts_of([(1, 3)])),
-             (("g", 1), counts_of([(4, 9)]))]
+def check_join(chunks, partitions, expected):
+    """Run the dedup join on hashed chunks; each chunk's table must be ``expected[chunk id]``."""
+    config = load_config("text_corpus", [f"line_dedup.partitions={partitions}"])
+    fn = ReadInputChunks(config)
     with TestPipeline(argv=IN_PROCESS) as p:
-        merged = (p | beam.Create(parts) | beam.CombinePerKey(MergeLineCounts())
-                  | beam.MapTuple(lambda key, c: (key, c.hashes.tolist(), c.counts.tolist(), c.first.tolist())))
-        assert_that(merged, equal_to([(("g", 0), [1, 2], [2, 1], [3, 5]), (("g", 1), [4], [1], [9])]))
+        created = p | beam.Create(chunks)
+        counts = created | beam.FlatMap(lambda c: [((c.group, part), (c.chunk_id, counts))
+                                                  for part, counts in chunk_line_counts(c, fn.partitions).items()])
+        joined = (created, counts) | JoinRepeatedLines()
+        out = joined["chunks"] | beam.MapTuple(lambda c, t: (c.chunk_id, (t.hashes.tolist(), t.counts.tolist(), t.first.tolist())))
+        assert_that(out, equal_to(sorted(expected.items())))
+
+
+def reference_answers(chunks):
+    """The old broadcast: one table per group, looked up by every chunk of the group."""
+    by_group = {}
+    for c in chunks:
+        by_group.setdefault(c.group, []).extend(chunk_line_counts(c, 1).values())
+    tables = {g: line_dedup.repeated(line_dedup.merge_counts(parts)) for g, parts in by_group.items()}
+    answers = {}
+    for c in chunks:
+        own = line_dedup.merge_counts(list(chunk_line_counts(c, 1).values()))
+        t = line_dedup.repeated_in(tables[c.group], own.hashes)
+        answers[c.chunk_id] = (t.hashes.tolist(), t.counts.tolist(), t.first.tolist())
+    return answers
+
+
+def test_dedup_join_equals_the_group_table_whatever_the_partition_count():
+    rng = np.random.default_rng(3)
+    chunks = []
+    for file_index in range(6):
+        group = "g0" if file_index < 4 else "g1"
+        docs = []
+        for record in range(5):
+            lines = [f"common {v}" for v in rng.integers(0, 30, rng.integers(1, 8))]
+            lines += [f"unique {file_index} {record} {i}" for i in range(3)] + ["everywhere"]
+            docs.append(doc((file_index << 32) | record, lines))
+        hash_documents(docs)
+        chunks.append(DocChunk(file_index, 0, group, "s", docs))
+    all_dup = [doc((9 << 32) | r, ["same", "same again"]) for r in range(3)]  # a group where every line is a duplicate
+    hash_documents(all_dup)
+    chunks.append(DocChunk(9, 0, "g2", "s", all_dup))
+    expected = reference_answers(chunks)
+    assert len(expected[(9, 0)][0]) == 2 and expected[(9, 0)][1] == [3, 3]
+    everywhere = int(line_hashes(["everywhere"])[0])
+    assert all(everywhere in answer[0] for chunk_id, answer in expected.items() if chunk_id[0] < 9)
+    for partitions in (1, 16, 64):
+        check_join(chunks, partitions, expected)
 
 
 def test_read_transform_outputs(tmp_path):
@@ -105,7 +147,7 @@ def test_read_transform_outputs(tmp_path):
                               ("part-000000-00001.parquet", ["http://c/"])]), label="chunks")
         assert_that(out.rejects | "Reason" >> beam.Map(lambda r: (r.file_index, r.reason)),
                     equal_to([(1, "missing_file")]), label="rejects")
-        assert_that(out.counts | "Lines" >> beam.Map(lambda kv: int(kv[1].counts.sum()))
+        assert_that(out.counts | "Lines" >> beam.Map(lambda kv: int(kv[1][1].counts.sum()))
                     | beam.CombineGlobally(sum), equal_to([5]), label="counts")
 
 
@@ -119,3 +161,58 @@ def test_line_sample_selection_is_exact_and_order_independent():
     for order in (parts, parts[::-1]):
         assert fn.extract_output(fn.merge_accumulators(order)) == fn.extract_output(whole)
     assert all(len(rows) == 20 for _, rows in fn.extract_output(whole))
+
+
+def test_blank_lines_are_paragraph_separators_not_lines():
+    lines, breaks = split_paragraphs(["", "Title", "", "", "Para one a", "Para one b", "  ", "Para two", ""])
+    assert lines == ["Title", "Para one a", "Para one b", "Para two"] and breaks.tolist() == [False, True, False, True]
+    document = doc(0, lines)
+    document.breaks = breaks
+    assert document.text == "Title\n\nPara one a\nPara one b\n\nPara two" and document.chars == len(document.text)
+    document.drop_lines([False, True, False, True], "x")  # the break before a dropped line moves to the next kept one
+    assert document.text == "Para one a\n\nPara two" and document.lines_removed["x"] == 2
+    document.drop_lines([False, True], "x")
+    assert document.text == "Para two" and document.breaks.tolist() == [False]
+
+
+def test_blank_lines_are_never_duplicates_and_blank_only_documents_are_empty():
+    config = load_config("text_corpus", ["stages=[min_length]", "min_length.min_chars=1"])
+    bodies = [["Home", "", "Story one.", "", "Footer"], ["Home", "", "", "Story two.", "", "Footer"], ["", "  ", ""]]
+    docs = []
+    for key, body in enumerate(bodies):
+        lines, breaks = split_paragraphs(body)
+        docs.append(doc(key, lines))
+        docs[-1].breaks = breaks
+    chunk = DocChunk(0, 0, 0, "s", docs)
+    hash_documents(docs)
+    table = line_dedup.repeated(line_dedup.merge_counts(list(chunk_line_counts(chunk, 2).values())))
+    processor = ChunkProcessor(config)
+    out, _ = processor.process(chunk, table)
+    # keep-canonical: doc 0 keeps Home/Footer, doc 1 loses them; no blank line is counted anywhere
+    assert [d.text for d in out.docs] == ["Home\n\nStory one.\n\nFooter", "Story two."]
+    assert out.tally["lines.in"] == 6 and out.tally["lines.removed.exact_dedup"] == 2
+    assert out.tally["line_dedup.duplicate_line_occurrences"] == 4
+    assert out.tally["documents.filtered.empty"] == 1
+
+
+def test_groups_are_common_crawl_segments_else_blocks_of_files():
+    seg = "s3://commoncrawl/crawl-data/CC-MAIN-2024-22/segments/1715971057216.{}/wet/CC-MAIN-x-{}.warc.wet.gz"
+    paths = [seg.format(7, 0), "a.wet.gz", seg.format(3, 1), seg.format(7, 2), "b.jsonl.gz", "c.wet.gz"]
+    assert line_dedup.dedup_groups(paths, 2) == [
+        "CC-MAIN-2024-22/1715971057216.7", "files-000000", "CC-MAIN-2024-22/1715971057216.3",
+        "CC-MAIN-2024-22/1715971057216.7", "files-000000", "files-000001"]
+
+
+def test_job_dedups_within_a_cc_segment_not_across(tmp_path):
+    page = b"Shared navigation line\nA unique story about the segment number %d and its %s page.\n"
+    for segment, names in ((0, "ab"), (1, "c")):
+        folder = tmp_path / f"crawl-data/CC-MAIN-2099-01/segments/1700000000000.{segment}/wet"
+        folder.mkdir(parents=True)
+        for name in names:
+            write_wet(folder / f"{name}.warc.wet.gz", [warcinfo(), wet_record(f"http://{name}/", page % (segment, name.encode()))])
+    output = tmp_path / "out"
+    stats = text_corpus.run(str(tmp_path / "crawl-data/**/*.warc.wet.gz"), str(output), beam_args=IN_PROCESS,
+                            overrides=["stages=[min_length]", "min_length.min_chars=1", "cross_document_stages=[]"])["stats"]
+    assert stats["line_dedup"]["groups"] == 2
+    # the navigation line is a duplicate inside segment 0 (kept once, in the first file) and unique in segment 1
+    assert stats["lines"]["removed"]["exact_dedup"] == 1 and stats["lines"]["kept"] == 5

@@ -24,7 +24,7 @@ from moshi_data.pipeline.text.stages import EXACT_DEDUP, build_stages, run_stage
 class DocChunk:
     file_index: int
     chunk_index: int
-    group: int
+    group: str  # line_dedup.dedup_groups
     source: str
     docs: list[Document]
     tally: Counter = field(default_factory=Counter)
@@ -32,6 +32,11 @@ class DocChunk:
 
     EXAMPLES_PER_REASON = 3
     EXAMPLE_CHARS = 2000
+
+    @property
+    def chunk_id(self) -> tuple[int, int]:
+        """The key that joins a chunk with its line-dedup answer and its MinHash tags."""
+        return self.file_index, self.chunk_index
 
     @property
     def shard_name(self) -> str:

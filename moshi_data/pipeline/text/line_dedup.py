@@ -1,16 +1,26 @@
 """Exact line deduplication over a shard group with compact uint64 hash arrays.
 
 Counting: each chunk of documents becomes a ``LineCounts`` (sorted unique hashes, occurrence
-counts, smallest document key holding the line), split into hash partitions; partial counts of a
-(group, partition) are merged by concatenation + sort, never by Python sets of strings. Memory per
-unique line in a ``LineCounts``: 8 (hash) + 4 (count) + 8 (first doc key) = 20 bytes.
+counts, smallest document key holding the line), split into hash partitions; the counts of every
+chunk of a (group, partition) meet at that key and are merged by concatenation + sort, never by
+Python sets of strings. Memory per unique line in a ``LineCounts``: 8 (hash) + 4 (count) + 8 (first
+doc key) = 20 bytes, so a key holds ~20 bytes x the partition's share of the group's unique lines.
+
+Answer: each chunk gets back, from every partition, only the group totals of its own hashes that
+occur more than once (``repeated_in``): the chunk's drop list, at most the size of the chunk.
 
 Removal: a line is a duplicate when its normalized hash occurs >= ``threshold`` times in the group;
 all its occurrences are removed, except, with ``keep_canonical``, the ones in the document with the
 smallest key (file index, record index), as C4 does.
+
+Groups: the Helium paper deduplicates "each shard (there is 100 shards per crawl)"; a Common Crawl
+crawl has 100 segments (``crawl-data/CC-MAIN-YYYY-WW/segments/<timestamp>.<N>/wet/...``, ~900 WET
+files each), so an input file in that layout belongs to the group of its segment, whatever the order
+of ``wet.paths.gz``. Other inputs are grouped by ``files_per_group`` consecutive files.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +45,23 @@ class LineCounts:
 
     def __len__(self) -> int:
         return len(self.hashes)
+
+
+CC_SEGMENT_RE = re.compile(r"crawl-data/(CC-MAIN-\d{4}-\d{2})/segments/([^/]+)/")
+
+
+def dedup_groups(paths: list[str], files_per_group: int) -> list[str]:
+    """The dedup group of each input file: ``CC-MAIN-YYYY-WW/<segment>`` for Common Crawl paths,
+    ``files-<n>`` (n = position among the other files // files_per_group) otherwise."""
+    groups, others = [], 0
+    for path in paths:
+        segment = CC_SEGMENT_RE.search(path)
+        if segment:
+            groups.append(f"{segment.group(1)}/{segment.group(2)}")
+        else:
+            groups.append(f"files-{others // files_per_group:06d}")
+            others += 1
+    return groups
 
 
 def _reduce(hashes: np.ndarray, counts: np.ndarray, first: np.ndarray) -> LineCounts:
@@ -77,6 +104,15 @@ def repeated(counts: LineCounts) -> LineCounts:
     """Only the lines seen at least twice: what the removal step needs to look up."""
     keep = counts.counts >= 2
     return LineCounts(counts.hashes[keep], counts.counts[keep], counts.first[keep])
+
+
+def repeated_in(table: LineCounts, hashes: np.ndarray) -> LineCounts:
+    """The rows of ``table`` (sorted) whose hash is in ``hashes`` (sorted unique): one chunk's answer."""
+    if len(table) == 0 or len(hashes) == 0:
+        return LineCounts.empty()
+    pos = np.minimum(np.searchsorted(table.hashes, hashes), len(table) - 1)
+    pos = pos[table.hashes[pos] == hashes]
+    return LineCounts(table.hashes[pos], table.counts[pos], table.first[pos])
 
 
 def lookup(table: LineCounts, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
