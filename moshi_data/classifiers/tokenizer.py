@@ -1,7 +1,9 @@
 """Train the offline default text tokenizer (`make tokenizer`): a Helium-like SentencePiece model.
 
 Helium's tokenizer is a SentencePiece unigram model with digits split one by one and byte fallback
-(``../shared/notes/helium-moshi-recipe.md`` section 1). Without its 32k model offline, we train the
+(``../shared/notes/helium-moshi-recipe.md`` section 1). Normalization is NFKC without SentencePiece's
+default whitespace folding (``nmt_nfkc``), so "\\n" encodes to its byte-fallback piece ``<0x0A>`` as
+moshi-finetune's ``tokenize`` expects (``encode("\\n")[-1]``). Without its 32k model offline, we train the
 same kind of model, smaller, from ``../shared/data/reference_text``. Ids 0-3 are unk, bos, eos, pad
 so that moshi's EPAD = 0 and PAD = 3 keep their meaning. The model is cached under ``models/`` next
 to a settings stamp; it is retrained only when the settings change (or with ``--force``).
@@ -26,6 +28,7 @@ _TEXT_SUFFIXES = (".txt", ".rst", ".tex", ".md")
 _SPM_KEYS = (
     "vocab_size", "model_type", "split_digits", "byte_fallback", "character_coverage", "max_sentence_length",
     "input_sentence_size", "seed_sentencepiece_size", "unk_id", "bos_id", "eos_id", "pad_id", "num_threads",
+    "normalization_rule_name",
 )
 
 

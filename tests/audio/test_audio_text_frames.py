@@ -48,7 +48,12 @@ def test_two_words_in_one_frame_keep_the_last():
     assert place_tokens(tokenized, 7, PAD, EPAD).tolist() == [PAD, PAD, PAD, PAD, EPAD, 2, PAD]
 
 
-def test_words_without_duration_or_text_are_dropped_and_sorted():
+def test_words_without_duration_are_dropped_blank_ones_kept_without_tokens_and_sorted():
     words = [Word("late", 1.0, 1.2), Word("zero", 0.5, 0.5), Word("  ", 0.1, 0.2), Word("early", 0.2, 0.3)]
     tokens = tokenize_words(words, lambda text: [len(text)])
-    assert tokens == [([5], 0.2, 0.3), ([4], 1.0, 1.2)]
+    assert tokens == [([], 0.1, 0.2), ([5], 0.2, 0.3), ([4], 1.0, 1.2)]
+
+
+def test_a_word_without_tokens_cancels_the_pending_tokens():
+    tokenized = [([1, 2, 4, 5], 0.0, 0.1), ([], 0.1, 0.2), ([6], 0.4, 0.5)]
+    assert place_tokens(tokenized, 7, PAD, EPAD).tolist() == [1, PAD, PAD, PAD, EPAD, 6, PAD]
