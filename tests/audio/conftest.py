@@ -134,7 +134,7 @@ def conversation_run(conversation, bad_inputs, small_tokenizer, tmp_path_factory
     (inputs / "silence.wav").write_bytes(bad_inputs["silence"].read_bytes())
     (inputs / "corrupt.wav").write_bytes(bad_inputs["corrupt"].read_bytes())
     (inputs / "notes.txt").write_text("not listed: no audio extension\n")
-    config = load_config("audio_shards", small_tokenizer + ["streams.main_speaker=most_talkative", "codes.enabled=true"])
+    config = load_config("audio_shards", small_tokenizer + ["streams.main_speaker=most_speech", "codes.enabled=true"])
     output = tmp_path_factory.mktemp("conversation_run") / "out"
     stats = audio_shards.run(str(inputs), str(output), config, IN_PROCESS)
     return {"inputs": inputs, "output": output, "config": config, "stats": stats}

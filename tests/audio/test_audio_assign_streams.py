@@ -32,13 +32,13 @@ def test_never_without_speaker():
     assert far[0].speaker == "A"
 
 
-def test_main_speaker_random_is_seeded_by_recording_id_and_most_talkative_by_time():
+def test_main_speaker_random_is_seeded_by_recording_id_and_most_speech_by_time():
     speakers = ["A", "B", "C"]
     picks = {pick_main_speaker(speakers, TURNS, "random", f"rec{i}", 7) for i in range(40)}
     assert picks == set(speakers)  # different recordings get different main speakers
     assert pick_main_speaker(speakers, TURNS, "random", "rec1", 7) == pick_main_speaker(list(reversed(speakers)), TURNS, "random", "rec1", 7)
     assert speaking_time(TURNS) == pytest.approx({"A": 3.0, "B": 2.2})
-    assert pick_main_speaker(["A", "B"], TURNS, "most_talkative", "x", 7) == "A"
+    assert pick_main_speaker(["A", "B"], TURNS, "most_speech", "x", 7) == "A"
     with pytest.raises(ValueError):
         pick_main_speaker(["A"], TURNS, "loudest", "x", 7)
 

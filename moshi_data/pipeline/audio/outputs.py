@@ -102,6 +102,7 @@ def build_stats(summaries: Sequence[Mapping[str, Any]], listing_rejects: Sequenc
         "segments": {
             "in": counters["segments_in"],
             "kept": counters["segments_kept"],
+            "samples": counters["samples_kept"],  # > kept with streams.main_speaker=each (one sample per main speaker)
             "filtered": dict(sorted(segment_filtered.items())),
             "cuts": {k[len("segment_cut_"):]: v for k, v in sorted(counters.items()) if k.startswith("segment_cut_")},
         },

@@ -25,7 +25,8 @@ from moshi_data.pipeline.audio.decode import AudioRejected, AudioSource, Decoded
 from moshi_data.pipeline.audio.filters import check_recording, check_segment
 from moshi_data.pipeline.audio.segment import plan_segments, speech_intervals, turns_in_segment, words_in_segment
 from moshi_data.pipeline.audio.shards import Sample, decode_sample, encode_sample, sample_key
-from moshi_data.pipeline.audio.streams import channel_streams, mask_streams, one_talker_per_channel, pick_main_speaker
+from moshi_data.pipeline.audio.streams import (channel_streams, choose_main_speakers, mask_streams, one_talker_per_channel,
+                                              validate_main_speaker_policy)
 from moshi_data.pipeline.audio.text_frames import SentencePieceTokenizer, text_stream
 from moshi_data.pipeline.audio.types import FRAME_RATE, MODEL_SAMPLE_RATE, OUTPUT_SAMPLE_RATE, Turn, Word
 from moshi_data.pipeline.config import REPO_ROOT, deep_merge, load_config
@@ -110,6 +111,7 @@ class RecordingProcessor:
 
     def __init__(self, config: Mapping[str, Any]):
         self.config = dict(config)
+        validate_main_speaker_policy(self.config["streams"]["main_speaker"])
         self.transcriber = None
         self.diarizer = None
         self.tokenizer: Optional[SentencePieceTokenizer] = None
@@ -243,14 +245,7 @@ class RecordingProcessor:
 
     def _segments(self, source: AudioSource, audio: DecodedAudio, analysis: _Analysis, result: RecordingResult) -> None:
         config = self.config
-        streams_config, text_config = config["streams"], config["text"]
-        main = pick_main_speaker(analysis.speakers, analysis.turns, streams_config["main_speaker"], source.recording_id, streams_config["seed"])
-        with self._timed("streams"):
-            if analysis.mode == "channels":
-                stereo = channel_streams(audio.audio24, analysis.speakers.index(main))
-            else:
-                mono24 = audio.audio24.mean(axis=0) if audio.audio24.shape[0] > 1 else audio.audio24[0]
-                stereo = mask_streams(mono24, analysis.turns, main, OUTPUT_SAMPLE_RATE)
+        streams_config = config["streams"]
         with self._timed("segment"):
             duration = audio.audio24.shape[1] / OUTPUT_SAMPLE_RATE
             segments = plan_segments(duration, analysis.turns, analysis.words, config["segment"]["max_duration_s"],
@@ -259,66 +254,96 @@ class RecordingProcessor:
             result.counters["segments_in"] += 1
             result.counters[f"segment_cut_{segment.cut}"] += 1
             first = int(round(segment.start * OUTPUT_SAMPLE_RATE))
-            last = min(stereo.shape[1], int(round(segment.end * OUTPUT_SAMPLE_RATE)))
-            window = stereo[:, first:last]
+            last = min(audio.audio24.shape[1], int(round(segment.end * OUTPUT_SAMPLE_RATE)))
+            window = audio.audio24[:, first:last]
             words = words_in_segment(analysis.words, segment)
             turns = turns_in_segment(analysis.turns, segment)
             with self._timed("filter"):
                 verdict = check_segment(window, OUTPUT_SAMPLE_RATE, segment.duration, words,
                                         speech_intervals(turns, words), config["filters"])
-            if verdict.reason is not None:
-                result.counters[f"segments_filtered_{verdict.reason}"] += 1
-                line = _reject_line(source, "filter", verdict.reason, verdict.detail)
+                mains = choose_main_speakers(analysis.speakers, turns, words, streams_config["main_speaker"],
+                                             float(streams_config["min_main_speech_s"]),
+                                             int(streams_config["min_main_words"]),
+                                             f"{source.recording_id}:{segment.index}", int(streams_config["seed"]))
+            reason, detail = (verdict.reason, verdict.detail) if verdict.reason else (mains.reason, mains.detail)
+            if reason is not None:
+                result.counters[f"segments_filtered_{reason}"] += 1
+                line = _reject_line(source, "filter", reason, detail)
                 line.update({"segment": segment.index, "start": segment.start, "end": round(segment.end, 6)})
                 result.rejects.append(line)
                 continue
-            with self._timed("text"):
-                main_words = [w for w in words if w.speaker == main]
-                other_words = [w for w in words if w.speaker != main]
-                text = text_stream(main_words, segment.duration, self.tokenizer, text_config["pad_id"],
-                                   text_config["epad_id"], FRAME_RATE, text_config["keep_and_shift"])
-                other_text = (text_stream(other_words, segment.duration, self.tokenizer, text_config["pad_id"],
-                                          text_config["epad_id"], FRAME_RATE, text_config["keep_and_shift"])
-                              if text_config["other_stream"] else None)
-            meta = {
-                "recording_id": source.recording_id,
-                "source": source.path,
-                "segment_index": segment.index,
-                "offset_s": round(segment.start, 6),
-                "end_s": round(segment.end, 6),
-                "offset_samples": first,
-                "duration_s": round((last - first) / OUTPUT_SAMPLE_RATE, 6),
-                "recording_duration_s": round(duration, 6),
-                "cut": segment.cut,
-                "main_speaker": main,
-                "speakers": analysis.speakers,
-                "stream_mode": analysis.mode,
-                "sample_rate": OUTPUT_SAMPLE_RATE,
-                "frame_rate": FRAME_RATE,
-                "text": {"pad_id": text_config["pad_id"], "epad_id": text_config["epad_id"],
-                         "keep_and_shift": text_config["keep_and_shift"]},
-                "language": analysis.language,
-                "language_probability": analysis.language_probability,
-                "source_audio": {k: audio.info[k] for k in sorted(audio.info)},
-                "filters": verdict.metrics,
-                "model_versions": analysis.model_versions,
-            }
-            sample = Sample(
-                key=sample_key(source.recording_id, segment.index),
-                audio=window,
-                words=[{"word": w.word, "start": w.start, "end": w.end, "speaker": w.speaker, "score": w.score} for w in words],
-                text=text,
-                other_text=other_text,
-                meta=meta,
-            )
-            with self._timed("encode"):
-                record = encode_sample(sample)
-            if self.codec is not None:
-                with self._timed("codes"):
-                    record["codes.npy"] = self._codes(record)
-            result.records.append((sample.key, record))
             result.counters["segments_kept"] += 1
             result.counters["samples_kept_24k"] += last - first
+            several = streams_config["main_speaker"] == "each"
+            for main in mains.speakers:
+                key = sample_key(source.recording_id, segment.index)
+                if several:
+                    key += f"_{analysis.speakers.index(main):02d}"
+                self._sample(key, source, audio, analysis, segment, (first, last), window, words, turns, main,
+                             verdict, mains, result)
+
+    def _sample(self, key: str, source: AudioSource, audio: DecodedAudio, analysis: _Analysis, segment, bounds,
+                window: np.ndarray, words: list[Word], turns: list[Turn], main: str, verdict, mains,
+                result: RecordingResult) -> None:
+        """Write one sample of a kept segment with ``main`` as the main speaker."""
+        text_config = self.config["text"]
+        first, last = bounds
+        with self._timed("streams"):
+            if analysis.mode == "channels":
+                stereo = channel_streams(window, analysis.speakers.index(main))
+            else:
+                mono = window.mean(axis=0) if window.shape[0] > 1 else window[0]
+                stereo = mask_streams(mono, turns, main, OUTPUT_SAMPLE_RATE)
+        with self._timed("text"):
+            main_words = [w for w in words if w.speaker == main]
+            other_words = [w for w in words if w.speaker != main]
+            seconds = (last - first) / OUTPUT_SAMPLE_RATE  # frames from the sample count, as Mimi's
+            text = text_stream(main_words, seconds, self.tokenizer, text_config["pad_id"],
+                               text_config["epad_id"], FRAME_RATE, text_config["keep_and_shift"])
+            other_text = (text_stream(other_words, seconds, self.tokenizer, text_config["pad_id"],
+                                      text_config["epad_id"], FRAME_RATE, text_config["keep_and_shift"])
+                          if text_config["other_stream"] else None)
+        meta = {
+            "recording_id": source.recording_id,
+            "source": source.path,
+            "segment_index": segment.index,
+            "offset_s": round(segment.start, 6),
+            "end_s": round(segment.end, 6),
+            "offset_samples": first,
+            "duration_s": round((last - first) / OUTPUT_SAMPLE_RATE, 6),
+            "recording_duration_s": round(audio.audio24.shape[1] / OUTPUT_SAMPLE_RATE, 6),
+            "cut": segment.cut,
+            "main_speaker": main,
+            "main_speaker_policy": self.config["streams"]["main_speaker"],
+            "main_speech_s": mains.speech_s[main],
+            "main_words": mains.words[main],
+            "speakers": analysis.speakers,
+            "stream_mode": analysis.mode,
+            "sample_rate": OUTPUT_SAMPLE_RATE,
+            "frame_rate": FRAME_RATE,
+            "text": {"pad_id": text_config["pad_id"], "epad_id": text_config["epad_id"],
+                     "keep_and_shift": text_config["keep_and_shift"]},
+            "language": analysis.language,
+            "language_probability": analysis.language_probability,
+            "source_audio": {k: audio.info[k] for k in sorted(audio.info)},
+            "filters": verdict.metrics,
+            "model_versions": analysis.model_versions,
+        }
+        sample = Sample(
+            key=key,
+            audio=stereo,
+            words=[{"word": w.word, "start": w.start, "end": w.end, "speaker": w.speaker, "score": w.score} for w in words],
+            text=text,
+            other_text=other_text,
+            meta=meta,
+        )
+        with self._timed("encode"):
+            record = encode_sample(sample)
+        if self.codec is not None:
+            with self._timed("codes"):
+                record["codes.npy"] = self._codes(record)
+        result.records.append((sample.key, record))
+        result.counters["samples_kept"] += 1
 
     def _codes(self, record: dict[str, Any]) -> bytes:
         """``codes.npy`` bytes of a record: Mimi codes of its audio as stored (decoded from its 16-bit FLAC).

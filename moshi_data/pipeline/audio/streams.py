@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
 
 import numpy as np
 
-from moshi_data.pipeline.audio.types import Turn
+from moshi_data.pipeline.audio.types import Turn, Word
 
-MAIN_SPEAKER_MODES = ("random", "most_talkative")
+# streams.main_speaker: random = the paper (one speaker drawn, seeded), most_speech = the speaker with the
+# most speech, each = every speaker with enough speech is the main speaker of its own sample.
+MAIN_SPEAKER_POLICIES = ("random", "most_speech", "each")
+MAIN_SPEAKER_MODES = ("random", "most_speech", "most_talkative")  # pick_main_speaker; most_talkative = most_speech
 
 
 def speaking_time(turns: Sequence[Turn]) -> dict[str, float]:
@@ -39,10 +43,76 @@ def pick_main_speaker(speakers: Sequence[str], turns: Sequence[Turn], mode: str,
         raise ValueError("no speaker to choose a main speaker from")
     if mode == "random":
         return random.Random(recording_seed(recording_id, seed)).choice(candidates)
-    if mode == "most_talkative":
+    if mode in ("most_speech", "most_talkative"):
         totals = speaking_time(turns)
         return min(candidates, key=lambda s: (-round(totals.get(s, 0.0), 6), s))
     raise ValueError(f"streams.main_speaker must be one of {MAIN_SPEAKER_MODES}, got {mode!r}")
+
+
+def speech_seconds(turns: Sequence[Turn]) -> dict[str, float]:
+    """Seconds during which each speaker speaks (union of the speaker's turns, overlaps of one speaker once)."""
+    by_speaker: dict[str, list[tuple[float, float]]] = {}
+    for turn in turns:
+        if turn.end > turn.start:
+            by_speaker.setdefault(turn.speaker, []).append((turn.start, turn.end))
+    totals = {}
+    for speaker, intervals in by_speaker.items():
+        total, reach = 0.0, float("-inf")
+        for start, end in sorted(intervals):
+            if end > reach:
+                total += end - max(start, reach)
+                reach = end
+        totals[speaker] = total
+    return totals
+
+
+@dataclass(frozen=True)
+class MainSpeakers:
+    """Main speakers chosen for one segment (one sample each); none = the segment is filtered for ``reason``."""
+
+    speakers: list[str]
+    speech_s: dict[str, float] = field(default_factory=dict)
+    words: dict[str, int] = field(default_factory=dict)
+    reason: Optional[str] = None
+    detail: str = ""
+
+
+def validate_main_speaker_policy(policy: str) -> str:
+    if policy not in MAIN_SPEAKER_POLICIES:
+        raise ValueError(f"streams.main_speaker must be one of {MAIN_SPEAKER_POLICIES}, got {policy!r}")
+    return policy
+
+
+def choose_main_speakers(speakers: Sequence[str], turns: Sequence[Turn], words: Sequence[Word], policy: str,
+                         min_speech_s: float, min_words: int, sample_id: str, seed: int) -> MainSpeakers:
+    """Main speaker(s) of one segment (``turns`` and ``words`` of that segment) under ``policy``.
+
+    Only speakers with at least ``min_speech_s`` seconds of speech and ``min_words`` words in the segment
+    may be main: a sample whose main stream holds (almost) nothing is never written. ``random`` draws one
+    of them, seeded by ``sample_id`` (recording id + segment index) and ``seed``; ``most_speech`` takes
+    the one with most speech (then most words, then the smallest id); ``each`` takes all of them.
+    """
+    validate_main_speaker_policy(policy)
+    speech = speech_seconds(turns)
+    counts: dict[str, int] = {}
+    for word in words:
+        counts[str(word.speaker)] = counts.get(str(word.speaker), 0) + 1
+    candidates = sorted(set(speakers))
+    speech = {s: round(speech.get(s, 0.0), 3) for s in candidates}
+    counts = {s: counts.get(s, 0) for s in candidates}
+    eligible = [s for s in candidates if speech[s] >= min_speech_s and counts[s] >= min_words]
+    if not eligible:
+        best = min(candidates, key=lambda s: (-speech[s], -counts[s], s)) if candidates else None
+        detail = (f"no speaker reaches {min_speech_s:g} s and {min_words} words" +
+                  (f" (most: {best} {speech[best]:.2f} s, {counts[best]} words)" if best else " (no speaker)"))
+        return MainSpeakers([], speech, counts, "main_speaker_too_little_speech", detail)
+    if policy == "random":
+        chosen = [random.Random(recording_seed(sample_id, seed)).choice(eligible)]
+    elif policy == "most_speech":
+        chosen = [min(eligible, key=lambda s: (-speech[s], -counts[s], s))]
+    else:
+        chosen = eligible
+    return MainSpeakers(chosen, speech, counts)
 
 
 def activity_mask(turns: Sequence[Turn], speaker: str, n_samples: int, sample_rate: int) -> np.ndarray:
