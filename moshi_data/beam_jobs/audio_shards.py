@@ -27,15 +27,21 @@ from apache_beam.options.pipeline_options import PipelineOptions
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from moshi_data.beam_jobs.options import prepare_workers  # noqa: E402
 from moshi_data.classifiers.tokenizer import model_path, train_tokenizer  # noqa: E402
 from moshi_data.pipeline.audio.decode import AudioSource, list_sources  # noqa: E402
 from moshi_data.pipeline.audio.outputs import (REJECTS_FILE, STATS_FILE, annotation_files, bucket_of, build_stats,  # noqa: E402
                                     join, rejects_jsonl, stale_outputs, write_bucket, write_bytes_atomic)
 from moshi_data.pipeline.audio.recording import RecordingProcessor, resolve_repo_path  # noqa: E402
 from moshi_data.pipeline.config import REPO_ROOT, load_config  # noqa: E402
+from moshi_data.pipeline.models import localize_models  # noqa: E402
 
 LOG = logging.getLogger("audio_shards")
 DEFAULT_INPUT = REPO_ROOT.parent / "shared" / "data" / "diarization"
+# Config keys that may name a model file or folder: staged to object storage for remote workers
+# (beam_jobs/options.py) and fetched into the worker's model cache in setup().
+MODEL_KEYS = ("text.tokenizer", "asr.model", "align.wav2vec2_model", "diarization.pipeline",
+              "diarization.segmentation_model", "codes.codec.weights")
 
 
 _PROCESSORS: dict[tuple[str, int], RecordingProcessor] = {}
@@ -72,7 +78,7 @@ class ProcessRecording(beam.DoFn):
         self.segments_kept = Metrics.counter("audio_shards", "segments_kept")
 
     def setup(self) -> None:
-        self.processor = shared_processor(self.config)
+        self.processor = shared_processor(localize_models(self.config, MODEL_KEYS))
 
     def process(self, source: AudioSource) -> Iterator[Any]:
         result = self.processor.process(source)
@@ -157,6 +163,7 @@ def run(input_spec: str, output: str, config: Mapping[str, Any], runner_args: li
     ensure_tokenizer(config)
     options = PipelineOptions(list(config["runner"]["args"]) + list(runner_args))
     FileSystems.set_options(options)  # s3 endpoint/credentials for listing and the final reads in the driver
+    config = prepare_workers(options, config, MODEL_KEYS, output, log=LOG.info)
     sources, listing_rejects = list_sources(input_spec, list(config["ingest"]["extensions"]))
     LOG.info("%d recordings, %d rejected while listing", len(sources), len(listing_rejects))
     with beam.Pipeline(options=options) as pipeline:

@@ -38,7 +38,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
 from moshi_data.beam_jobs import minhash
-from moshi_data.beam_jobs.options import build_pipeline_options
+from moshi_data.beam_jobs.options import build_pipeline_options, prepare_workers
 from moshi_data.classifiers.models import attach_classifiers
 from moshi_data.pipeline import storage
 from moshi_data.pipeline.config import REPO_ROOT, load_config
@@ -56,6 +56,8 @@ NAMESPACE = "text_corpus"
 DOCUMENTS_DIR, REJECTS_DIR, SAMPLES_DIR = "documents", "rejects", "line_samples"
 REJECTS_FILE, SAMPLES_FILE, STATS_FILE = "rejects.jsonl", "line_samples.jsonl", "stats.json"
 EXAMPLES_DIR, DROPPED_FILE = "examples", "dropped.jsonl"
+# Config keys naming models: staged to object storage for remote workers (beam_jobs/options.py).
+MODEL_KEYS = ("fuzzy_dedup.model", "quality.model", "language.model")
 
 # Cross-document stages by name: (transform of the chunks, columns it adds). The ones named in
 # config `cross_document_stages` run in that order after the per-document stages.
@@ -381,6 +383,7 @@ def run(input_spec: str | None, output: str, config_name: str = "text_corpus", l
         config = load_config(config_name, [*extra_overrides, *overrides])
     config = attach_classifiers(config, log=logging.info)
     storage.configure(options)
+    config = prepare_workers(options, config, MODEL_KEYS, output, log=logging.info)
     if input_spec is None:
         input_spec, default_limit = default_input(config)
         limit = limit if limit is not None else default_limit

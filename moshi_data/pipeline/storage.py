@@ -48,6 +48,31 @@ def _s3_client():
     return Client(options=options).client
 
 
+def probe(folder: str, timeout_s: float = 10.0) -> None:
+    """Raise at once (not after Beam's minutes of retries) when the object store holding ``folder``
+    cannot be reached or refuses the credentials; s3 uses Beam's S3 options with short timeouts."""
+    if is_local(folder) or folder.startswith(HTTP_SCHEMES):
+        return
+    if not folder.startswith("s3://"):
+        list_folder(folder)
+        return
+    import boto3
+    from apache_beam.io.aws.s3io import parse_s3_path
+    from apache_beam.options.pipeline_options import PipelineOptions, S3Options
+    from apache_beam.options.value_provider import RuntimeValueProvider
+    from botocore.config import Config
+
+    options = _filesystems()._pipeline_options or PipelineOptions.from_dictionary(RuntimeValueProvider.runtime_options)
+    s3 = options.view_as(S3Options)
+    client = boto3.session.Session().client(
+        "s3", region_name=s3.s3_region_name, endpoint_url=s3.s3_endpoint_url, use_ssl=not s3.s3_disable_ssl,
+        verify=s3.s3_verify, aws_access_key_id=s3.s3_access_key_id, aws_secret_access_key=s3.s3_secret_access_key,
+        aws_session_token=s3.s3_session_token,
+        config=Config(connect_timeout=timeout_s, read_timeout=timeout_s, retries={"max_attempts": 1}))
+    bucket, prefix = parse_s3_path(folder.rstrip("/") + "/", object_optional=True)
+    client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+
+
 def _s3_put(path: str, data: bytes) -> None:
     from apache_beam.io.aws.s3io import parse_s3_path
 
@@ -144,6 +169,15 @@ def list_folder(folder: str) -> list[str]:
             return []
         return sorted(os.path.join(local, n) for n in os.listdir(local) if os.path.isfile(os.path.join(local, n)))
     [result] = _filesystems().match([join(folder, "*")])
+    return sorted(m.path for m in result.metadata_list)
+
+
+def list_tree(folder: str) -> list[str]:
+    """Full paths of every file under ``folder`` (recursively), sorted."""
+    if is_local(folder):
+        root = _local(folder)
+        return sorted(os.path.join(d, n) for d, _, names in os.walk(root) for n in names)
+    [result] = _filesystems().match([join(folder, "**")])
     return sorted(m.path for m in result.metadata_list)
 
 
