@@ -57,6 +57,8 @@ def test_job_codes_match_text_frames_and_trainer_on_the_fly(conversation_run, tm
         stored = np.load(io.BytesIO(record["codes.npy"]), allow_pickle=False)
         assert stored.dtype == np.int16 and stored.shape == (16, sample.text.shape[0])
         assert stored.shape[1] == -(-sample.audio.shape[1] // 1920)  # ceil(samples / 1920) frames
+        # text_all.npy (single-stream training): every speaker's words, at least main's word tokens
+        assert sample.text_all.shape == sample.text.shape and (sample.text_all > 3).sum() >= (sample.text > 3).sum()
         assert len(np.unique(stored[:8])) > 20  # codes vary with the audio
         assert "RANDOM STAND-IN" in sample.meta["model_versions"]["mimi"]  # offline: no hub weights
         assert (np.asarray(with_codes[record["__key__"]])[1:, : stored.shape[1]] == stored).all()

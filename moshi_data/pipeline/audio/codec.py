@@ -180,19 +180,29 @@ def code_frames(num_samples: int) -> int:
 
 
 @torch.no_grad()
-def encode_streams(codec: Codec, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Encode ``[2, samples]`` audio (main, other) to int16 codes ``[2 * num_codebooks, frames]``.
+def encode_audio(codec: Codec, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Encode ``[streams, samples]`` audio to int16 codes ``[streams * num_codebooks, frames]``.
 
-    Main stream's codebooks come first (the ``codes.npy`` layout of pipeline/audio/shards.py);
-    ``frames = ceil(samples / 1920)``. Runs on ``codec.threads`` threads (see the module docstring).
+    Each stream is encoded alone, its codebooks in order; ``frames = ceil(samples / 1920)``. Runs on
+    ``codec.threads`` threads (see the module docstring).
     """
     if sample_rate != SAMPLE_RATE:
         raise ValueError(f"Mimi expects {SAMPLE_RATE} Hz audio, got {sample_rate} Hz")
-    if audio.ndim != 2 or audio.shape[0] != STREAMS:
-        raise ValueError(f"expected audio [2, samples], got shape {audio.shape}")
+    if audio.ndim != 2 or audio.shape[0] == 0:
+        raise ValueError(f"expected audio [streams, samples], got shape {audio.shape}")
     if audio.shape[1] == 0:
         raise ValueError("cannot encode empty audio")
     wav = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(codec.device)
     with fixed_threads(codec.threads):
-        codes = codec.model.encode(wav[:, None, :])  # [2, num_codebooks, frames]
-    return codes.reshape(STREAMS * codec.num_codebooks, -1).cpu().numpy().astype(np.int16)
+        codes = codec.model.encode(wav[:, None, :])  # [streams, num_codebooks, frames]
+    return codes.reshape(audio.shape[0] * codec.num_codebooks, -1).cpu().numpy().astype(np.int16)
+
+
+def encode_streams(codec: Codec, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Encode ``[2, samples]`` audio (main, other) to int16 codes ``[2 * num_codebooks, frames]``.
+
+    Main stream's codebooks come first (the ``codes.npy`` layout of pipeline/audio/shards.py).
+    """
+    if audio.ndim != 2 or audio.shape[0] != STREAMS:
+        raise ValueError(f"expected audio [2, samples], got shape {audio.shape}")
+    return encode_audio(codec, audio, sample_rate)

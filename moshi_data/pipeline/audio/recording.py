@@ -303,6 +303,9 @@ class RecordingProcessor:
             other_text = (text_stream(other_words, seconds, self.tokenizer, text_config["pad_id"],
                                       text_config["epad_id"], FRAME_RATE, text_config["keep_and_shift"])
                           if text_config["other_stream"] else None)
+            text_all = (text_stream(words, seconds, self.tokenizer, text_config["pad_id"],
+                                    text_config["epad_id"], FRAME_RATE, text_config["keep_and_shift"])
+                        if text_config["all_stream"] else None)
         meta = {
             "recording_id": source.recording_id,
             "source": source.path,
@@ -335,6 +338,7 @@ class RecordingProcessor:
             words=[{"word": w.word, "start": w.start, "end": w.end, "speaker": w.speaker, "score": w.score} for w in words],
             text=text,
             other_text=other_text,
+            text_all=text_all,
             meta=meta,
         )
         with self._timed("encode"):

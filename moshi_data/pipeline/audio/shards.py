@@ -8,6 +8,8 @@ One sample = one training segment of at most N seconds:
 - ``words.json``: ``[{"word", "start", "end", "speaker", "score"}]`` (seconds from segment start)
 - ``text.npy``: int32 ``[frames]`` main-speaker text stream on 12.5 Hz frames (PAD/EPAD placed)
 - ``other_text.npy`` (optional): the other stream's text tokens, same layout
+- ``text_all.npy`` (optional): every speaker's words on one text stream, same layout (the text of
+  Moshi's single-stream pre-training)
 - ``codes.npy`` (optional): int16 ``[16, frames]`` Mimi codes, main stream's 8 codebooks first
 - ``meta.json``: source, offsets, main speaker, speakers, durations, model versions
 
@@ -56,6 +58,7 @@ class Sample:
     meta: dict[str, Any]
     other_text: Optional[np.ndarray] = None
     codes: Optional[np.ndarray] = None
+    text_all: Optional[np.ndarray] = None
     sample_rate: int = 24_000
     extras: dict[str, bytes] = field(default_factory=dict)
 
@@ -91,6 +94,8 @@ def encode_sample(sample: Sample) -> dict[str, Any]:
         record["other_text.npy"] = _npy_bytes(np.asarray(sample.other_text, dtype=np.int32))
     if sample.codes is not None:
         record["codes.npy"] = _npy_bytes(np.asarray(sample.codes, dtype=np.int16))
+    if sample.text_all is not None:
+        record["text_all.npy"] = _npy_bytes(np.asarray(sample.text_all, dtype=np.int32))
     record.update(sample.extras)
     return record
 
@@ -111,6 +116,7 @@ def decode_sample(record: dict[str, Any]) -> Sample:
         text = np.load(io.BytesIO(record["text.npy"]), allow_pickle=False)
         other = record.get("other_text.npy")
         codes = record.get("codes.npy")
+        text_all = record.get("text_all.npy")
         sample = Sample(
             key=key,
             audio=audio.T.copy(),
@@ -119,6 +125,7 @@ def decode_sample(record: dict[str, Any]) -> Sample:
             meta=json.loads(record["meta.json"]),
             other_text=np.load(io.BytesIO(other), allow_pickle=False) if other is not None else None,
             codes=np.load(io.BytesIO(codes), allow_pickle=False) if codes is not None else None,
+            text_all=np.load(io.BytesIO(text_all), allow_pickle=False) if text_all is not None else None,
             sample_rate=rate,
         )
     except Exception as error:  # malformed payloads: name the sample and the cause
@@ -127,6 +134,8 @@ def decode_sample(record: dict[str, Any]) -> Sample:
         raise ValueError(f"sample {key}: audio has {sample.audio.shape[0]} channels, expected 2")
     if sample.text.ndim != 1:
         raise ValueError(f"sample {key}: text.npy must be 1-D, got shape {sample.text.shape}")
+    if sample.text_all is not None and sample.text_all.shape != sample.text.shape:
+        raise ValueError(f"sample {key}: text_all.npy shape {sample.text_all.shape} != text.npy {sample.text.shape}")
     if sample.codes is not None and (sample.codes.ndim != 2 or sample.codes.shape[0] != 16):
         raise ValueError(f"sample {key}: codes.npy must be [16, frames], got {sample.codes.shape}")
     return sample
