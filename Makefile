@@ -19,7 +19,7 @@ help:
 	@echo "make text-corpus [INPUT=wet|jsonl glob|list|paths.gz] [OUTPUT=dir] [CONFIG=yaml] [LIMIT=n] [RUNNER_ARGS='...']"
 	@echo "make classifiers | eval-classifiers | score-text INPUT=in.jsonl OUTPUT=out.jsonl"
 	@echo "make tokenizer | audio-shards INPUT=dir|manifest OUTPUT=dir | moshi-finetune-export INPUT=shards OUTPUT=dir"
-	@echo "make eval-audio | train SHARDS=dir OUTPUT=dir STEPS=n PRESET=tiny | test | bench | bench-audio | bench-train"
+	@echo "make eval-audio | train SHARDS=dir OUTPUT=dir STEPS=n PRESET=tiny[,pretrain] [TEXT=text-corpus-dir TEXT_RATIO=0.5] | test | bench | bench-audio | bench-train"
 	@echo "make inspect INPUT=text-or-audio-output [WHERE='quality.wiki>0.5'] [REASON=] | show-sample INPUT=shard.tar KEY= OUTPUT=file.png [WAV=]"
 
 install-text:
@@ -67,7 +67,8 @@ bench-audio: install-audio
 # ---------------------------------------------------------------- trainer
 train: install-audio
 	$(PY) -m moshi_data.trainer.train --shards $(or $(SHARDS),out/audio-shards/shards) --output $(or $(OUTPUT),out/train) \
-	  $(call opt,--steps,$(STEPS)) $(call opt,--preset,$(PRESET)) $(call opt,--config,$(CONFIG))
+	  $(call opt,--steps,$(STEPS)) $(call opt,--preset,$(PRESET)) $(call opt,--config,$(CONFIG)) \
+	  $(if $(TEXT),--text '$(TEXT)') $(call opt,--text-ratio,$(TEXT_RATIO))
 
 bench-train: install-audio
 	$(PY) -m bench.train_bench $(call opt,--preset,$(PRESET)) $(call opt,--output,$(OUTPUT))

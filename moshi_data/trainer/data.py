@@ -1,4 +1,5 @@
-"""Training data: audio WebDataset shards -> ``[17, frames]`` token windows, deterministic and resumable.
+"""Training data: audio WebDataset shards -> ``[17, frames]`` token windows (``[9, frames]`` with
+``model.streams=single``), deterministic and resumable. Text-only batches: trainer/text_data.py.
 
 Order of work (each step seeded, none depends on the worker count):
 
@@ -8,8 +9,8 @@ Order of work (each step seeded, none depends on the worker count):
 3. a seeded shuffle buffer over raw (undecoded) records; every item gets a global index ``i``;
 4. item ``i`` is decoded by DataLoader worker ``(i - start) % num_workers`` only: it is parsed and
    validated with :func:`pipeline.audio.shards.decode_sample`, given Mimi codes (``codes.npy`` or
-   :func:`pipeline.audio.codec.encode_streams` on the fly), and cut to a random window drawn from
-   ``(seed, i)``. Bad items come out as *rejected* items carrying their reason.
+   :func:`pipeline.audio.codec.encode_audio` on the fly; single-stream: the mixed-down audio, always
+   on the fly, with ``text_all.npy``), and cut to a random window drawn from ``(seed, i)``. Bad items come out as *rejected* items carrying their reason.
 
 The DataLoader returns workers' items round-robin, so the item sequence is the same for any worker
 count; the trainer counts the items it consumed, which is the data position saved in checkpoints.
@@ -140,27 +141,46 @@ def raw_items(shards: list[str], seed: int, shuffle_shards: bool, buffer_size: i
 
 
 # -------------------------------------------------------------------------------------- tokens
-def sample_tokens(sample: Sample, num_codebooks: int, text_vocab: int, card: int, encode: Callable) -> np.ndarray:
-    """``[1 + 2 * num_codebooks, frames]`` int64 tokens (text, main codes, other codes) of one sample.
+def mix_down(audio: np.ndarray) -> np.ndarray:
+    """``[1, samples]``: the streams summed (main + other = the recording) and clipped to [-1, 1]."""
+    return np.clip(audio.sum(axis=0, keepdims=True), -1.0, 1.0).astype(np.float32)
 
-    ``frames`` is the text stream's length; codes (stored or encoded with ``encode(audio)``) are
-    cropped or padded with -1 (no token) to it. Out-of-range ids raise ``ValueError``.
+
+def sample_tokens(sample: Sample, num_codebooks: int, text_vocab: int, card: int, encode: Callable,
+                  streams: str = "dual") -> np.ndarray:
+    """``[1 + audio_streams * num_codebooks, frames]`` int64 tokens of one sample.
+
+    ``streams="dual"``: main's text, main's codes, other's codes (``codes.npy`` or
+    ``encode(audio [2, samples], rate)``). ``streams="single"``: every speaker's text
+    (``text_all.npy``) and the codes of the mixed-down audio (``encode(audio [1, samples], rate)``).
+    ``frames`` is the text stream's length; codes are cropped or padded with -1 (no token) to it.
+    Out-of-range ids raise ``ValueError``.
     """
-    text = sample.text.astype(np.int64)
+    if streams == "single":
+        if sample.text_all is None:
+            raise ValueError(f"sample {sample.key}: no text_all.npy (model.streams=single needs every speaker's "
+                             "text: re-run the audio job with text.all_stream=true)")
+        text, audio_streams = sample.text_all.astype(np.int64), 1
+        if sample.audio.shape[1] == 0:
+            raise ValueError(f"sample {sample.key}: model.streams=single encodes the mix: needs the audio")
+        codes = encode(mix_down(sample.audio), sample.sample_rate)
+    else:
+        text, audio_streams = sample.text.astype(np.int64), 2
+        codes = sample.codes if sample.codes is not None else encode(sample.audio, sample.sample_rate)
     if text.size == 0:
         raise ValueError(f"sample {sample.key}: empty text stream")
     if text.min() < -1 or text.max() >= text_vocab:
         raise ValueError(
             f"sample {sample.key}: text ids in [{text.min()}, {text.max()}], model.text_vocab_size={text_vocab}"
         )
-    codes = sample.codes if sample.codes is not None else encode(sample.audio, sample.sample_rate)
-    if codes.ndim != 2 or codes.shape[0] != 2 * num_codebooks:
-        raise ValueError(f"sample {sample.key}: codes shape {codes.shape}, need [{2 * num_codebooks}, frames]")
+    rows = audio_streams * num_codebooks
+    if codes.ndim != 2 or codes.shape[0] != rows:
+        raise ValueError(f"sample {sample.key}: codes shape {codes.shape}, need [{rows}, frames]")
     codes = codes.astype(np.int64)
     if codes.size and (codes.min() < -1 or codes.max() >= card):
         raise ValueError(f"sample {sample.key}: codes in [{codes.min()}, {codes.max()}], codebook size {card}")
     frames = text.shape[0]
-    aligned = np.full((2 * num_codebooks, frames), -1, dtype=np.int64)
+    aligned = np.full((rows, frames), -1, dtype=np.int64)
     usable = min(frames, codes.shape[1])
     aligned[:, :usable] = codes[:, :usable]
     return np.concatenate([text[None], aligned], axis=0)
@@ -177,11 +197,11 @@ def cut_window(tokens: np.ndarray, frames: int, rng: Optional[np.random.Generato
 
 
 def encoder_for(codec_config: Mapping[str, Any]) -> Callable[[np.ndarray, int], np.ndarray]:
-    """``encode(audio, sample_rate)`` with a Mimi loaded once per process (lazily, on first use)."""
-    from moshi_data.pipeline.audio.codec import encode_streams, shared_codec
+    """``encode(audio [streams, samples], sample_rate)`` with a Mimi loaded once per process (lazily)."""
+    from moshi_data.pipeline.audio.codec import encode_audio, shared_codec
 
     def encode(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        return encode_streams(shared_codec(codec_config), audio, sample_rate)
+        return encode_audio(shared_codec(codec_config), audio, sample_rate)
 
     return encode
 
@@ -235,6 +255,9 @@ class ShardStream(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.frames = int(round(float(self.data["window_seconds"]) * float(self.data["frame_rate"])))
+        self.streams = str(self.model["streams"])
+        if self.streams == "single" and not self.data["decode_audio"]:
+            raise ValueError("model.streams=single encodes the mixed-down audio with Mimi: set data.decode_audio=true")
 
     def _rank_items(self):
         items = raw_items(
@@ -254,12 +277,12 @@ class ShardStream(IterableDataset):
         encode = encoder_for(self.codec)
         cache: OrderedDict = OrderedDict()  # on-the-fly codes of recent samples (later epochs reuse them)
 
-        def codes_of(url: str, sample: Sample) -> np.ndarray:
-            key = (url, sample.key)
+        def codes_of(url: str, key: str, audio: np.ndarray, rate: int) -> np.ndarray:
+            key = (url, key, audio.shape[0])
             if key in cache:
                 cache.move_to_end(key)
                 return cache[key]
-            codes = encode(sample.audio, sample.sample_rate)
+            codes = encode(audio, rate)
             cache[key] = codes
             if len(cache) > int(self.data["codes_cache_items"]):
                 cache.popitem(last=False)
@@ -284,7 +307,8 @@ class ShardStream(IterableDataset):
                 int(self.model["num_codebooks"]),
                 int(self.model["text_vocab_size"]),
                 int(self.model["audio_codebook_size"]),
-                lambda audio, rate: codes_of(url, sample),
+                lambda audio, rate: codes_of(url, sample.key, audio, rate),
+                self.streams,
             )
         except Exception as failure:  # named, counted and skipped by the trainer
             reason = str(failure) if isinstance(failure, ValueError) else f"{type(failure).__name__}: {failure}"

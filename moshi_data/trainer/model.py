@@ -1,7 +1,8 @@
 """A small Moshi RQ-Transformer: temporal transformer over frames + depth transformer per frame.
 
-Streams per frame (17, ``[B, 17, T]``): 0 = main speaker's text, 1-8 = main's Mimi codebooks
-(1 semantic + 7 acoustic), 9-16 = the other stream's codebooks. Special ids: text ids are in
+Streams per frame (``model.streams: dual``, ``[B, 17, T]``): 0 = main speaker's text, 1-8 = main's
+Mimi codebooks (1 semantic + 7 acoustic), 9-16 = the other stream's codebooks. ``streams: single``
+(Moshi's pre-training): ``[B, 9, T]``, 0 = every speaker's text, 1-8 = the codebooks of the mix. Special ids: text ids are in
 ``[0, text_vocab_size)``, audio ids in ``[0, audio_codebook_size)``; ``-1`` = no token (no input,
 no loss); the "start" id (``text_vocab_size`` / ``audio_codebook_size``) fills delayed slots and
 the first input frame, as in Moshi.
@@ -11,6 +12,9 @@ the first input frame, as in Moshi.
 - Text head on the temporal output predicts the text token of frame t; the depth transformer then
   predicts main's codebooks (and the other stream's if ``predict_other``) one after another, each
   step fed the temporal output (per-step projection) plus the previous token (text for step 0).
+- Text-only batches (Helium text, :meth:`RQTransformer.text_forward`): the temporal transformer and
+  text head on the text stream alone; every audio stream is absent, i.e. zero-embedded as Moshi's
+  zero token (-1), and the depth transformer is not run.
 - Loss as moshi-finetune: weighted text CE (PAD/EPAD x ``text_padding_weight``) + weighted audio CE
   (first codebook x ``first_codebook_weight``), each a weighted mean over valid targets.
 """
@@ -26,10 +30,20 @@ TEXT_STREAM = 0
 NO_TOKEN = -1
 
 
-def stream_delays(num_codebooks: int, acoustic_delay: int) -> list[int]:
+STREAM_MODES = {"single": 1, "dual": 2}  # audio streams per mode
+
+
+def audio_streams(mode: str) -> int:
+    """Number of audio streams of ``model.streams`` (``single``: the mix; ``dual``: main, other)."""
+    if mode not in STREAM_MODES:
+        raise ValueError(f"model.streams must be one of {sorted(STREAM_MODES)}, got {mode!r}")
+    return STREAM_MODES[mode]
+
+
+def stream_delays(num_codebooks: int, acoustic_delay: int, audio: int = 2) -> list[int]:
     """Delay per stream: text 0, then per audio stream semantic 0 and acoustic ``acoustic_delay``."""
     per_stream = [0] + [acoustic_delay] * (num_codebooks - 1)
-    return [0] + per_stream + per_stream
+    return [0] + per_stream * audio
 
 
 def apply_delays(tokens: torch.Tensor, delays: list[int], start_ids: list[int]) -> torch.Tensor:
@@ -143,14 +157,17 @@ class RQTransformer(nn.Module):
         self.text_vocab = int(config["text_vocab_size"])
         self.card = int(config["audio_codebook_size"])
         self.num_codebooks = int(config["num_codebooks"])
-        self.num_streams = 1 + 2 * self.num_codebooks
+        self.audio_streams = audio_streams(str(config["streams"]))
+        if config["predict_other"] and self.audio_streams == 1:
+            raise ValueError("model.predict_other needs model.streams: dual (single has no other stream)")
+        self.num_streams = 1 + self.audio_streams * self.num_codebooks
         self.dep_q = self.num_codebooks * (2 if config["predict_other"] else 1)
-        self.delays = stream_delays(self.num_codebooks, int(config["acoustic_delay"]))
-        self.start_ids = [self.text_vocab] + [self.card] * (2 * self.num_codebooks)
+        self.delays = stream_delays(self.num_codebooks, int(config["acoustic_delay"]), self.audio_streams)
+        self.start_ids = [self.text_vocab] + [self.card] * (self.audio_streams * self.num_codebooks)
         dim, dep_dim = int(config["dim"]), int(config["depformer_dim"])
         eps, dropout = float(config["norm_eps"]), float(config["dropout"])
 
-        self.embeddings = MultiEmbedding([self.text_vocab + 1] + [self.card + 1] * (2 * self.num_codebooks), dim)
+        self.embeddings = MultiEmbedding([self.text_vocab + 1] + [self.card + 1] * (self.num_streams - 1), dim)
         self.temporal = Transformer(
             dim, int(config["num_layers"]), int(config["num_heads"]), _hidden(dim, float(config["hidden_scale"])),
             eps, dropout, float(config["rope_max_period"]),
@@ -202,6 +219,53 @@ class RQTransformer(nn.Module):
         audio_logits = torch.einsum("nke,kec->nkc", dep_out, self.dep_heads.to(dep_out.dtype))
         audio_logits = audio_logits.view(batch, length, self.dep_q, self.card).transpose(1, 2)
         return text_logits, audio_logits, delayed
+
+    def text_forward(self, text: torch.Tensor) -> torch.Tensor:
+        """Text logits ``[B, T, V]`` of a text-only batch ``text [B, T]`` (next-token prediction).
+
+        Input at frame t is the text embedding of token t-1 (the start id at t=0); the audio streams
+        are absent (zero-embedded), so only the text embedding, the temporal transformer and the
+        text head take part (:meth:`text_parameters`).
+        """
+        start = torch.full_like(text[:, :1], self.start_ids[0])
+        inputs = torch.cat([start, text[:, :-1]], dim=1)
+        return self.text_head(self.temporal(self.embeddings(inputs, 0)))
+
+    def text_parameters(self) -> list[nn.Parameter]:
+        """The parameters a text-only batch updates (text embedding, temporal transformer, text head)."""
+        return [*self.embeddings.tables[0].parameters(), *self.temporal.parameters(), *self.text_head.parameters()]
+
+    def step_flops(self, batch: int, frames: int, text_only: bool = False) -> dict[str, float]:
+        """Forward + backward FLOPs of one training step, written out (matmuls only, 2 per MAC, x3).
+
+        Multiply-accumulates per frame: each temporal layer qkv 3d^2 + out d^2 + gated MLP 3*d*h +
+        attention (QK^T and AV over T frames: 2*T*d, halved by the causal mask: T*d); text head d*V.
+        Depth transformer (audio batches only), per frame and each of its ``dep_q`` steps: input
+        projection d*e, per layer 4e^2 + 3*e*h' + causal attention over ``dep_q`` steps (dep_q*e),
+        head e*card. Embedding lookups, norms and softmax are left out. FLOPs = 2 x MACs; backward
+        = 2 x forward.
+        """
+        dim, dep_dim = self.text_head.in_features, self.dep_in.shape[-1]
+        layer = self.temporal.blocks[0]
+        hidden = layer.down.in_features
+        layers = len(self.temporal.blocks)
+        temporal = layers * (4 * dim * dim + 3 * dim * hidden + dim * frames)  # attention: 2*T*d/2 MACs
+        macs = temporal + dim * self.text_vocab
+        if not text_only:
+            dep_hidden = self.depformer.blocks[0].down.in_features
+            dep_layers = len(self.depformer.blocks)
+            per_step = dim * dep_dim + dep_layers * (4 * dep_dim * dep_dim + 3 * dep_dim * dep_hidden
+                                                     + self.dep_q * dep_dim) + dep_dim * self.card
+            macs += self.dep_q * per_step
+        forward = 2.0 * macs * batch * frames
+        return {"forward": forward, "backward": 2 * forward, "total": 3 * forward}
+
+
+def text_loss(logits: torch.Tensor, text: torch.Tensor, vocab: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean next-token CE of a text-only batch over valid targets (``0 <= id < vocab``)."""
+    valid = (text >= 0) & (text < vocab)
+    loss, _ = _weighted_ce(logits, text, valid.float())
+    return loss, {"loss_text": loss.detach()}
 
 
 def _weighted_ce(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

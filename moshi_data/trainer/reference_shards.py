@@ -8,7 +8,7 @@ reference RTTM of each recording, so the trainer can be exercised on real audio 
 - text: *reference-free* stand-in words (no transcript exists for these clips): one word every
   ``word_period`` seconds inside each main-speaker turn, each word mapped to one or two token ids by
   a fixed hash; the words are placed on 12.5 Hz frames with PAD/EPAD by the audio job's own rule
-  (:func:`pipeline.audio.text_frames.text_stream`);
+  (:func:`pipeline.audio.text_frames.text_stream`); ``text_all.npy`` holds such words of every speaker;
 - codes: :func:`pipeline.audio.codec.encode_streams` of each segment as stored (after the 16-bit FLAC round
   trip; encoding the float audio instead flips ~0.5 % of codes), the function the trainer uses on the fly.
 """
@@ -83,17 +83,20 @@ def recording_samples(wav: Path, turns: list[Turn], recording_id: str, segment_s
     main = pick_main_speaker(speakers, turns, "most_talkative", recording_id, 0)
     streams = mask_streams(audio, turns, main, OUTPUT_SAMPLE_RATE)
     words = stand_in_words(turns, main, word_period)
+    everyone = sorted((w for speaker in speakers for w in stand_in_words(turns, speaker, word_period)),
+                      key=lambda w: (w.start, w.end, w.speaker))
     seg = int(segment_seconds * OUTPUT_SAMPLE_RATE)
     for index, offset in enumerate(range(0, streams.shape[1] - seg // 2, seg)):
         piece = as_stored(streams[:, offset : offset + seg], OUTPUT_SAMPLE_RATE)
         start_s, duration = offset / OUTPUT_SAMPLE_RATE, piece.shape[1] / OUTPUT_SAMPLE_RATE
-        local = [Word(w.word, w.start - start_s, w.end - start_s, w.score, w.speaker)
-                 for w in words if start_s <= w.start < start_s + duration]
+        local, local_all = ([Word(w.word, w.start - start_s, w.end - start_s, w.score, w.speaker)
+                             for w in chosen if start_s <= w.start < start_s + duration] for chosen in (words, everyone))
         yield Sample(
             key=sample_key(recording_id, index),
             audio=piece,
             words=[w.to_json() for w in local],
             text=text_stream(local, duration, stand_in_tokenize, pad_id, epad_id),
+            text_all=text_stream(local_all, duration, stand_in_tokenize, pad_id, epad_id),
             meta={"source": str(wav.name), "offset_s": start_s, "duration_s": duration, "main_speaker": main,
                   "speakers": speakers, "text": "reference-free stand-in words", "builder": __name__},
             codes=encode_streams(codec, piece) if codec is not None else None,

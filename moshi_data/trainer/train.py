@@ -1,12 +1,16 @@
-"""Train the small Moshi-style RQ-Transformer on audio WebDataset shards.
+"""Train the small Moshi-style RQ-Transformer on audio WebDataset shards, mixed with text-only batches.
 
     python -m moshi_data.trainer.train --shards out/audio-shards/shards --output out/train --steps 1000 --preset tiny
+    python -m moshi_data.trainer.train --shards ... --output ... --text out/text-corpus --text-ratio 0.5
     torchrun --nproc-per-node 8 -m moshi_data.trainer.train --shards s3://bucket/shards --output out/train --preset 100m
 
-Writes ``OUTPUT/log.jsonl`` (one object per step), ``OUTPUT/eval.jsonl``, ``OUTPUT/rejects.jsonl``
-(every rejected record with its reason), ``OUTPUT/config.yaml`` (the resolved config),
-``OUTPUT/checkpoints/step_XXXXXXXX.pt`` and ``OUTPUT/report.json``. Running again with the same
-OUTPUT resumes exactly from the latest checkpoint (model, optimizer, scheduler, RNG, data position).
+Each step is a text-only batch with probability ``text.ratio`` (drawn from ``(seed, step)``), else
+an audio batch; the two kinds have their own AdamW state (Moshi: "a separate optimizer state").
+Writes ``OUTPUT/log.jsonl`` (one object per step, ``batch``: audio | text), ``OUTPUT/eval.jsonl``,
+``OUTPUT/rejects.jsonl`` (every rejected record or text document with its reason),
+``OUTPUT/config.yaml`` (the resolved config), ``OUTPUT/checkpoints/step_XXXXXXXX.pt`` and
+``OUTPUT/report.json``. Running again with the same OUTPUT resumes exactly from the latest
+checkpoint (model, both optimizers, RNG, audio and text stream positions).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import math
 import os
 import random
 import time
+from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -25,9 +30,10 @@ import numpy as np
 import torch
 import yaml
 
-from moshi_data.pipeline.config import apply_overrides, deep_merge, load_config
+from moshi_data.pipeline.config import REPO_ROOT, apply_overrides, deep_merge, load_config
 from moshi_data.trainer.data import Batches, ShardStream, list_shards, split_eval
-from moshi_data.trainer.model import RQTransformer, count_parameters, rq_loss
+from moshi_data.trainer.model import RQTransformer, count_parameters, rq_loss, text_loss
+from moshi_data.trainer.text_data import TextBatches, TextStream, list_text_files
 
 LOG = logging.getLogger("trainer")
 CHECKPOINT_DIR = "checkpoints"
@@ -36,19 +42,39 @@ CHECKPOINT_FORMAT = "step_{:08d}.pt"
 
 # ------------------------------------------------------------------------------------ config
 def resolve_config(config: str, preset: Optional[str], overrides: list[str]) -> dict[str, Any]:
-    """Load the YAML config, merge the preset over it, then apply ``a.b=value`` overrides."""
+    """Load the YAML config, merge the presets (``tiny`` or ``tiny,pretrain``) over it in order, then
+    apply ``a.b=value`` overrides (of existing keys)."""
     loaded = load_config(config)
     presets = loaded.pop("presets", {})
-    if preset:
-        if preset not in presets:
-            raise ValueError(f"unknown preset {preset!r}; known: {', '.join(sorted(presets))}")
-        loaded = deep_merge(loaded, presets[preset])
+    for name in (preset or "").split(","):
+        if not name:
+            continue
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(presets))}")
+        loaded = deep_merge(loaded, presets[name])
     loaded["preset"] = preset
-    return apply_overrides(loaded, overrides)
+    for item in overrides:  # a typo in --set is an error, not a new key
+        node: Any = loaded
+        for key in item.split("=", 1)[0].split("."):
+            if not isinstance(node, dict) or key not in node:
+                raise ValueError(f"--set {item}: no config key {item.split('=', 1)[0]!r}")
+            node = node[key]
+    resolved = apply_overrides(loaded, overrides)
+    text = resolved["text"]
+    if not 0.0 <= float(text["ratio"]) <= 1.0:
+        raise ValueError(f"text.ratio must be in [0, 1], got {text['ratio']}")
+    if float(text["ratio"]) > 0 and not text["source"]:
+        raise ValueError("text.ratio > 0 needs text batches: pass --text (or text.source)")
+    if text["source"] and not text["tokenizer"]:  # the audio text stream's SentencePiece model
+        text["tokenizer"] = load_config(text["tokenizer_config"])["text"]["tokenizer"]
+    if text["tokenizer"] and not Path(text["tokenizer"]).is_absolute():
+        text["tokenizer"] = str(REPO_ROOT / text["tokenizer"])
+    return resolved
 
 
 # Settings a resumed run may change: they do not change what is computed.
-RUNTIME_KEYS = {"train": ("steps", "cpu_threads", "compile"), "data": ("num_workers", "prefetch_factor")}
+RUNTIME_KEYS = {"train": ("steps", "cpu_threads", "compile"), "data": ("num_workers", "prefetch_factor"),
+                "text": ("num_workers",)}
 
 
 def check_same_run(output: Path, config: dict[str, Any]) -> None:
@@ -96,16 +122,38 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(model: torch.nn.Module, optim: Mapping[str, Any], device: torch.device) -> torch.optim.Optimizer:
-    """AdamW; weight decay on weight matrices only (not norms or embeddings)."""
+def make_optimizer(model: torch.nn.Module, optim: Mapping[str, Any], device: torch.device,
+                   only: Optional[list[torch.nn.Parameter]] = None) -> torch.optim.Optimizer:
+    """AdamW over ``model``'s parameters (or the subset ``only``); weight decay on weight matrices
+    only (not norms or embeddings). ``optim.fused``: auto = fused kernels on CUDA."""
+    chosen = None if only is None else {id(p) for p in only}
     decay, no_decay = [], []
     for name, param in model.named_parameters():
-        (decay if param.ndim >= 2 and "embeddings" not in name else no_decay).append(param)
+        if chosen is None or id(param) in chosen:
+            (decay if param.ndim >= 2 and "embeddings" not in name else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": float(optim["weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(
-        groups, lr=float(optim["lr"]), betas=tuple(optim["betas"]), eps=float(optim["eps"]),
-        fused=device.type == "cuda",
-    )
+    fused = optim["fused"]
+    if fused == "auto":
+        fused = device.type == "cuda"
+    optimizer = torch.optim.AdamW(groups, lr=float(optim["lr"]), betas=tuple(optim["betas"]), eps=float(optim["eps"]),
+                                  fused=bool(fused))
+    for group in optimizer.param_groups:
+        group["initial_lr"] = float(optim["lr"])
+    return optimizer
+
+
+def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
+    """Set every group's lr to ``initial_lr * factor``; returns the lr."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * factor
+    return optimizer.param_groups[0]["lr"]
+
+
+def batch_kind(seed: int, step: int, ratio: float) -> str:
+    """``text`` with probability ``ratio`` for step ``step`` (same on every rank, after a resume too)."""
+    if ratio <= 0:
+        return "audio"
+    return "text" if np.random.default_rng([seed, step, 0x7E47]).random() < ratio else "audio"
 
 
 def rng_state() -> dict[str, Any]:
@@ -160,6 +208,14 @@ class Distributed:
         values: list[Any] = [None] * self.world_size
         torch.distributed.all_gather_object(values, value)
         return values
+
+    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """All-reduce the gradients of ``params`` (text batches do not go through DDP)."""
+        if self.world_size > 1:
+            for param in params:
+                if param.grad is not None:
+                    torch.distributed.all_reduce(param.grad)
+                    param.grad /= self.world_size
 
     def mean(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.world_size > 1:
@@ -217,14 +273,62 @@ def evaluate(model, raw_model, shards, config, device, dist) -> dict[str, Any]:
     return result
 
 
+def evaluate_text(text_model, raw_model, files, config, device, dist) -> dict[str, Any]:
+    """Mean text loss over the first ``train.eval_batches`` batches of the held-out documents."""
+    dataset = TextStream(files, config, frames_per_window(config), train=False)
+    batches = TextBatches(dataset, int(config["train"]["batch_size"]), 0, 1, lambda event: None, drop_last=False)
+    total, count = 0.0, 0
+    raw_model.eval()
+    with torch.no_grad():
+        for _, text in zip(range(int(config["train"]["eval_batches"])), batches):
+            with autocast(device, bool(config["train"]["bf16"])):
+                logits = text_model(text.to(device))
+            loss, _ = text_loss(logits, text.to(device), raw_model.text_vocab)
+            total += float(dist.mean(loss.detach().float()))
+            count += 1
+    raw_model.train()
+    if count == 0:
+        LOG.warning("no held-out text document (text.eval_fraction=%s): no text eval", config["text"]["eval_fraction"])
+        return {}
+    return {"eval_text_loss": total / count, "eval_text_batches": count}
+
+
+def frames_per_window(config: Mapping[str, Any]) -> int:
+    """Frames of a training window = the temporal context = the length of a packed text sequence."""
+    return int(round(float(config["data"]["window_seconds"]) * float(config["data"]["frame_rate"])))
+
+
+def check_tokenizer(config: Mapping[str, Any]) -> None:
+    """The text tokenizer exists and its ids fit ``model.text_vocab_size``."""
+    import sentencepiece
+
+    path = Path(config["text"]["tokenizer"])
+    if not path.exists():
+        raise FileNotFoundError(f"text tokenizer {path} missing: run `make tokenizer` or set text.tokenizer")
+    pieces = sentencepiece.SentencePieceProcessor(model_file=str(path)).get_piece_size()
+    if pieces > int(config["model"]["text_vocab_size"]):
+        raise ValueError(f"text tokenizer {path} has {pieces} pieces > model.text_vocab_size "
+                         f"{config['model']['text_vocab_size']}")
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
-    config = resolve_config(args.config, args.preset, args.set)
+    overrides = list(args.set)
+    if args.text is not None:
+        overrides.append(f"text.source={args.text}")
+    if args.text_ratio is not None:
+        overrides.append(f"text.ratio={args.text_ratio}")
+    config = resolve_config(args.config, args.preset, overrides)
     if args.steps is not None:
         config["train"]["steps"] = args.steps
     steps = int(config["train"]["steps"])
     stop_at = min(steps, args.stop_at) if args.stop_at else steps
     output = Path(args.output)
     dist = Distributed()
+    text_cfg = config["text"]
+    text_ratio = float(text_cfg["ratio"]) if text_cfg["source"] else 0.0
+    text_files = list_text_files(str(text_cfg["source"]), text_cfg["pattern"]) if text_ratio > 0 else []
+    if text_files:
+        check_tokenizer(config)
     if dist.main:
         output.mkdir(parents=True, exist_ok=True)
         check_same_run(output, config)
@@ -240,25 +344,32 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(seed)
     raw_model = RQTransformer(model_cfg).to(device)
     params = count_parameters(raw_model)
+    text_params = raw_model.text_parameters()
     optimizer = make_optimizer(raw_model, optim_cfg, device)
+    text_optimizer = make_optimizer(raw_model, optim_cfg, device, only=text_params) if text_files else None
     schedule_steps = int(optim_cfg["schedule_steps"] or steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_factor(step, int(optim_cfg["warmup_steps"]), schedule_steps, float(optim_cfg["min_lr_ratio"])),
-    )
+
+    def lr_at(step: int) -> float:
+        return lr_factor(step, int(optim_cfg["warmup_steps"]), schedule_steps, float(optim_cfg["min_lr_ratio"]))
 
     start_step, positions, rejects_written = 0, [0] * dist.world_size, [0] * dist.world_size
+    text_positions = [[0, 0]] * dist.world_size
+    text_counts: Counter = Counter()
     checkpoint_path = latest_checkpoint(output)
     if checkpoint_path is not None:
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        if text_optimizer is not None:
+            text_optimizer.load_state_dict(state["text_optimizer"])
         set_rng_state(state["rng"][dist.rank])
         start_step, positions, rejects_written = state["step"], state["data_positions"], state["rejects_written"]
+        text_positions = state["text_positions"]
+        text_counts = Counter(state["text_counts"][dist.rank])
         if len(positions) != dist.world_size:
             raise SystemExit(f"{checkpoint_path} was written by {len(positions)} rank(s); resume with as many")
-        LOG.info("resuming from %s (step %d, data position %s)", checkpoint_path, start_step, positions)
+        LOG.info("resuming from %s (step %d, data position %s, text position %s)", checkpoint_path, start_step,
+                 positions, text_positions)
     if start_step >= stop_at:
         LOG.info("%s is already at step %d (asked for %d): nothing to do", output, start_step, stop_at)
         dist.close()
@@ -273,8 +384,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     rejects_count = truncate_jsonl(rejects_path, lambda _, index: index < rejects_written[dist.rank])
 
     model = raw_model
+    text_model = raw_model.text_forward
     if train_cfg["compile"]:
-        model = torch.compile(model)
+        model = torch.compile(raw_model)
+        text_model = torch.compile(raw_model.text_forward)
     if dist.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
 
@@ -284,23 +397,42 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         train_shards, eval_shards = shards, list_shards(args.eval_shards, config["data"]["shard_pattern"])
     rejects_file = open(rejects_path, "a", encoding="utf-8")
 
-    def on_reject(item: dict) -> None:
+    def write_reject(line: dict) -> None:
         nonlocal rejects_count
-        LOG.warning("skipping bad record %s in %s: %s", item["key"], item["url"], item["reason"])
-        rejects_file.write(json.dumps({"index": item["index"], "key": item["key"], "url": item["url"],
-                                       "reason": item["reason"]}, ensure_ascii=False) + "\n")
+        rejects_file.write(json.dumps(line, ensure_ascii=False) + "\n")
         rejects_file.flush()
         rejects_count += 1
+
+    def on_reject(item: dict) -> None:
+        LOG.warning("skipping bad record %s in %s: %s", item["key"], item["url"], item["reason"])
+        write_reject({"kind": "audio", "index": item["index"], "key": item["key"], "url": item["url"],
+                      "reason": item["reason"]})
+
+    def on_text_event(event: dict) -> None:
+        text_counts[event["reason"]] += 1
+        if "url" in event:  # bad input (empty file or text, invalid UTF-8): named in rejects.jsonl
+            LOG.warning("skipping text %s row %s: %s", event["url"], event.get("row"), event["reason"])
+            write_reject({"kind": "text", **event})
 
     dataset = ShardStream(train_shards, config, train=True, start=positions[dist.rank], rank=dist.rank,
                           world_size=dist.world_size)
     batches = Batches(dataset, int(train_cfg["batch_size"]), int(config["data"]["num_workers"]),
                       int(config["data"]["prefetch_factor"]), int(config["data"]["max_consecutive_rejects"]), on_reject)
+    text_batches = None
+    if text_files:
+        text_stream = TextStream(text_files, config, frames_per_window(config), train=True,
+                                 position=tuple(text_positions[dist.rank]), rank=dist.rank, world_size=dist.world_size)
+        text_batches = TextBatches(text_stream, int(train_cfg["batch_size"]), int(text_cfg["num_workers"]),
+                                   int(config["data"]["prefetch_factor"]), on_text_event)
     if dist.main:
-        LOG.info("model %s parameters (%s without embeddings); %d train / %d eval shards; device %s",
-                 f"{params['total']:,}", f"{params['non_embedding']:,}", len(train_shards), len(eval_shards), device)
+        LOG.info("model %s parameters (%s without embeddings), streams=%s; %d train / %d eval shards; device %s",
+                 f"{params['total']:,}", f"{params['non_embedding']:,}", model_cfg["streams"], len(train_shards),
+                 len(eval_shards), device)
         LOG.info("codes: codes.npy when the shard has it, else Mimi on the fly (codec.weights=%s)",
                  config["codec"]["weights"])
+        if text_files:
+            LOG.info("text-only batches with probability %.2f from %d Parquet file(s) of %s (tokenizer %s)",
+                     text_ratio, len(text_files), text_cfg["source"], text_cfg["tokenizer"])
 
     from tqdm import tqdm
 
@@ -313,59 +445,91 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     step = start_step
     pad_id, epad_id = int(model_cfg["text_pad_id"]), int(model_cfg["text_epad_id"])
+    bf16 = bool(train_cfg["bf16"])
     while step < stop_at:
         tick = time.perf_counter()
-        tokens = next(batches).to(device, non_blocking=True)
-        data_wait = time.perf_counter() - tick
-        with autocast(device, bool(train_cfg["bf16"])):
-            text_logits, audio_logits, delayed = model(tokens)
-        loss, metrics = rq_loss(text_logits, audio_logits, delayed, raw_model, config["loss"], pad_id, epad_id)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), float(optim_cfg["grad_clip"]))
-        optimizer.step()
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
+        kind = batch_kind(seed, step, text_ratio)
+        factor = lr_at(step)
+        raw_model.zero_grad(set_to_none=True)
+        if kind == "text":
+            text = next(text_batches).to(device, non_blocking=True)
+            data_wait = time.perf_counter() - tick
+            with autocast(device, bf16):
+                logits = text_model(text)
+            loss, metrics = text_loss(logits, text, raw_model.text_vocab)
+            loss.backward()
+            dist.average_gradients(text_params)
+            grad_norm = torch.nn.utils.clip_grad_norm_(text_params, float(optim_cfg["grad_clip"]))
+            lr = set_lr(text_optimizer, factor)
+            text_optimizer.step()
+            tokens_in_batch = text.shape[0] * text.shape[1]
+            frames = tokens_in_batch * dist.world_size
+            token_streams = 1
+        else:
+            tokens = next(batches).to(device, non_blocking=True)
+            data_wait = time.perf_counter() - tick
+            with autocast(device, bf16):
+                text_logits, audio_logits, delayed = model(tokens)
+            loss, metrics = rq_loss(text_logits, audio_logits, delayed, raw_model, config["loss"], pad_id, epad_id)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), float(optim_cfg["grad_clip"]))
+            lr = set_lr(optimizer, factor)
+            optimizer.step()
+            frames = tokens.shape[0] * tokens.shape[2] * dist.world_size
+            token_streams = streams
         step += 1
         values = torch.stack([loss.detach().float(), grad_norm.float(), *[v.float() for v in metrics.values()]])
         values = dist.mean(values).tolist()
         if device.type == "cuda":
             torch.cuda.synchronize()
         step_time = time.perf_counter() - tick
-        frames = tokens.shape[0] * tokens.shape[2] * dist.world_size
         last = {
-            "step": step, "loss": values[0], **dict(zip(metrics, values[2:])), "grad_norm": values[1], "lr": lr,
-            "tokens_per_s": frames * streams / step_time, "frames_per_s": frames / step_time,
+            "step": step, "batch": kind, "loss": values[0], **dict(zip(metrics, values[2:])), "grad_norm": values[1],
+            "lr": lr, "tokens_per_s": frames * token_streams / step_time, "frames_per_s": frames / step_time,
             "step_time_s": step_time, "data_wait_s": data_wait,
             "samples": batches.kept * dist.world_size, "rejected": rejects_count, "data_position": batches.position,
         }
+        if text_batches is not None:
+            last.update(text_position=text_batches.position, text_documents=text_counts["used"],
+                        text_skipped={k: v for k, v in sorted(text_counts.items()) if k != "used"})
         if dist.main:
             log_file.write(json.dumps(last) + "\n")
             log_file.flush()
             progress.update(1)
-            progress.set_postfix(loss=f"{values[0]:.3f}", tok_s=f"{last['tokens_per_s']:.0f}")
-        if eval_shards and int(train_cfg["eval_every"]) and (step % int(train_cfg["eval_every"]) == 0 or step == steps):
-            last_eval = {"step": step, **evaluate(model, raw_model, eval_shards, config, device, dist)}
+            progress.set_postfix(batch=kind, loss=f"{values[0]:.3f}", tok_s=f"{last['tokens_per_s']:.0f}")
+        eval_every = int(train_cfg["eval_every"])
+        if eval_every and (step % eval_every == 0 or step == steps) and (eval_shards or text_files):
+            last_eval = {"step": step}
+            if eval_shards:
+                last_eval.update(evaluate(model, raw_model, eval_shards, config, device, dist))
+            if text_files:
+                last_eval.update(evaluate_text(text_model, raw_model, text_files, config, device, dist))
             if dist.main:
                 eval_file.write(json.dumps(last_eval) + "\n")
                 eval_file.flush()
         if step % int(train_cfg["checkpoint_every"]) == 0 or step == stop_at:
             positions = dist.gather(batches.position)
+            text_positions = dist.gather(text_batches.position if text_batches is not None else [0, 0])
+            counts = dist.gather(dict(text_counts))
             rng = dist.gather(rng_state())
             written = dist.gather(rejects_count)
             if dist.main:
                 save_checkpoint(output, {
                     "step": step, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": rng, "data_positions": positions,
-                    "rejects_written": written, "config": config,
+                    "text_optimizer": text_optimizer.state_dict() if text_optimizer is not None else None,
+                    "rng": rng, "data_positions": positions, "text_positions": text_positions,
+                    "text_counts": counts, "rejects_written": written, "config": config,
                 }, int(train_cfg["keep_checkpoints"]))
     progress.close()
     batches.close()
+    if text_batches is not None:
+        text_batches.close()
     rejects_file.close()
     report = {
         "step": step, "steps": steps, "finished": step >= steps, "resumed_from": start_step,
-        "parameters": params, "device": str(device), "world_size": dist.world_size,
-        "train_shards": len(train_shards), "eval_shards": len(eval_shards),
+        "parameters": params, "device": str(device), "world_size": dist.world_size, "streams": model_cfg["streams"],
+        "train_shards": len(train_shards), "eval_shards": len(eval_shards), "text_files": len(text_files),
+        "text_ratio": text_ratio, "text_documents": dict(sorted(text_counts.items())),
         "samples_this_run": batches.kept * dist.world_size, "rejected_total": rejects_count,
         "wall_s": time.perf_counter() - started, "last": last, "last_eval": last_eval,
     }
@@ -385,6 +549,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--preset", default=None, help="model/training preset from the config: tiny | 100m")
     parser.add_argument("--config", default="trainer", help="YAML config name or path (default configs/trainer.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    parser.add_argument("--text", default=None, help="text-only batches: text-corpus output folder, Parquet glob or s3:// prefix")
+    parser.add_argument("--text-ratio", type=float, default=None, help="probability of a text-only batch (text.ratio)")
     parser.add_argument("--eval-shards", default=None, help="held-out shards (default: last data.eval_shards shards)")
     parser.add_argument("--stop-at", type=int, default=None, help="stop (with a checkpoint) after this step")
     parser.add_argument("--log-level", default="INFO")

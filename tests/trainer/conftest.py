@@ -21,8 +21,7 @@ from moshi_data.pipeline.audio.codec import shared_codec
 from moshi_data.trainer.reference_shards import build_reference_shards
 from moshi_data.trainer.train import main as train_main
 from moshi_data.trainer.train import resolve_config
-
-TINY_STEPS = 50
+from trainer_helpers import TINY_STEPS, text_args
 
 
 @pytest.fixture(scope="session")
@@ -82,3 +81,40 @@ def copy_run(tmp_path):
         return target
 
     return copy
+
+
+@pytest.fixture(scope="session")
+def spm_tokenizer(tmp_path_factory) -> Path:
+    """A small SentencePiece model trained (for real) with the audio job's tokenizer trainer."""
+    from moshi_data.classifiers.tokenizer import train_tokenizer
+    from moshi_data.pipeline.config import load_config
+
+    prefix = tmp_path_factory.mktemp("tokenizer") / "spm"
+    train_tokenizer(load_config("audio_shards", [
+        f"tokenizer.output={prefix}", "tokenizer.vocab_size=1000", "tokenizer.input_sentence_size=20000",
+        "tokenizer.exclude=[multilingual, scientific, news, educational, stackexchange, health_medical, "
+        "forum_conversation, legal_government]",
+    ]))
+    return Path(f"{prefix}.model")
+
+
+@pytest.fixture(scope="session")
+def text_corpus(shared_data, tmp_path_factory) -> Path:
+    """The text-corpus job's output on ../shared/data/wet (as its tests run it): documents/*.parquet."""
+    from moshi_data.beam_jobs import text_corpus as job
+
+    output = tmp_path_factory.mktemp("text-corpus")
+    job.run(str(shared_data / "wet" / "**" / "*.wet*"), str(output),
+            overrides=["language.languages=[en,ru,zh,es,an]", "input.docs_per_chunk=4", "input.files_per_group=100",
+                       "quality.filter.max_rand_score=1.0"],
+            beam_args=["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    return output
+
+
+@pytest.fixture(scope="session")
+def mixed_run(tmp_path_factory, trainer_shards, text_corpus, spm_tokenizer) -> Path:
+    """50 tiny steps, half of them text-only batches from the text-corpus output (text read in a worker)."""
+    output = tmp_path_factory.mktemp("mixed-run") / "run"
+    train_main(["--shards", str(trainer_shards), "--output", str(output), "--steps", str(TINY_STEPS),
+                "--preset", "tiny", *text_args(text_corpus, spm_tokenizer), "--set", "text.num_workers=1"])
+    return output

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from moshi_data.trainer.train import main as train_main
-from moshi_data.trainer.train import read_jsonl
+from moshi_data.trainer.train import read_jsonl, resolve_config
 
 STEPS = 50  # the tiny_run fixture's step count
 
@@ -57,3 +57,36 @@ def test_trainer_stop_and_rerun_done_is_noop(tiny_run, trainer_shards, copy_run)
     with pytest.raises(SystemExit, match="different config"):
         train_main(["--shards", str(trainer_shards), "--output", str(run), "--preset", "tiny",
                     "--set", "model.dim=32"])
+
+
+def test_trainer_single_stream_trains(trainer_shards, tmp_path):
+    """streams=single (Moshi's pre-training): the mix's codes (Mimi on the fly) + every speaker's text."""
+    output = tmp_path / "single"
+    train_main(["--shards", str(trainer_shards), "--output", str(output), "--steps", "30", "--preset", "tiny",
+                "--set", "model.streams=single", "--set", "train.eval_every=0"])
+    log = read_log(output)
+    assert len(log) == 30 and {line["batch"] for line in log} == {"audio"}
+    assert sum(line["loss"] for line in log[-5:]) < 0.7 * sum(line["loss"] for line in log[:5])
+    assert "loss_other_semantic" not in log[-1]
+    report = json.loads((output / "report.json").read_text())
+    assert report["streams"] == "single" and report["rejected_total"] == 0
+
+
+def test_trainer_single_stream_needs_text_all(trainer_shards, tmp_path):
+    """Shards without text_all.npy: each record is a named reject, then a clear error."""
+    from moshi_data.trainer.data import ShardStream
+
+    config = resolve_config("trainer", "tiny", ["model.streams=single"])
+    stripped = tmp_path / "shard-000000.tar"
+    import webdataset as wds
+    from webdataset.tariterators import tarfile_samples
+
+    with open(stripped, "wb") as handle:
+        writer = wds.TarWriter(handle, mtime=0.0)
+        for record in tarfile_samples([{"url": str(trainer_shards / "shard-000000.tar")}]):
+            writer.write({k: v for k, v in record.items() if k not in ("__url__", "text_all.npy")})
+        writer.close()
+    item = next(iter(ShardStream([str(stripped)], config, train=False)))
+    assert item["tokens"] is None and "no text_all.npy" in item["reason"]
+    with pytest.raises(ValueError, match="set data.decode_audio=true"):
+        ShardStream([str(stripped)], resolve_config("trainer", "tiny", ["model.streams=single", "data.decode_audio=false"]))
