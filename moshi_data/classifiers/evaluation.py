@@ -1,9 +1,17 @@
-"""Validation metrics of the trained classifiers (used by ``train`` and ``evaluate``)."""
+"""Validation metrics of the trained classifiers (used by ``train`` and ``evaluate``).
+
+Every quality figure comes from the document-split validation side (``quality.py``): line-level
+per-label P/R/F1 on validation lines, and document-level AUCs on validation documents scored with
+the text job's own scorer (length-weighted mean of line probabilities, rounded like the job).
+"""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
+
+import numpy as np
 
 from moshi_data.classifiers.common import precision_recall_f1, roc_auc
 from moshi_data.pipeline.text.fasttext_model import LABEL_PREFIX, load_model, predict_matrix
@@ -30,13 +38,44 @@ def split_metrics(model_path: Path, valid_path: Path, labels: list[str]) -> tupl
 
 
 def quality_metrics(model_path: Path, valid_path: Path, labels: list[str]) -> dict:
-    """9-label metrics and the wiki-vs-rand line AUC (score P(wiki), wiki positive, rand negative)."""
+    """9-label line metrics and the wiki-vs-rand line AUC (score P(wiki), wiki positive, rand negative)."""
     metrics, (valid, matrix) = split_metrics(model_path, valid_path, labels)
     wiki, rand = labels.index("wiki"), labels.index("rand")
     positives = [row[wiki] for (label, _), row in zip(valid, matrix) if label == "wiki"]
     negatives = [row[wiki] for (label, _), row in zip(valid, matrix) if label == "rand"]
-    metrics["wiki_vs_rand_auc"] = roc_auc(positives, negatives)
+    metrics["wiki_vs_rand_line_auc"] = roc_auc(positives, negatives)
     return metrics
+
+
+def document_metrics(model_path: Path, valid_documents: list[dict], config: Mapping[str, Any]) -> dict:
+    """Document-level figures of the validation documents, scored exactly as the text job scores."""
+    quality = config["quality"]
+    scorer = QualityScorer(str(model_path), quality["labels"], quality["decimals"])
+    scorer.setup()
+    return document_figures([(doc["label"], scorer.scores(doc["text"])) for doc in valid_documents], quality["labels"])
+
+
+def document_figures(scored: list[tuple[str, Mapping[str, float]]], labels: list[str]) -> dict:
+    """From (true label, document scores): wiki-vs-rand AUC (wiki score), curated-vs-rand AUC (1 - rand;
+    all 8 curated labels positive), per-label P/R/F1 of the arg-max label, rand-score quantiles per label."""
+    truth = [label for label, _ in scored]
+    by_label = {label: [s for t, s in scored if t == label] for label in labels}
+    rand = by_label["rand"]
+    metrics = precision_recall_f1(truth, [max(labels, key=lambda label: s[label]) for _, s in scored], labels)
+    metrics["wiki_vs_rand_doc_auc"] = roc_auc([s["wiki"] for s in by_label["wiki"]], [s["wiki"] for s in rand])
+    curated = [1.0 - s["rand"] for label in labels if label != "rand" for s in by_label[label]]
+    metrics["curated_vs_rand_doc_auc"] = roc_auc(curated, [1.0 - s["rand"] for s in rand])
+    metrics["rand_score_quantiles"] = {
+        label: [round(float(q), 3) for q in np.quantile([s["rand"] for s in items], [0.1, 0.25, 0.5, 0.75, 0.9])]
+        for label, items in by_label.items() if items
+    }
+    metrics["documents"] = {label: len(items) for label, items in by_label.items()}
+    return metrics
+
+
+def read_human_labelled(labelled_jsonl: Path) -> list[dict]:
+    with open(labelled_jsonl, encoding="utf-8") as handle:
+        return [json.loads(raw) for raw in handle if raw.strip()]
 
 
 def human_label_auc(model_path: Path, labelled_jsonl: Path, config: Mapping[str, Any]) -> dict:
@@ -44,25 +83,83 @@ def human_label_auc(model_path: Path, labelled_jsonl: Path, config: Mapping[str,
     quality = config["quality"]
     scorer = QualityScorer(str(model_path), quality["labels"], quality["decimals"])
     scorer.setup()
-    good, bad = [], []
-    with open(labelled_jsonl, encoding="utf-8") as handle:
-        for raw in handle:
-            if raw.strip():
-                record = json.loads(raw)
-                score = 1.0 - scorer.scores(record["text"])["rand"]
-                (good if int(record["label"]) == 1 else bad).append(score)
-    return {"auc_1_minus_rand": roc_auc(good, bad), "good": len(good), "bad": len(bad)}
+    good, bad = [], []  # rand scores
+    for record in read_human_labelled(labelled_jsonl):
+        (good if int(record["label"]) == 1 else bad).append(scorer.scores(record["text"])["rand"])
+    return {"auc_1_minus_rand": roc_auc([1 - s for s in good], [1 - s for s in bad]), "good": len(good),
+            "bad": len(bad), "rand_scores": {"good": good, "bad": bad}}
+
+
+def check_targets(figures: Mapping[str, float], targets: Mapping[str, float]) -> dict[str, dict]:
+    """``{name: {value, min, passed}}`` for every configured target (a missing figure fails)."""
+    checked = {}
+    for name, minimum in targets.items():
+        value = figures.get(name)
+        checked[name] = {"value": value, "min": minimum, "passed": value is not None and value >= minimum}
+    return checked
 
 
 def ensure_models_with_metrics(config: Mapping[str, Any], line_samples: str | None = None) -> tuple[dict, dict, dict]:
     """Train missing models (or reuse cached ones) and compute both validation reports.
 
-    Returns (model paths, fuzzy-dedup metrics, quality metrics).
+    Returns (model paths, fuzzy-dedup metrics, quality metrics); the quality metrics hold the
+    line-level figures and, under ``documents``, the document-level ones.
     """
     from moshi_data.classifiers.models import ensure_models
+    from moshi_data.classifiers.quality import read_valid_documents, valid_documents_path, valid_split_path
     from moshi_data.pipeline.text.fuzzy_dedup import DUP_LABEL, KEEP_LABEL
 
     paths = ensure_models(config, line_samples)
-    fuzzy, _ = split_metrics(paths["fuzzy_dedup"], Path(f"{paths['fuzzy_dedup']}.valid.txt"), [DUP_LABEL, KEEP_LABEL])
-    quality = quality_metrics(paths["quality"], Path(f"{paths['quality']}.valid.txt"), config["quality"]["labels"])
+    fuzzy, (valid, matrix) = split_metrics(paths["fuzzy_dedup"], Path(f"{paths['fuzzy_dedup']}.valid.txt"),
+                                           [DUP_LABEL, KEEP_LABEL])
+    threshold = config["fuzzy_dedup"]["threshold"]
+    flagged = [DUP_LABEL if row[0] >= threshold else KEEP_LABEL for row in matrix]
+    at_threshold = precision_recall_f1([label for label, _ in valid], flagged, [DUP_LABEL, KEEP_LABEL])
+    fuzzy["at_threshold"] = {"threshold": threshold, **at_threshold["per_label"][DUP_LABEL]}
+    quality = quality_metrics(paths["quality"], valid_split_path(paths["quality"]), config["quality"]["labels"])
+    quality["documents"] = document_metrics(
+        paths["quality"], read_valid_documents(valid_documents_path(paths["quality"])), config)
     return paths, fuzzy, quality
+
+
+def exact_dedup_survivors(pages: list[list[str]], dedup: Mapping[str, Any]) -> list[list[str]]:
+    """The lines of each page that the text job's exact line dedup keeps, the pages forming one group."""
+    from moshi_data.pipeline.text import line_dedup
+    from moshi_data.pipeline.text.normalize import line_hashes
+
+    hashes = [line_hashes(page) for page in pages]
+    keys = np.repeat(np.arange(len(pages), dtype=np.uint64), [len(h) for h in hashes])
+    table = line_dedup.repeated(line_dedup.count_lines(np.concatenate(hashes), keys))
+    kept = []
+    for key, (page, page_hashes) in enumerate(zip(pages, hashes)):
+        counts, first = line_dedup.lookup(table, page_hashes)
+        _, remove = line_dedup.duplicate_mask(counts, first, key, int(dedup["threshold"]), bool(dedup["keep_canonical"]))
+        kept.append([line for line, drop in zip(page, remove) if not drop])
+    return kept
+
+
+def fuzzy_on_wet_pages(fuzzy_model: Path, config: Mapping[str, Any]) -> dict:
+    """On the unique pages of the shared WET files (the same page in several fixture files counted
+    once): lines exact dedup keeps, the share of those the fuzzy stage removes, and how many of the
+    hand-identified boilerplate lines (``evaluation.fuzzy_pages.boilerplate``) it removes."""
+    from moshi_data.classifiers.sources import iter_identified_documents, resolve_root
+    from moshi_data.pipeline.config import load_config
+    from moshi_data.pipeline.text.fuzzy_dedup import FuzzyDedupStage
+
+    settings = config["evaluation"]["fuzzy_pages"]
+    root = resolve_root(config["data_root"])
+    texts = {text for source in settings["sources"] for _, text in iter_identified_documents(source, root)}
+    pages = [[line for line in text.split("\n") if line.strip()] for text in sorted(texts)]
+    survivors = exact_dedup_survivors(pages, load_config("text_corpus")["line_dedup"])
+    stage = FuzzyDedupStage({"model": str(fuzzy_model), **config["fuzzy_dedup"]})
+    removed: list[str] = []
+    for page in survivors:
+        removed += [line for line, drop in zip(page, stage.removed_line_mask(page)) if drop]
+    kept_lines = sum(len(page) for page in survivors)
+    boilerplate = set(settings["boilerplate"])
+    survived_boilerplate = {line for page in survivors for line in page if line in boilerplate}
+    return {"pages": len(pages), "lines": sum(len(page) for page in pages), "exact_dedup_kept": kept_lines,
+            "fuzzy_removed": len(removed), "fuzzy_removed_share": len(removed) / kept_lines if kept_lines else 0.0,
+            "boilerplate_after_exact": len(survived_boilerplate),
+            "boilerplate_removed": len(survived_boilerplate & set(removed)),
+            "most_removed": [line for line, _ in Counter(removed).most_common(10)]}

@@ -3,7 +3,7 @@
 Training data are the exact-dedup line samples of the text job (records ``{"text", "count",
 "duplicate"}``): positives are lines whose normalized hash was seen >= the dedup threshold, negatives
 unique lines. Lines are deduplicated (a text seen with both labels is dropped), balanced to the smaller
-class (capped), and split by a stable hash.
+class (capped), and split by document where the samples carry it (else by a stable hash of the line).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from moshi_data.classifiers.sources import expand_paths, read_bytes, resolve_roo
 from moshi_data.pipeline.text.fasttext_model import model_text
 from moshi_data.pipeline.text.fuzzy_dedup import DUP_LABEL, KEEP_LABEL
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def read_line_samples(paths: Iterable[str]) -> list[dict]:
@@ -53,11 +53,26 @@ def build_examples(records: Iterable[Mapping[str, Any]], min_chars: int, max_per
     return {label: stable_sample(lines - conflicts, size, label) for label, lines in by_label.items()}
 
 
-def split(examples: Mapping[str, list[str]], valid_percent: float) -> tuple[list, list]:
+def record_sides(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Model text -> ``train``/``valid`` from records that carry a document split (train wins a tie)."""
+    sides: dict[str, str] = {}
+    for record in records:
+        if "split" in record:
+            text = model_text(record["text"])
+            sides[text] = "train" if sides.get(text) == "train" else record["split"]
+    return sides
+
+
+def split(examples: Mapping[str, list[str]], valid_percent: float, sides: Mapping[str, str] | None = None
+          ) -> tuple[list, list]:
+    """(train, valid): by the records' document split where known, else by a stable hash of the line
+    (line samples of a text-job run carry no document ids)."""
+    sides = sides or {}
     train, valid = [], []
     for label in sorted(examples):
         for text in examples[label]:
-            (valid if is_valid_split(text, valid_percent) else train).append((label, text))
+            held_out = sides[text] == "valid" if text in sides else is_valid_split(text, valid_percent)
+            (valid if held_out else train).append((label, text))
     return sorted(train, key=lambda item: hashlib.blake2b(item[1].encode(), digest_size=8).digest()), valid
 
 
@@ -89,8 +104,9 @@ def fuzzy_model_path(config: Mapping[str, Any], samples: list[str]) -> Path:
 def train_fuzzy(config: Mapping[str, Any], samples: list[str], output: Path) -> dict[str, Any]:
     """Train the dup/keep model from line-sample files; saves ``<model>.valid.txt`` beside it."""
     fuzzy = config["fuzzy_dedup"]
-    examples = build_examples(read_line_samples(samples), fuzzy["min_chars"], fuzzy["max_per_label"])
-    train, valid = split(examples, fuzzy["valid_percent"])
+    records = read_line_samples(samples)
+    examples = build_examples(records, fuzzy["min_chars"], fuzzy["max_per_label"])
+    train, valid = split(examples, fuzzy["valid_percent"], record_sides(records))
     with tempfile.TemporaryDirectory() as tmp:
         train_path = Path(tmp) / "train.txt"
         write_labelled(train_path, train)

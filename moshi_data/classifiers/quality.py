@@ -1,30 +1,36 @@
 """Training set and model of the 9-label Helium quality classifier (line level).
 
 ``rand`` = random lines of real Common Crawl documents; the 8 other labels = lines of curated sources
-(configs/quality_labels.yaml). Lines shorter than ``min_line_chars`` are skipped; a line found under
-two labels is dropped from both; each label is capped by a deterministic hash sample; the split is a
-stable hash of the line; smaller labels are oversampled in the training split only.
+(configs/quality_labels.yaml). The train/validation split is by source document (a stable hash of the
+document id), never by line, so no document has lines on both sides. Lines shorter than
+``min_line_chars`` are skipped; a line found under two labels is dropped from both; a validation line
+also present in a training document (text repeated across documents) stays on the training side only;
+each label is capped by a deterministic hash sample (train and validation separately); smaller labels
+are oversampled in the training split only. The validation documents are kept for document-level
+evaluation with the text job's aggregation.
 """
 from __future__ import annotations
 
+import json
+import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from moshi_data.classifiers.common import (
     cache_key,
-    is_valid_split,
     models_dir,
     stable_hash,
     stable_sample,
     train_fasttext,
     write_labelled,
 )
-from moshi_data.classifiers.sources import iter_documents, resolve_root, sources_identity
+from moshi_data.classifiers.sources import iter_identified_documents, resolve_root, sources_identity
 from moshi_data.pipeline.config import load_config
 from moshi_data.pipeline.text.fasttext_model import model_text
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def label_sources(config: Mapping[str, Any]) -> tuple[dict[str, list], Any]:
@@ -43,40 +49,94 @@ def training_lines(text: str, min_chars: int) -> list[str]:
     return [line for line in lines if len(line) >= min_chars]
 
 
-def build_label_lines(config: Mapping[str, Any]) -> dict[str, list[str]]:
-    """Distinct, capped training lines per label (cross-label conflicts removed)."""
-    quality = config["quality"]
+def is_valid_document(doc_id: str, valid_percent: float) -> bool:
+    """Stable train/validation assignment of a whole document by the hash of its id."""
+    return stable_hash(doc_id, "document-split:") % 10000 < valid_percent * 100
+
+
+def document_fold(doc_id: str, folds: int) -> int:
+    """Cross-validation fold of a whole document (stable hash of its id)."""
+    return stable_hash(doc_id, "document-fold:") % folds
+
+
+def held_out_rule(config: Mapping[str, Any], fold: tuple[int, int] | None) -> Callable[[str], bool]:
+    """Which documents are held out: the shipped model's validation share, or fold ``(k, folds)``."""
+    if fold is None:
+        valid_percent = config["quality"]["valid_percent"]
+        return lambda doc_id: is_valid_document(doc_id, valid_percent)
+    index, folds = fold
+    return lambda doc_id: document_fold(doc_id, folds) == index
+
+
+@dataclass
+class LabelData:
+    """One label's capped training and validation lines, its validation documents and the counts."""
+
+    train: list[str]
+    valid: list[str]
+    valid_documents: list[tuple[str, str]]
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def label_documents(config: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    """``(document id, text)`` of every source document, per label."""
     sources, root = label_sources(config)
-    per_label: dict[str, set[str]] = {}
-    for label, label_source_list in sources.items():
-        lines: set[str] = set()
-        for source in label_source_list:
-            for document in iter_documents(source, root):
-                lines.update(training_lines(document, quality["min_line_chars"]))
-        per_label[label] = lines
+    return {label: [doc for source in items for doc in iter_identified_documents(source, root)]
+            for label, items in sources.items()}
+
+
+def build_label_data(config: Mapping[str, Any], documents: Mapping[str, list[tuple[str, str]]] | None = None,
+                     fold: tuple[int, int] | None = None) -> dict[str, LabelData]:
+    """Document-split, conflict-free, capped lines per label (see the module docstring); ``fold``
+    (k, folds) holds out cross-validation fold k instead of the validation share."""
+    quality = config["quality"]
+    documents = label_documents(config) if documents is None else documents
+    held_out = held_out_rule(config, fold)
+    sides: dict[str, dict[str, set[str]]] = {}
+    valid_docs: dict[str, list[tuple[str, str]]] = {}
+    doc_counts: dict[str, dict[str, int]] = {}
+    for label, docs in documents.items():
+        sides[label] = {"train": set(), "valid": set()}
+        valid_docs[label] = []
+        doc_counts[label] = {"train": 0, "valid": 0}
+        for doc_id, text in docs:
+            side = "valid" if held_out(doc_id) else "train"
+            lines = training_lines(text, quality["min_line_chars"])
+            if not lines:
+                continue
+            doc_counts[label][side] += 1
+            sides[label][side].update(lines)
+            if side == "valid":
+                valid_docs[label].append((doc_id, text))
     owners: dict[str, int] = {}
-    for lines in per_label.values():
-        for line in lines:
+    for by_side in sides.values():
+        for line in by_side["train"] | by_side["valid"]:
             owners[line] = owners.get(line, 0) + 1
-    return {
-        label: stable_sample((l for l in lines if owners[l] == 1), quality["max_lines_per_label"], label)
-        for label, lines in per_label.items()
-    }
+    all_train = set().union(*(by_side["train"] for by_side in sides.values()))
+    result = {}
+    for label, by_side in sides.items():
+        train = [line for line in by_side["train"] if owners[line] == 1]
+        valid = [line for line in by_side["valid"] if owners[line] == 1 and line not in all_train]
+        kept_docs = sorted(valid_docs[label], key=lambda doc: (stable_hash(doc[0], "valid-docs:"), doc[0]))
+        result[label] = LabelData(
+            train=stable_sample(train, quality["max_lines_per_label"], label),
+            valid=stable_sample(valid, quality["max_valid_lines_per_label"], label),
+            valid_documents=kept_docs[: quality["max_valid_documents_per_label"]],
+            counts={"train_documents": doc_counts[label]["train"], "valid_documents": doc_counts[label]["valid"],
+                    "train_lines_available": len(train), "valid_lines_available": len(valid)},
+        )
+        result[label].counts.update(train_lines=len(result[label].train), valid_lines=len(result[label].valid),
+                                    valid_documents_evaluated=len(result[label].valid_documents))
+    return result
 
 
-def split_examples(
-    label_lines: Mapping[str, list[str]], valid_percent: float, balance: str
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(train, valid) lists of (label, text); train oversampled per ``balance`` and stably shuffled."""
-    train_by_label: dict[str, list[str]] = {}
-    valid: list[tuple[str, str]] = []
-    for label, lines in label_lines.items():
-        train_by_label[label] = []
-        for line in lines:
-            if is_valid_split(line, valid_percent):
-                valid.append((label, line))
-            else:
-                train_by_label[label].append(line)
+def build_label_lines(config: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Capped training lines per label (see ``build_label_data``)."""
+    return {label: data.train for label, data in build_label_data(config).items()}
+
+
+def balance_train(train_by_label: Mapping[str, list[str]], balance: str) -> list[tuple[str, str]]:
+    """(label, text) training examples, oversampled per ``balance`` and stably shuffled."""
     if balance == "oversample":
         target = max(len(lines) for lines in train_by_label.values())
         train_by_label = {
@@ -85,8 +145,7 @@ def split_examples(
         }
     elif balance != "none":
         raise ValueError(f"quality.balance must be oversample or none, got {balance!r}")
-    train = [(label, line) for label, lines in train_by_label.items() for line in lines]
-    return _interleave_repeats(train), sorted(valid, key=lambda item: (stable_hash(item[1]), item))
+    return _interleave_repeats([(label, line) for label, lines in train_by_label.items() for line in lines])
 
 
 def _interleave_repeats(train: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -111,6 +170,8 @@ def quality_model_spec(config: Mapping[str, Any]) -> dict[str, Any]:
         "labels": quality["labels"],
         "min_line_chars": quality["min_line_chars"],
         "max_lines_per_label": quality["max_lines_per_label"],
+        "max_valid_lines_per_label": quality["max_valid_lines_per_label"],
+        "max_valid_documents_per_label": quality["max_valid_documents_per_label"],
         "balance": quality["balance"],
         "valid_percent": quality["valid_percent"],
         "quantize": quality["quantize"],
@@ -124,22 +185,46 @@ def quality_model_path(config: Mapping[str, Any]) -> Path:
     return models_dir(config) / f"quality-{cache_key(quality_model_spec(config))}{suffix}"
 
 
-def train_quality(config: Mapping[str, Any], output: Path) -> dict[str, Any]:
-    """Build the dataset, train, save the model and its validation split (``<model>.valid.txt``)."""
+def train_quality(config: Mapping[str, Any], output: Path, data: Mapping[str, LabelData] | None = None
+                  ) -> dict[str, Any]:
+    """Build the dataset (unless given), train, save the model, its validation lines
+    (``<model>.valid.txt``) and validation documents (``<model>.valid_docs.jsonl``); returns the counts."""
     quality = config["quality"]
-    label_lines = build_label_lines(config)
-    train, valid = split_examples(label_lines, quality["valid_percent"], quality["balance"])
+    data = build_label_data(config) if data is None else data
+    train = balance_train({label: item.train for label, item in data.items()}, quality["balance"])
+    valid = sorted(((label, line) for label, item in data.items() for line in item.valid),
+                   key=lambda pair: (stable_hash(pair[1]), pair))
     with tempfile.TemporaryDirectory() as tmp:
         train_path = Path(tmp) / "train.txt"
         write_labelled(train_path, train)
         train_fasttext(train_path, quality["train"], quality["quantize"], output)
     write_labelled(valid_split_path(output), valid)
+    write_valid_documents(valid_documents_path(output), data)
     return {
-        "lines_per_label": {label: len(lines) for label, lines in label_lines.items()},
+        "per_label": {label: item.counts for label, item in data.items()},
         "train_examples": len(train),
         "valid_examples": len(valid),
     }
 
 
+def write_valid_documents(path: Path, data: Mapping[str, LabelData]) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        for label, item in data.items():
+            for doc_id, text in item.valid_documents:
+                out.write(json.dumps({"label": label, "id": doc_id, "text": text}, ensure_ascii=False) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def read_valid_documents(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
 def valid_split_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".valid.txt")
+
+
+def valid_documents_path(model_path: Path) -> Path:
+    return model_path.with_name(model_path.name + ".valid_docs.jsonl")

@@ -5,6 +5,8 @@ Remote paths and globs go through Beam FileSystems, local ones through ``glob``.
 """
 from __future__ import annotations
 
+import bz2
+import csv
 import fnmatch
 import glob
 import gzip
@@ -24,6 +26,27 @@ _TAG = re.compile(r"<[^>]+>")
 _BLOCK_END = re.compile(r"</(p|li|h[1-6]|pre|blockquote|div)>|<br\s*/?>", re.IGNORECASE)
 _LATEX_COMMAND = re.compile(r"\\[a-zA-Z@]+\*?(\[[^\]]*\])?")
 _WIKITEXT_JOINERS = {" @-@ ": "-", " @,@ ": ",", " @.@ ": "."}
+_PAGE = re.compile(r"<page>(.*?)</page>", re.DOTALL)
+_PAGE_NS = re.compile(r"<ns>([^<]*)</ns>")
+_PAGE_TITLE = re.compile(r"<title>([^<]*)</title>")
+_PAGE_TEXT = re.compile(r"<text[^>]*>(.*?)</text>", re.DOTALL)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_GUTENBERG_START = re.compile(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$", re.MULTILINE | re.IGNORECASE)
+_GUTENBERG_END = re.compile(r"^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG.*$", re.MULTILINE | re.IGNORECASE)
+# MediaWiki markup, innermost first: {{w|target|shown}} links of Wikinews, other templates, files,
+# [[target|shown]] links, bold/italic quotes, references, HTML tags, table rows.
+_WIKI_RULES = [
+    (re.compile(r"<ref[^>/]*/>|<ref[^>]*>.*?</ref>|<!--.*?-->", re.DOTALL), ""),
+    (re.compile(r"\{\{w\|(?:[^{}|]*\|)?([^{}|]*)\}\}"), r"\1"),
+    (re.compile(r"\{\{[^{}]*\}\}"), ""),
+    (re.compile(r"\[\[(?:File|Image|Category):[^\[\]]*(?:\[\[[^\[\]]*\]\][^\[\]]*)*\]\]", re.IGNORECASE), ""),
+    (re.compile(r"\[\[(?:[^\[\]|]*\|)?([^\[\]|]*)\]\]"), r"\1"),
+    (re.compile(r"\[https?://\S+ ([^\]]*)\]"), r"\1"),
+    (re.compile(r"'{2,}"), ""),
+    (re.compile(r"<[^>]+>"), ""),
+    (re.compile(r"^\s*[{|!].*$", re.MULTILINE), ""),
+    (re.compile(r"^=+\s*(.*?)\s*=+\s*$", re.MULTILINE), r"\1"),
+]
 
 
 def resolve_root(root: str | None) -> Path:
@@ -57,6 +80,8 @@ def read_bytes(path: str, decompress: bool = True) -> bytes:
         data = Path(path).read_bytes()
     if decompress and path.endswith(".gz") and data[:2] == b"\x1f\x8b":
         return gzip.decompress(data)
+    if decompress and path.endswith(".bz2") and data[:3] == b"BZh":
+        return bz2.decompress(data)
     return data
 
 
@@ -69,15 +94,143 @@ def html_to_text(markup: str) -> str:
     return html.unescape(_TAG.sub("", _BLOCK_END.sub("\n", markup)))
 
 
+def strip_mediawiki(markup: str) -> str:
+    """Plain text of MediaWiki markup (templates, files, tables and references dropped; links kept as text)."""
+    text = markup
+    for pattern, replacement in _WIKI_RULES[:3]:
+        previous = None
+        while previous != text:  # nested templates: strip innermost first until nothing changes
+            previous, text = text, pattern.sub(replacement, text)
+    for pattern, replacement in _WIKI_RULES[3:]:
+        text = pattern.sub(replacement, text)
+    return html.unescape(text)
+
+
+def gutenberg_body(text: str) -> str:
+    """The book between Project Gutenberg's START/END markers (the licence text is the same in every book)."""
+    start, end = _GUTENBERG_START.search(text), _GUTENBERG_END.search(text)
+    return text[start.end() if start else 0 : end.start() if end else len(text)]
+
+
+def unwrap_paragraphs(text: str) -> str:
+    """Hard-wrapped text (Gutenberg books, Reuters bodies) to one line per paragraph, like web text: a line
+    joins the previous one unless either is blank or it starts indented (a new paragraph)."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        if out and line.strip() and out[-1].strip() and not line[:1].isspace():
+            out[-1] = f"{out[-1].rstrip()} {line.strip()}"
+        else:
+            out.append(line.strip())
+    return "\n".join(out)
+
+
+def split_documents(text: str, source: Mapping[str, Any]) -> Iterator[str]:
+    """One file cut into documents before every line matching ``split`` (a regex), e.g. article headings."""
+    if not source.get("split"):
+        yield text
+        return
+    heading = re.compile(source["split"])
+    current: list[str] = []
+    for line in text.split("\n"):
+        if heading.match(line) and any(part.strip() for part in current):
+            yield "\n".join(current)
+            current = []
+        current.append(line)
+    if any(part.strip() for part in current):
+        yield "\n".join(current)
+
+
 def _text(data: bytes, source: Mapping[str, Any]) -> Iterator[str]:
-    yield decode(data)
+    text = decode(data).replace("\r\n", "\n")
+    text = gutenberg_body(text) if source.get("gutenberg") else text
+    yield from split_documents(unwrap_paragraphs(text) if source.get("unwrap") else text, source)
 
 
 def _wikitext(data: bytes, source: Mapping[str, Any]) -> Iterator[str]:
-    text = decode(data)
+    text = decode(data).replace("\r\n", "\n")
     for token, joined in _WIKITEXT_JOINERS.items():
         text = text.replace(token, joined)
-    yield text
+    yield from split_documents(text, source)
+
+
+def _field_text(record: Mapping[str, Any], fields, joiner: str) -> str:
+    """Named fields of a record, joined by newlines; a list field is joined by ``joiner``."""
+    parts = []
+    for field in fields:
+        value = record.get(field)
+        if isinstance(value, list):
+            value = joiner.join(item for item in value if isinstance(item, str))
+        if isinstance(value, str) and value.strip():
+            parts.append(value)
+    return "\n".join(parts)
+
+
+def _csv(data: bytes, source: Mapping[str, Any]) -> Iterator[str]:
+    """One document per row: ``fields`` of the header row, or of ``columns`` (names) for a file without one."""
+    csv.field_size_limit(1 << 26)
+    for record in csv.DictReader(io.StringIO(decode(data)), fieldnames=source.get("columns")):
+        text = _field_text(record, source.get("fields") or ["text"], "\n")
+        if text:
+            yield text
+
+
+def _sgml_records(data: bytes, source: Mapping[str, Any]) -> Iterator[str]:
+    """Records ``<record ...>...</record>`` of an SGML file (Reuters-21578): the text of ``fields`` tags."""
+    text = decode(data) if source.get("encoding", "utf-8") == "utf-8" else data.decode(source["encoding"])
+    record_tag = source["record"]
+    for body in re.findall(rf"<{record_tag}[\s>].*?</{record_tag}>", text, re.DOTALL):
+        parts = []
+        for field in source["fields"]:
+            match = re.search(rf"<{field}>(.*?)</{field}>", body, re.DOTALL)
+            if match:
+                part = _CONTROL.sub("", html.unescape(match.group(1))).strip()
+                parts.append(unwrap_paragraphs(part) if source.get("unwrap") else part)
+        if any(parts):
+            yield "\n".join(part for part in parts if part)
+
+
+def _mediawiki_xml(data: bytes, source: Mapping[str, Any]) -> Iterator[str]:
+    """Main-namespace pages of a MediaWiki XML export: title + article text without markup. Read by
+    tags, not by an XML parser: some exports in the wild carry unescaped ``&`` in the text."""
+    for page in _PAGE.findall(decode(data)):
+        ns, title, markup = _PAGE_NS.search(page), _PAGE_TITLE.search(page), _PAGE_TEXT.search(page)
+        if (ns and ns.group(1).strip() != "0") or "<redirect" in page or not markup:
+            continue
+        body = strip_mediawiki(html.unescape(markup.group(1)))
+        if body.strip():
+            yield "\n".join(part for part in [html.unescape(title.group(1)) if title else "", body] if part)
+
+
+def _jats_xml(data: bytes, source: Mapping[str, Any]) -> Iterator[str]:
+    """A PubMed Central JATS article: its title and the paragraphs of abstract and body."""
+    root = ElementTree.fromstring(data)
+    title = root.find(".//article-title")
+    parts = ["".join(title.itertext()).strip()] if title is not None else []
+    for section in (root.find(".//abstract"), root.find(".//body")):
+        if section is not None:
+            parts += [" ".join("".join(p.itertext()).split()) for p in section.iter("p")]
+    text = "\n".join(part for part in parts if part)
+    if text:
+        yield text
+
+
+def _s2orc_json(data: bytes, source: Mapping[str, Any]) -> Iterator[str]:
+    """An S2ORC doc2json paper: abstract and body paragraphs of its GROBID parse."""
+    record = json.loads(decode(data))
+    parse = record.get("grobid_parse") or record.get("latex_parse") or {}
+    paragraphs = [item.get("text", "") for key in ("abstract", "body_text") for item in parse.get(key) or []]
+    text = "\n".join(p.strip() for p in paragraphs if p.strip())
+    if text:
+        yield text
+
+
+def _json_values(data: bytes, source: Mapping[str, Any]) -> Iterator[str]:
+    """A JSON object of records (``{id: {field: ...}}``): the named fields of each record, in key order."""
+    records = json.loads(decode(data))
+    for key in sorted(records):
+        text = _field_text(records[key], source.get("fields") or ["text"], "\n")
+        if text:
+            yield text
 
 
 def _latex(data: bytes, source: Mapping[str, Any]) -> Iterator[str]:
@@ -90,14 +243,17 @@ def _latex(data: bytes, source: Mapping[str, Any]) -> Iterator[str]:
 
 
 def _jsonl(data: bytes, source: Mapping[str, Any]) -> Iterator[str]:
+    """One document per record: ``fields`` joined by newlines (list fields by ``join``, default newline);
+    ``markup: mediawiki`` strips wiki markup."""
     fields = source.get("fields") or ["text"]
+    joiner = source.get("join", "\n")
     for raw in decode(data).split("\n"):
         if not raw.strip():
             continue
-        record = json.loads(raw)
-        parts = [record.get(field) for field in fields]
-        text = "\n".join(part for part in parts if isinstance(part, str) and part.strip())
-        if text:
+        text = _field_text(json.loads(raw), fields, joiner)
+        if source.get("markup") == "mediawiki":
+            text = strip_mediawiki(text)
+        if text.strip():
             yield text
 
 
@@ -146,6 +302,12 @@ READERS: dict[str, Callable[[bytes, Mapping[str, Any]], Iterator[str]]] = {
     "wikitext": _wikitext,
     "latex": _latex,
     "jsonl": _jsonl,
+    "csv": _csv,
+    "sgml_records": _sgml_records,
+    "mediawiki_xml": _mediawiki_xml,
+    "jats_xml": _jats_xml,
+    "s2orc_json": _s2orc_json,
+    "json_values": _json_values,
     "zip": _zip,
     "stackexchange_posts": _stackexchange_posts,
     "medquad": _medquad,
@@ -155,11 +317,47 @@ READERS: dict[str, Callable[[bytes, Mapping[str, Any]], Iterator[str]]] = {
 
 def iter_documents(source: Mapping[str, Any], root: Path) -> Iterator[str]:
     """Every document of one source, in a stable order."""
+    for _, text in iter_identified_documents(source, root):
+        yield text
+
+
+def iter_identified_documents(source: Mapping[str, Any], root: Path) -> Iterator[tuple[str, str]]:
+    """``(document id, text)`` of every document of one source; the id is ``<file name>#<index in file>``
+    (stable across machines: the file's path relative to ``root`` when below it)."""
     reader = READERS.get(source.get("format", "text"))
     if reader is None:
         raise ValueError(f"unknown source format {source.get('format')!r}; known: {sorted(READERS)}")
+    keep_language = _language_filter(source.get("languages"))
     for path in expand_paths(source["path"], root):
-        yield from reader(read_bytes(path, decompress=reader is not _wet), source)
+        name = _relative_name(path, root)
+        for index, text in enumerate(reader(read_bytes(path, decompress=reader is not _wet), source)):
+            if keep_language(text):
+                yield f"{name}#{index}", text
+
+
+def _language_filter(languages) -> Callable[[str], bool]:
+    """``languages: [en]`` on a source keeps the documents the text job's LID stage would keep (its
+    model and threshold, configs/text_corpus.yaml), so a per-language model learns that language."""
+    if not languages:
+        return lambda text: True
+    from moshi_data.pipeline.config import load_config
+    from moshi_data.pipeline.text.langid import LanguageIdStage
+
+    stage = LanguageIdStage({**load_config("text_corpus")["language"], "languages": list(languages)})
+    stage.setup()
+
+    def keep(text: str) -> bool:
+        language, score = stage.predict(" ".join(line for line in text.split("\n") if line.strip()))
+        return language in stage.languages and score >= stage.threshold
+
+    return keep
+
+
+def _relative_name(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return path
 
 
 def sources_identity(sources: list[Mapping[str, Any]], root: Path) -> list[list[str]]:

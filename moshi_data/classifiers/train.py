@@ -29,7 +29,13 @@ def main(argv=None) -> dict:
     paths, fuzzy, quality = ensure_models_with_metrics(config, args.line_samples)
     print(format_metrics(f"fuzzy dedup {paths['fuzzy_dedup'].name}", fuzzy))
     print(format_metrics(f"quality {paths['quality'].name}", quality))
-    print(f"wiki vs rand AUC (validation lines): {quality['wiki_vs_rand_auc']:.4f}")
+    info = json.loads(paths["quality"].with_suffix(".json").read_text(encoding="utf-8"))
+    print("quality lines per label (train/valid used; documents train/valid): " + "; ".join(
+        f"{label} {c['train_lines']}/{c['valid_lines']} ({c['train_documents']}/{c['valid_documents']})"
+        for label, c in info["per_label"].items()))
+    print(f"wiki vs rand AUC: validation lines {quality['wiki_vs_rand_line_auc']:.4f}, "
+          f"held-out documents {quality['documents']['wiki_vs_rand_doc_auc']:.4f}; curated vs rand (1 - rand) "
+          f"held-out documents {quality['documents']['curated_vs_rand_doc_auc']:.4f}")
     if args.output:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,9 @@ from moshi_data.classifiers import evaluate, score, train
 from moshi_data.classifiers.models import ensure_models
 from moshi_data.pipeline.config import REPO_ROOT, load_config
 
-TINY = ["quality.max_lines_per_label=1500", "quality.train.epoch=5", "quality.train.bucket=20000",
-        "fuzzy_dedup.train.epoch=5", "fuzzy_dedup.train.bucket=20000"]
+TINY = ["quality.max_lines_per_label=1500", "quality.max_valid_documents_per_label=40", "quality.train.epoch=5",
+        "quality.train.bucket=20000", "fuzzy_dedup.train.epoch=5", "fuzzy_dedup.train.bucket=20000",
+        "evaluation.folds=2"]
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +39,64 @@ def test_training_reports_metrics_and_caches_models_keyed_by_config(tiny):
     quality = tiny["train"]["quality"]
     assert set(quality["per_label"]) == {"rand", "wiki", "books", "science", "news", "stem", "life", "hum", "pop"}
     assert quality["macro_f1"] > 0.6
-    assert tiny["train"]["fuzzy"]["macro_f1"] > 0.6
+    assert tiny["train"]["fuzzy"]["macro_f1"] > 0.55  # lines of held-out documents (0.59 with the shipped settings)
 
 
-def test_evaluate_prints_the_quality_bars(tiny, capsys):
+def test_evaluate_prints_the_targets_calibration_and_exit_status(tiny, capsys):
     result = evaluate.main([*sum((["--set", item] for item in tiny["overrides"]), [])])
     out = capsys.readouterr().out
-    assert "wiki vs rand AUC" in out and "macro-F1 over 9 labels" in out and "AUC of 1 - rand" in out
-    assert result["quality"]["wiki_vs_rand_auc"] >= 0.95
+    for text in ("wiki_vs_rand_doc_auc", "curated_vs_rand_doc_auc", "human_labels_auc", "macro-F1 over 9 labels",
+                 "2-fold cross-validation by document", "quality filter calibration", "dactory rule rand <= 0.9",
+                 "unique shared WET pages"):
+        assert text in out
+    assert set(result["targets"]) == {"wiki_vs_rand_doc_auc", "curated_vs_rand_doc_auc", "human_labels_auc"}
+    assert result["targets_passed"] == all(t["value"] >= t["min"] for t in result["targets"].values())
+    assert evaluate.exit_status(result) == (0 if result["targets_passed"] else 1)
+    assert result["cross_validation"]["wiki_vs_rand_doc_auc"] > 0.9  # tiny models, out-of-fold documents
     assert result["human_labels"]["good"] == 152 and result["human_labels"]["bad"] == 129
-    assert result["human_labels"]["auc_1_minus_rand"] > 0.6
+    calibration = result["calibration"]
+    assert calibration["cc_documents"] == result["cross_validation"]["documents"]["rand"] > 10
+    assert 0.0 <= calibration["chosen_max_rand_score"] <= 1.0
+    assert calibration["rules"]["calibrated"]["cc_kept_share"] >= 0.5
+    pages = result["fuzzy_wet_pages"]
+    assert pages["exact_dedup_kept"] < pages["lines"] and pages["boilerplate_after_exact"] > 0
+
+
+def test_the_job_scores_are_dactory_formula_on_the_lines_fuzzy_dedup_kept(tiny, shared_data):
+    """Fixed model files: the stage chain's shared line list gives exactly the scores of a per-line
+    reference loop (dactory's get_doc_annotations) over the lines left after fuzzy dedup."""
+    from moshi_data.pipeline.text.document import Document
+    from moshi_data.pipeline.text.fasttext_model import MODEL_LINES, load_model, model_text
+    from moshi_data.pipeline.text.fuzzy_dedup import FuzzyDedupStage
+    from moshi_data.pipeline.text.quality import QualityScorer, QualityStage
+
+    config = load_config("classifiers.yaml", tiny["overrides"])
+    paths = tiny["train"]["paths"]
+    labels = config["quality"]["labels"]
+    text = json.loads((shared_data / "wet" / "quality_labeled" / "dclm_agreement_data.jsonl").read_text("utf-8")
+                      .split("\n")[3])["text"]
+    doc = Document("0:0", 0, "u", "r", "d", "c", "s", 0, "", text.split("\n") + ["", "  "])
+    fuzzy = FuzzyDedupStage({"model": str(paths["fuzzy_dedup"]), **config["fuzzy_dedup"]})
+    quality = QualityStage({"model": str(paths["quality"]), "labels": labels, "decimals": 2,
+                            "filter": config["quality"]["filter"]})
+    fuzzy.setup()
+    quality.setup()
+    assert fuzzy.process(doc) is None
+    quality.process(doc)
+    assert MODEL_LINES not in doc.fields  # the shared line list is not an output
+    model = load_model(str(paths["quality"]))
+    sums, total = dict.fromkeys(labels, 0.0), 0.0
+    for line in doc.lines:
+        if not line.strip():
+            continue
+        names, probs = model.predict(model_text(line), k=len(labels), threshold=0.0)
+        weight = len(line.encode("utf-8")) + 1
+        for name, prob in zip(names, probs):
+            sums[name[len("__label__"):]] += min(float(prob), 1.0) * weight
+        total += weight
+    reference = {label: round(sums[label] / total, 2) for label in labels}
+    assert doc.fields["scores"] == reference
+    assert QualityScorer(str(paths["quality"]), labels, 2).scores(doc.text) == reference
 
 
 def test_score_cli_adds_nine_scores_and_fuzzy_counts_and_rejects_bad_records(tiny, shared_data, tmp_path):

@@ -6,9 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from moshi_data.classifiers.common import is_valid_split, precision_recall_f1, roc_auc
+from moshi_data.classifiers.calibration import calibrate, choose_max_rand, kept_share
+from moshi_data.classifiers.common import precision_recall_f1, roc_auc
+from moshi_data.classifiers.evaluate import exit_status
+from moshi_data.classifiers.evaluation import check_targets
 from moshi_data.classifiers.fuzzy_dedup import build_examples
-from moshi_data.classifiers.quality import build_label_lines, split_examples
+from moshi_data.classifiers.quality import balance_train, build_label_data, build_label_lines
+from moshi_data.classifiers.sources import iter_identified_documents
 from moshi_data.pipeline.config import load_config
 from moshi_data.pipeline.text.fasttext_model import model_text
 from moshi_data.pipeline.text.fuzzy_dedup import runs_to_remove
@@ -89,15 +93,101 @@ def test_label_building_fails_loudly_on_a_source_that_matches_nothing(tiny_label
         build_label_lines(config)
 
 
-def test_split_is_stable_and_training_is_balanced_by_oversampling():
-    label_lines = {"a": [f"line a {i}" for i in range(40)], "b": [f"line b {i}" for i in range(10)]}
-    train, valid = split_examples(label_lines, 20, "oversample")
-    assert split_examples(label_lines, 20, "oversample") == (train, valid)
-    valid_texts = {text for _, text in valid}
-    assert valid_texts == {t for lines in label_lines.values() for t in lines if is_valid_split(t, 20)}
-    assert not valid_texts & {text for _, text in train}
-    counts = {label: sum(1 for l, _ in train if l == label) for label in label_lines}
-    assert counts["a"] == counts["b"]
+def many_documents_config(tmp_path, shared_line="boilerplate line repeated in every page"):
+    """Two labels of 40 documents each, every document with its own lines plus one shared line."""
+    for label in ("rand", "wiki"):
+        records = [{"text": f"{shared_line}\n" + "\n".join(f"{label} document {d} sentence {i} with words"
+                                                            for i in range(5))} for d in range(40)]
+        (tmp_path / f"{label}.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    mapping = {"root": str(tmp_path), "labels": {
+        label: [{"path": f"{label}.jsonl", "format": "jsonl"}] for label in ("rand", "wiki")}}
+    (tmp_path / "labels.yaml").write_text(json.dumps(mapping), encoding="utf-8")
+    return load_config("classifiers.yaml", [
+        f"quality.labels_config={tmp_path / 'labels.yaml'}", "quality.labels=[rand, wiki]", "quality.min_line_chars=10",
+        "quality.max_lines_per_label=1000", "quality.max_valid_lines_per_label=1000", "quality.valid_percent=25"])
+
+
+def test_validation_is_split_by_document_and_never_shares_a_document_or_line_with_training(tmp_path):
+    config = many_documents_config(tmp_path)
+    data = build_label_data(config)
+    assert build_label_data(config) == data  # deterministic
+    for label, item in data.items():
+        valid_ids = {doc_id for doc_id, _ in item.valid_documents}
+        assert 0 < len(valid_ids) < 40
+        valid_doc_numbers = {int(doc_id.split("#")[1]) for doc_id in valid_ids}
+        train_doc_numbers = {int(line.split()[2]) for line in item.train}
+        assert not valid_doc_numbers & train_doc_numbers  # no document on both sides
+        assert train_doc_numbers | valid_doc_numbers == set(range(40))
+        assert {int(line.split()[2]) for line in item.valid} == valid_doc_numbers
+        assert not set(item.valid) & set(item.train)
+        assert item.counts["train_documents"] + item.counts["valid_documents"] == 40
+    # the line shared by every document of both labels is claimed by two labels: dropped everywhere
+    assert all("boilerplate" not in line for item in data.values() for line in item.train + item.valid)
+
+
+def test_cross_validation_folds_hold_out_every_document_exactly_once(tmp_path):
+    config = many_documents_config(tmp_path)
+    held_out = [doc_id for fold in range(4) for item in build_label_data(config, fold=(fold, 4)).values()
+                for doc_id, _ in item.valid_documents]
+    assert sorted(held_out) == sorted(f"{label}.jsonl#{d}" for label in ("rand", "wiki") for d in range(40))
+
+
+def test_training_is_balanced_by_oversampling_and_stably_shuffled():
+    lines = {"a": [f"line a {i}" for i in range(40)], "b": [f"line b {i}" for i in range(10)]}
+    train = balance_train(lines, "oversample")
+    assert train == balance_train(lines, "oversample")
+    assert sum(1 for label, _ in train if label == "a") == sum(1 for label, _ in train if label == "b") == 40
+    assert [label for label, _ in train[:20]] != ["a"] * 20  # interleaved, not grouped
+    with pytest.raises(ValueError):
+        balance_train({"a": ["x"]}, "undersample")
+
+
+def test_source_readers_split_unwrap_and_parse_the_new_formats(tmp_path):
+    (tmp_path / "book.txt").write_text(
+        "Licence header\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nA line that was\nhard wrapped.\n\n"
+        "    Indented new paragraph.\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\nLicence footer\n", encoding="utf-8")
+    (tmp_path / "wiki.txt").write_text(" = First = \n text one \n = Second = \n text two \n", encoding="utf-8")
+    (tmp_path / "news.csv").write_text('"1","Title one","Body one"\n"2","Title two","Body two"\n', encoding="utf-8")
+    (tmp_path / "r.sgm").write_text('<REUTERS A="1"><TITLE>T &amp; one</TITLE><BODY>wrapped\nbody\x03</BODY></REUTERS>'
+                                    "<REUTERS><TITLE>T two</TITLE></REUTERS>", encoding="latin-1")
+    (tmp_path / "dump.xml").write_text(
+        "<mediawiki><page><title>Art</title><ns>0</ns><revision><text>'''Art''' is {{cite|x}}[[skill|skills]] & "
+        "[[craft]].<ref>r</ref></text></revision></page><page><title>Talk:Art</title><ns>1</ns><revision><text>x"
+        "</text></revision></page></mediawiki>", encoding="utf-8")
+
+    def docs(source):
+        return list(iter_identified_documents(source, tmp_path))
+
+    assert docs({"path": "book.txt", "format": "text", "gutenberg": True, "unwrap": True}) == [
+        ("book.txt#0", "\nA line that was hard wrapped.\n\nIndented new paragraph.\n")]
+    wiki = docs({"path": "wiki.txt", "format": "wikitext", "split": "^ = [^=].* = $"})
+    assert [text.split("\n")[0] for _, text in wiki] == [" = First = ", " = Second = "]
+    assert docs({"path": "news.csv", "format": "csv", "columns": ["n", "title", "body"], "fields": ["title", "body"]}) == [
+        ("news.csv#0", "Title one\nBody one"), ("news.csv#1", "Title two\nBody two")]
+    reuters = docs({"path": "r.sgm", "format": "sgml_records", "record": "REUTERS", "fields": ["TITLE", "BODY"],
+                    "encoding": "latin-1", "unwrap": True})
+    assert [text for _, text in reuters] == ["T & one\nwrapped body", "T two"]
+    assert docs({"path": "dump.xml", "format": "mediawiki_xml"}) == [("dump.xml#0", "Art\nArt is skills & craft.")]
+
+
+def test_calibration_chooses_the_threshold_on_one_set_and_reports_on_the_other():
+    cc = [0.05, 0.1, 0.2, 0.3, 0.5, 0.6, 0.8, 0.9, 0.95, 1.0]
+    assert kept_share(cc, 0.3) == 0.4 and kept_share(cc, 1.0) == 1.0
+    assert choose_max_rand(cc, 0.5, 0.01) == 0.5
+    report = calibrate(cc, human_good=[0.1, 0.2, 0.7], human_bad=[0.6, 0.9],
+                       settings={"target_keep_share": 0.5, "grid_step": 0.01, "dactory_max_rand_score": 0.9})
+    assert report["chosen_max_rand_score"] == 0.5
+    calibrated = report["rules"]["calibrated"]
+    assert calibrated["cc_kept_share"] == 0.5
+    assert calibrated["human"] == {"kept_share": 0.4, "precision_good": 1.0, "recall_good": pytest.approx(2 / 3)}
+    assert report["rules"]["dactory"]["human"]["kept_share"] == 1.0
+    assert len(report["curve"]) == 101 and report["curve"][-1]["cc_kept_share"] == 1.0
+
+
+def test_targets_decide_the_exit_status():
+    targets = check_targets({"a": 0.99, "b": 0.5}, {"a": 0.95, "b": 0.7, "c": 0.1})
+    assert [targets[name]["passed"] for name in "abc"] == [True, False, False]  # a missing figure fails
+    assert exit_status({"targets_passed": False}) == 1 and exit_status({"targets_passed": True}) == 0
 
 
 def test_fuzzy_examples_are_balanced_distinct_and_conflict_free():

@@ -14,6 +14,7 @@ from text_helpers import IN_PROCESS, TWO_PROCESSES, tree_digest
 
 OVERRIDES = ["input.docs_per_chunk=100"]  # several chunks per JSONL shard
 WET_REJECTS = {"corrupt_record": 3, "content_length_mismatch": 2, "not_a_warc": 1, "truncated_gzip": 1}
+MAX_RAND = load_config("classifiers")["quality"]["filter"]["max_rand_score"]
 QUALITY_LABELS = {"rand", "wiki", "books", "science", "news", "stem", "life", "hum", "pop"}
 
 
@@ -33,11 +34,13 @@ def test_default_input_keeps_english_jsonl_documents(default_run):
     assert stats["records"]["read"]["json_line"] == 707  # 697 dolma CC-MAIN-2019-30 + 10 cc_net head
     assert docs["rejected"] == WET_REJECTS  # the JSONL shards are clean
     assert docs["in"] == stats["records"]["read"]["conversion"] - 2 + 707 + sum(WET_REJECTS.values())
-    assert docs["kept"] >= 20 and docs["filtered"]["quality_rand"] >= 50  # dactory's rand > 0.9 rule bites
+    # The default input's CC documents are the quality model's rand training documents, so they score
+    # in-sample (high rand) and the calibrated rule (classifiers.yaml quality.filter) drops most of them.
+    assert docs["kept"] >= 5 and docs["filtered"]["quality_rand"] >= 50
     rows = pq.read_table(output / "documents").to_pylist()
     assert len(rows) == docs["kept"]
     assert all(r["language"] == "en" and r["language_score"] >= 0.85 for r in rows)
-    assert all(set(r["scores"]) == QUALITY_LABELS and r["scores"]["rand"] <= 0.9 for r in rows)
+    assert all(set(r["scores"]) == QUALITY_LABELS and r["scores"]["rand"] <= MAX_RAND for r in rows)
     assert all(r["source"].endswith(".jsonl.gz") and r["record_offset"] >= 1 and r["url"].startswith("http")
                for r in rows)
     # blank lines are paragraph separators, never removed as duplicates: kept text keeps its paragraphs

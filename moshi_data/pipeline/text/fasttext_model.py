@@ -22,6 +22,40 @@ def model_text(line: str) -> str:
     return _WHITESPACE.sub(" ", line).strip().lower()
 
 
+MODEL_LINES = "_model_lines"  # doc.fields key of the shared line list (not an output column)
+
+
+def document_model_lines(doc) -> tuple[list[int], list[str]]:
+    """Positions of the non-empty lines of ``doc`` and their model texts, computed once per line list and
+    shared by every line classifier of the document (fuzzy dedup, then quality on the lines it kept).
+    The cache is tied to the ``doc.lines`` list object: a stage that drops lines builds a new list, so a
+    stale cache is never used (``keep_model_lines`` carries it over to the kept lines)."""
+    cached = doc.fields.get(MODEL_LINES)
+    if cached is not None and cached[0] is doc.lines:
+        return cached[1], cached[2]
+    positions = [index for index, line in enumerate(doc.lines) if line.strip()]
+    texts = [model_text(doc.lines[index]) for index in positions]
+    doc.fields[MODEL_LINES] = (doc.lines, positions, texts)
+    return positions, texts
+
+
+def keep_model_lines(doc, positions: list[int], texts: list[str], keep: Sequence[bool]) -> None:
+    """After ``doc.drop_lines(keep)``: the cached model texts of the kept lines, re-tied to the new list."""
+    new_index = {}
+    count = 0
+    for index, flag in enumerate(keep):
+        if flag:
+            new_index[index] = count
+            count += 1
+    kept = [(new_index[p], t) for p, t in zip(positions, texts) if keep[p]]
+    doc.fields[MODEL_LINES] = (doc.lines, [p for p, _ in kept], [t for _, t in kept])
+
+
+def release_model_lines(doc) -> None:
+    """Drop the shared line list once the last line classifier has run (it is not an output)."""
+    doc.fields.pop(MODEL_LINES, None)
+
+
 def load_model(path: str):
     """Load a fastText model once per process (thread-safe); remote paths are read through Beam FileSystems."""
     with _LOCK:

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from moshi_data.pipeline.text.fasttext_model import load_model, model_text, predict_matrix
+from moshi_data.pipeline.text.fasttext_model import (
+    document_model_lines,
+    keep_model_lines,
+    load_model,
+    model_text,
+    predict_matrix,
+)
 
 DUP_LABEL = "dup"
 KEEP_LABEL = "keep"
@@ -50,24 +56,29 @@ class FuzzyDedupStage:
         if self.model is None:
             self.model = load_model(self.model_path)
 
-    def dup_probabilities(self, lines: Sequence[str]) -> list[float]:
+    def dup_probabilities(self, texts: Sequence[str]) -> list[float]:
+        """P(dup) of model texts, in one batched predict call."""
         self.setup()
-        matrix = predict_matrix(self.model, [model_text(line) for line in lines], [DUP_LABEL])
-        return matrix[:, 0].tolist()
+        return predict_matrix(self.model, list(texts), [DUP_LABEL])[:, 0].tolist()
 
-    def removed_line_mask(self, lines: Sequence[str]) -> list[bool]:
-        """For each line: True when fuzzy dedup removes it."""
-        positions = [index for index, line in enumerate(lines) if line.strip()]
-        probabilities = self.dup_probabilities([lines[index] for index in positions])
-        flags = [probability >= self.threshold for probability in probabilities]
-        mask = [False] * len(lines)
+    def mask_from_texts(self, n_lines: int, positions: Sequence[int], texts: Sequence[str]) -> list[bool]:
+        """For each of ``n_lines`` lines: True when removed, given the non-empty ones' positions and texts."""
+        flags = [probability >= self.threshold for probability in self.dup_probabilities(texts)]
+        mask = [False] * n_lines
         for index, remove in zip(positions, runs_to_remove(flags, self.min_run)):
             mask[index] = remove
         return mask
 
+    def removed_line_mask(self, lines: Sequence[str]) -> list[bool]:
+        """For each line: True when fuzzy dedup removes it."""
+        positions = [index for index, line in enumerate(lines) if line.strip()]
+        return self.mask_from_texts(len(lines), positions, [model_text(lines[index]) for index in positions])
+
     def process(self, doc) -> str | None:
-        removed = self.removed_line_mask(doc.lines)
-        doc.fields["fuzzy_dup_lines"] = doc.drop_lines([not flag for flag in removed], self.name)
+        positions, texts = document_model_lines(doc)
+        keep = [not flag for flag in self.mask_from_texts(len(doc.lines), positions, texts)]
+        doc.fields["fuzzy_dup_lines"] = doc.drop_lines(keep, self.name)
+        keep_model_lines(doc, positions, texts, keep)
         return None
 
     def __getstate__(self):

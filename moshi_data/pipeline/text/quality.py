@@ -14,7 +14,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from moshi_data.pipeline.text.fasttext_model import load_model, model_labels, model_text, predict_matrix
+from moshi_data.pipeline.text.fasttext_model import (
+    document_model_lines,
+    load_model,
+    model_labels,
+    model_text,
+    predict_matrix,
+    release_model_lines,
+)
 
 
 def scored_lines(text: str) -> list[str]:
@@ -69,7 +76,13 @@ class QualityScorer:
         if self.model is None:
             self.setup()
         lines = scored_lines(text)
-        probabilities = predict_matrix(self.model, [model_text(line) for line in lines], self.labels)
+        return self.scores_from_texts(lines, [model_text(line) for line in lines])
+
+    def scores_from_texts(self, lines: Sequence[str], texts: Sequence[str]) -> dict[str, float]:
+        """Scores of a document given its non-empty lines and their model texts (one predict call)."""
+        if self.model is None:
+            self.setup()
+        probabilities = predict_matrix(self.model, list(texts), self.labels)
         return aggregate_scores(probabilities, line_weights(lines), self.labels, self.decimals)
 
     def __getstate__(self):
@@ -96,5 +109,7 @@ class QualityStage:
         self.scorer.setup()
 
     def process(self, doc) -> str | None:
-        doc.fields["scores"] = scores = self.scorer.scores(doc.text)
+        positions, texts = document_model_lines(doc)  # the line list fuzzy dedup already prepared
+        doc.fields["scores"] = scores = self.scorer.scores_from_texts([doc.lines[i] for i in positions], texts)
+        release_model_lines(doc)
         return quality_filter_reason(scores, self.rule)
