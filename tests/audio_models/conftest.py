@@ -39,7 +39,7 @@ def diarizer(models_config):
 
 @pytest.fixture(scope="session")
 def sample_audio(shared_data) -> np.ndarray:
-    from moshi_data.pipeline.audio.evaluate import load_audio_16k
+    from moshi_data.pipeline.audio.devset import load_audio_16k
 
     return load_audio_16k(shared_data / "diarization/pyannote_sample/sample.wav")
 

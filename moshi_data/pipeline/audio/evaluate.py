@@ -1,8 +1,9 @@
-"""Score the audio model stages (``make eval-audio``): DER, word onset error, WER, real-time factors.
+"""Score the audio model stages (``make eval-audio``): DER, main-stream purity, word onsets, WER, RTF.
 
-* DER (pyannote.metrics, collars from the config) of the diarizer against the RTTMs in
-  ``../shared/data/diarization`` (pyannote sample + AMI debug clips, train + development) and against
-  ``pyannote/audio/sample/sample.rttm`` shipped in the pyannote package.
+* Diarization (:mod:`diarization_eval`): cross-validated DER (pyannote.metrics, collars from the
+  config; miss / false alarm / confusion) and main-stream purity per recording of the dev set
+  (:mod:`devset`: every real recording of ``../shared/data/diarization`` with a reference plus
+  simulated conversations), mean and pooled per kind; only held-out figures are reported.
 * Word onset error (median, p90 ms) of the transcriber against hand-aligned TextGrids in
   ``../shared/data/word_alignment``, ASR words matched to reference words by difflib over normalized text.
 * WER of the transcriber against ``pyannote/audio/sample/sample.stm``.
@@ -24,6 +25,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from moshi_data.pipeline.audio.devset import load_audio_16k
 from moshi_data.pipeline.config import REPO_ROOT, load_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -33,24 +35,6 @@ SHARED_DATA = Path(os.environ.get("MOSHI_DATA_SHARED", REPO_ROOT.parent / "share
 
 
 # ---------------------------------------------------------------------------- inputs
-def load_audio_16k(path: Path) -> np.ndarray:
-    """Mono float32 16 kHz samples of an audio file (channels averaged, polyphase resampling)."""
-    import soundfile as sf
-    from scipy.signal import resample_poly
-
-    samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    mono = samples.mean(axis=1)
-    if rate != 16000:
-        divisor = np.gcd(int(rate), 16000)
-        mono = resample_poly(mono, 16000 // divisor, int(rate) // divisor).astype(np.float32)
-    return np.ascontiguousarray(mono, dtype=np.float32)
-
-
-def ascii_uri(name: str) -> str:
-    """RTTM uri of a file stem: accents dropped (the debug protocol's trñ00.wav is uri trn00)."""
-    return "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
-
-
 def parse_textgrid(text: str) -> dict[str, list[tuple[float, float, str]]]:
     """Interval tiers of a Praat TextGrid (long or short text format): name -> [(start, end, label)]."""
     text = re.sub(r"\[\s*\d*\s*\]", "", text)  # item [1]: / intervals [2]:
@@ -136,76 +120,26 @@ def match_onsets(reference: list[tuple[float, float, str]], words) -> tuple[list
     return errors, len(ref_tokens)
 
 
-def _annotation(turns):
-    from pyannote.core import Annotation, Segment
-
-    annotation = Annotation()
-    for turn in turns:
-        annotation[Segment(turn.start, turn.end)] = turn.speaker
-    return annotation
-
-
-def diarization_scores(reference, hypothesis, collars: Iterable[float]) -> dict:
-    """DER and its components (as fractions of reference speech) per collar."""
-    from pyannote.metrics.diarization import DiarizationErrorRate
-
-    result = {}
-    for collar in collars:
-        detail = DiarizationErrorRate(collar=collar, skip_overlap=False)(
-            _annotation(reference), _annotation(hypothesis), detailed=True)
-        total = detail["total"] or 1.0
-        result[f"collar_{collar:g}"] = {
-            "der": float(detail["diarization error rate"]), "missed": float(detail["missed detection"] / total),
-            "false_alarm": float(detail["false alarm"] / total), "confusion": float(detail["confusion"] / total),
-            "reference_speech_s": float(detail["total"]),
-            "errors_s": float(detail["missed detection"] + detail["false alarm"] + detail["confusion"])}
-    return result
-
-
 # ---------------------------------------------------------------------------- evaluation
-def diarization_cases(data: Path) -> list[tuple[str, str, Path, Path]]:
-    """(set, uri, wav, rttm) of every scored recording."""
-    import pyannote.audio.sample as pyannote_sample
+def evaluate_diarization(diarizer, config: dict, data: Path, log=print) -> dict:
+    """Cross-validated DER and purity on the dev set, plus the silent-file check."""
+    from moshi_data.pipeline.audio.devset import build_devset
+    from moshi_data.pipeline.audio.diarization_eval import cross_validate, parameter_grid
+    from moshi_data.pipeline.audio.diarize import pipeline_parameters
 
-    cases = [("pyannote_sample", "sample", data / "diarization/pyannote_sample/sample.wav",
-              data / "diarization/pyannote_sample/sample.rttm")]
-    ami = data / "diarization/pyannote_ami_debug"
-    wav_by_uri = {ascii_uri(p.stem): p for p in sorted(ami.glob("*.wav"))}
-    for subset in ("train", "development"):
-        for listed in (ami / f"debug.{subset}.lst").read_text(encoding="utf-8").split():
-            uri = ascii_uri(listed)  # the list says trñ00, its RTTM lines say trn00
-            if uri not in wav_by_uri:
-                raise FileNotFoundError(f"no wav for uri {uri} in {ami}")
-            cases.append((f"ami_{subset}", uri, wav_by_uri[uri], ami / f"debug.{subset}.rttm"))
-    package_dir = Path(pyannote_sample.__file__).parent
-    cases.append(("pyannote_package", "sample", package_dir / "sample.wav", package_dir / "sample.rttm"))
-    return cases
-
-
-def evaluate_diarization(diarizer, data: Path, collars) -> dict:
-    from moshi_data.pipeline.audio.rttm import read_rttm
-
-    per_file = []
-    for subset, uri, wav, rttm in diarization_cases(data):
-        reference = read_rttm(rttm.read_text(encoding="utf-8"))[uri]
-        turns = diarizer.diarize(load_audio_16k(wav))
-        per_file.append({"set": subset, "uri": uri, "file": wav.name,
-                         "speakers_ref": len({t.speaker for t in reference}),
-                         "speakers_hyp": len({t.speaker for t in turns}),
-                         **diarization_scores(reference, turns, collars)})
+    evaluation = config["evaluation"]
+    recordings = build_devset(data, evaluation["devset"])
+    cv = evaluation["cv"]
+    cache = Path(cv["cache"]) if cv["cache"] else None
+    results = cross_validate(diarizer, recordings, parameter_grid(cv["grid"]), evaluation["collars"],
+                             float(cv["select_collar"]), float(load_config("audio_shards")["streams"]["min_main_speech_s"]),
+                             cache if cache is None or cache.is_absolute() else REPO_ROOT / cache, log=log)
+    diarizer.pipeline.training = False
+    diarizer.pipeline.instantiate(pipeline_parameters(config["diarization"]))
     empty = data / "diarization/pyannote_ami_debug/empty.wav"
-    summary = {}
-    for collar in collars:
-        key = f"collar_{collar:g}"
-        ami = [f[key] for f in per_file if f["set"].startswith("ami_")]
-        summary[key] = {
-            "sample": next(f[key]["der"] for f in per_file if f["set"] == "pyannote_sample"),
-            "package_sample": next(f[key]["der"] for f in per_file if f["set"] == "pyannote_package"),
-            "ami_mean": float(np.mean([a["der"] for a in ami])),
-            "ami_pooled": float(sum(a["errors_s"] for a in ami) / sum(a["reference_speech_s"] for a in ami)),
-            "ami_median": float(np.median([a["der"] for a in ami]))}
-    return {"per_file": per_file, "summary": summary,
-            "empty_wav_turns": len(diarizer.diarize(load_audio_16k(empty))) if empty.exists() else None}
+    results["empty_wav_turns"] = len(diarizer.diarize(load_audio_16k(empty))) if empty.exists() else None
+    results["grid_size"] = len(parameter_grid(cv["grid"]))
+    return results
 
 
 def evaluate_alignment(transcriber, data: Path, evaluation: dict, language: str) -> dict:
@@ -256,30 +190,56 @@ def evaluate_wer(transcriber) -> tuple[dict, object, float]:
 
 
 def check_targets(metrics: dict, targets: dict) -> list[tuple[str, float, str, float, bool]]:
-    """(name, value, comparison, target, passed) for each target."""
-    der = metrics["diarization"]["summary"]["collar_0.25"]
+    """(name, value, comparison, target, passed) for each target (diarization figures cross-validated)."""
+    real = metrics["diarization"]["summary"]["real"]
+    sample = next(r for r in metrics["diarization"]["per_recording"] if r["uri"] == "sample")
+    purity = real["purity_most_speech"] or {"precision": None, "recall": None}
     onset = metrics["word_alignment"]
-    rows = [("DER sample (collar .25)", der["sample"], "<=", targets["der_sample_collar_025"]),
-            ("DER package sample.rttm (collar .25)", der["package_sample"], "<=", targets["der_sample_collar_025"]),
-            ("DER AMI mean (collar .25)", der["ami_mean"], "<=", targets["der_ami_mean_collar_025"]),
+    rows = [("DER sample, held out (collar .25)", sample["collar_0.25"]["der"], "<=", targets["der_sample_collar_025"]),
+            ("DER real mean, cross-validated (collar .25)", real["collar_0.25"]["mean_der"], "<=",
+             targets["der_real_mean_cv_collar_025"]),
+            ("DER real pooled, cross-validated (collar .25)", real["collar_0.25"]["pooled"]["der"], "<=",
+             targets["der_real_pooled_cv_collar_025"]),
+            ("main-stream purity: share that is the mapped speaker", purity["precision"], ">=",
+             targets["main_purity_precision"]),
+            ("main-stream purity: share of the speaker in the main stream", purity["recall"], ">=",
+             targets["main_purity_recall"]),
             ("word onset median ms", onset["median_ms"], "<=", targets["onset_median_ms"]),
             ("reference words matched", onset["matched_fraction"], ">=", targets["onset_matched_fraction"])]
     return [(name, value, op, target, value is not None and (value <= target if op == "<=" else value >= target))
             for name, value, op, target in rows]
 
 
+def _purity_text(purity) -> str:
+    return "  -  " if not purity else f"{purity['precision']:.2f}/{purity['recall']:.2f}"
+
+
 def format_table(metrics: dict, checks) -> str:
-    lines = ["", "DIARIZATION (DER; miss / false alarm / confusion)", f"{'set':18} {'uri':7} spk r/h "
-             f"{'DER.25':>7} {'miss':>6} {'FA':>6} {'conf':>6} {'DER0':>7}"]
-    for f in metrics["diarization"]["per_file"]:
-        c, c0 = f["collar_0.25"], f["collar_0"]
-        lines.append(f"{f['set']:18} {f['uri']:7} {f['speakers_ref']:>3}/{f['speakers_hyp']:<3} {c['der']:7.3f} "
-                     f"{c['missed']:6.3f} {c['false_alarm']:6.3f} {c['confusion']:6.3f} {c0['der']:7.3f}")
-    for key, summary in metrics["diarization"]["summary"].items():
-        lines.append(f"{key}: sample {summary['sample']:.3f}  package sample {summary['package_sample']:.3f}  "
-                     f"AMI mean {summary['ami_mean']:.3f}  AMI pooled {summary['ami_pooled']:.3f}  "
-                     f"AMI median {summary['ami_median']:.3f}")
-    lines.append(f"empty.wav turns: {metrics['diarization']['empty_wav_turns']}")
+    diarization = metrics["diarization"]
+    lines = ["", f"DIARIZATION, held-out folds ({len(diarization['chosen_per_fold'])}-fold CV over recordings, "
+             f"{diarization['grid_size']} settings): DER = miss + false alarm + confusion; purity = main stream "
+             "(most speech) precision/recall",
+             f"{'kind':9} {'uri':8} fold {'dur s':>6} spk r/h {'DER.25':>7} {'miss':>6} {'FA':>6} {'conf':>6} "
+             f"{'DER0':>7} purity    threshold/min_cluster/min_off"]
+    for r in diarization["per_recording"]:
+        c, c0, g = r["collar_0.25"], r["collar_0"], r["setting"]
+        lines.append(f"{r['kind']:9} {r['uri']:8} {r['fold']:>4} {r['duration_s']:6.1f} {r['speakers_ref']:>3}/"
+                     f"{r['speakers_hyp']:<3} {c['der']:7.3f} {c['missed']:6.3f} {c['false_alarm']:6.3f} "
+                     f"{c['confusion']:6.3f} {c0['der']:7.3f} {_purity_text(r['purity']['most_speech']):9} "
+                     f"{g['threshold']}/{g['min_cluster_size']}/{g['min_duration_off']}")
+    for kind, summary in diarization["summary"].items():
+        for key in ("collar_0.25", "collar_0"):
+            pooled = summary[key]["pooled"]
+            lines.append(f"{kind} ({summary['recordings']} recordings, {summary['hours'] * 60:.1f} min) {key}: mean DER "
+                         f"{summary[key]['mean_der']:.3f}, pooled DER {pooled['der']:.3f} (miss {pooled['missed']:.3f}, "
+                         f"FA {pooled['false_alarm']:.3f}, confusion {pooled['confusion']:.3f})")
+        lines.append(f"{kind} main-stream purity (mean precision/recall): most_speech "
+                     f"{_purity_text(summary['purity_most_speech'])}, each {_purity_text(summary['purity_each'])}")
+    lines.append(f"chosen per fold: {diarization['chosen_per_fold']}")
+    lines.append(f"chosen on all recordings (the config default; in-sample mean DER "
+                 f"{diarization['all_data_choice_in_sample_mean_der']:.3f}, not a reported figure): "
+                 f"{diarization['all_data_choice']}")
+    lines.append(f"empty.wav turns: {diarization['empty_wav_turns']}")
     onset = metrics["word_alignment"]
     lines += ["", "WORD ONSETS (hand-aligned TextGrids)"]
     for f in onset["per_file"]:
@@ -335,7 +295,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "rtf": {"transcribe": transcribe_rtf, "diarize": diarize_rtf, "cpu_threads": config["cpu_threads"]},
         "wer": wer,
         "word_alignment": evaluate_alignment(transcriber, args.data, evaluation, config["asr"]["language"] or "en"),
-        "diarization": evaluate_diarization(diarizer, args.data, evaluation["collars"]),
+        "diarization": evaluate_diarization(diarizer, config, args.data),
     }
     checks = check_targets(metrics, evaluation["targets"])
     metrics["targets"] = [{"name": n, "value": v, "op": op, "target": t, "passed": p} for n, v, op, t, p in checks]

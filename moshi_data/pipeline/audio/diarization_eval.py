@@ -1,0 +1,189 @@
+"""Cross-validated diarization scores (``make eval-audio``): DER and main-stream purity per recording.
+
+The expensive model outputs of pyannote's pipeline (segmentation scores and the embedding of every
+(window, local speaker)) depend only on the models, not on the clustering hyper-parameters; they are
+computed once per recording (pyannote's own training-mode cache in the file dict, also pickled under
+``cache_dir``), then every setting of the grid re-runs only clustering and reconstruction.
+
+Each tuned setting is chosen by k-fold cross-validation over recordings: for fold k the setting with
+the lowest mean DER on the other folds' recordings is applied to fold k's recordings, and only those
+held-out figures are reported. Simulated conversations belong to the fold of the recordings they
+were cut from (:mod:`devset`), so no audio is seen on both sides of a split.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import pickle
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from moshi_data.pipeline.audio.devset import DevRecording
+from moshi_data.pipeline.audio.streams import speech_seconds
+from moshi_data.pipeline.audio.types import Turn
+
+CACHE_KEYS = ("training_cache/segmentation", "training_cache/embeddings")
+
+
+def annotation(turns: Iterable[Turn]):
+    from pyannote.core import Annotation, Segment
+
+    result = Annotation()
+    for index, turn in enumerate(turns):
+        result[Segment(turn.start, turn.end), index] = turn.speaker
+    return result
+
+
+def der_components(reference: Sequence[Turn], hypothesis: Sequence[Turn], collar: float) -> dict[str, float]:
+    """Seconds of missed speech, false alarm, confusion and reference speech (pyannote.metrics)."""
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    detail = DiarizationErrorRate(collar=collar, skip_overlap=False)(annotation(reference), annotation(hypothesis),
+                                                                      detailed=True)
+    return {"missed": float(detail["missed detection"]), "false_alarm": float(detail["false alarm"]),
+            "confusion": float(detail["confusion"]), "total": float(detail["total"])}
+
+
+def rates(components: Mapping[str, float]) -> dict[str, float]:
+    total = components["total"] or 1.0
+    errors = components["missed"] + components["false_alarm"] + components["confusion"]
+    return {"der": errors / total, "missed": components["missed"] / total,
+            "false_alarm": components["false_alarm"] / total, "confusion": components["confusion"] / total}
+
+
+def main_stream_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], min_speech_s: float) -> dict[str, Any]:
+    """Purity of the main stream if each hypothesis speaker (with enough speech) were the main speaker.
+
+    Each hypothesis speaker is mapped to a reference speaker (pyannote's optimal DER mapping, else the
+    one it overlaps most). ``precision`` = share of that main stream's speech that is the mapped
+    speaker's; ``recall`` = share of the mapped speaker's speech that is in the main stream. Returned
+    for the speaker with most speech (``most_speech``) and speech-weighted over every eligible speaker
+    (``each``).
+    """
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    hyp_speech = speech_seconds(hypothesis)
+    eligible = sorted(s for s, seconds in hyp_speech.items() if seconds >= min_speech_s)
+    if not eligible or not reference:
+        return {"most_speech": None, "each": None}
+    ref_ann, hyp_ann = annotation(reference), annotation(hypothesis)
+    mapping = DiarizationErrorRate().optimal_mapping(ref_ann, hyp_ann)
+    scores = {}
+    for speaker in eligible:
+        main = hyp_ann.label_timeline(speaker).support()
+        overlaps = {label: main.crop(ref_ann.label_timeline(label).support(), mode="intersection").duration()
+                    for label in ref_ann.labels()}
+        target = mapping.get(speaker) or max(overlaps, key=lambda label: (overlaps[label], label))
+        shared = overlaps.get(target, 0.0)
+        scores[speaker] = {"reference_speaker": target, "main_s": main.duration(),
+                           "precision": shared / main.duration() if main.duration() else 0.0,
+                           "recall": shared / ref_ann.label_timeline(target).support().duration()}
+    top = min(eligible, key=lambda s: (-hyp_speech[s], s))
+    weights = np.array([scores[s]["main_s"] for s in eligible])
+    each = {key: float(np.average([scores[s][key] for s in eligible], weights=weights)) for key in ("precision", "recall")}
+    return {"most_speech": {k: scores[top][k] for k in ("reference_speaker", "precision", "recall")}, "each": each}
+
+
+def parameter_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of ``evaluation.cv.grid`` (threshold, min_cluster_size, min_duration_off)."""
+    keys = ("threshold", "min_cluster_size", "min_duration_off", "method")
+    values = [list(grid[key]) for key in keys]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def pipeline_params(setting: Mapping[str, Any]) -> dict[str, Any]:
+    return {"segmentation": {"min_duration_off": float(setting["min_duration_off"])},
+            "clustering": {"method": str(setting["method"]), "threshold": float(setting["threshold"]),
+                           "min_cluster_size": int(setting["min_cluster_size"])}}
+
+
+def cached_file(diarizer, recording: DevRecording, cache_dir: Path | None) -> dict[str, Any]:
+    """pyannote file dict of a recording with its segmentation and embeddings computed (or loaded) once."""
+    file = diarizer.file(recording.audio, recording.uri)
+    settings = diarizer.settings
+    key = hashlib.sha256(recording.audio.tobytes() + repr([settings[k] for k in (
+        "segmentation_model", "embedding_model", "segmentation_step", "embedding_exclude_overlap")]).encode()).hexdigest()[:20]
+    path = cache_dir / f"{recording.uri}-{key}.pkl" if cache_dir else None
+    if path is not None and path.exists():
+        file.update(pickle.loads(path.read_bytes()))
+        return file
+    diarizer.pipeline.training = True
+    diarizer.diarize_file(file)  # fills file["training_cache/..."]
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_bytes(pickle.dumps({k: file[k] for k in CACHE_KEYS if k in file}))
+        temporary.replace(path)
+    return file
+
+
+def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[Mapping[str, Any]],
+                   collars: Sequence[float], select_collar: float, min_main_speech_s: float,
+                   cache_dir: Path | None = None, log=print) -> dict[str, Any]:
+    """Held-out DER and purity of every recording, the setting chosen per fold, and the all-data choice."""
+    pipeline = diarizer.pipeline
+    files = []
+    for recording in recordings:
+        log(f"  model outputs: {recording.uri} ({recording.duration:.0f} s)")
+        files.append(cached_file(diarizer, recording, cache_dir))
+    pipeline.training = True
+    # components[g][r][collar] for every grid setting g and recording r
+    components: list[list[dict[float, dict[str, float]]]] = []
+    turns_by_setting: list[list[list[Turn]]] = []
+    for setting in grid:
+        pipeline.instantiate(pipeline_params(setting))
+        row, row_turns = [], []
+        for recording, file in zip(recordings, files):
+            turns = diarizer.diarize_file(file)
+            row.append({c: der_components(recording.reference, turns, c) for c in collars})
+            row_turns.append(turns)
+        components.append(row)
+        turns_by_setting.append(row_turns)
+
+    der = np.array([[rates(row[r][select_collar])["der"] for r in range(len(recordings))] for row in components])
+    chosen, all_data = choose_settings(der, [r.fold for r in recordings])
+    per_recording = []
+    for index, recording in enumerate(recordings):
+        g = chosen[recording.fold]
+        turns = turns_by_setting[g][index]
+        entry = {"uri": recording.uri, "kind": recording.kind, "fold": recording.fold,
+                 "duration_s": round(recording.duration, 2),
+                 "speakers_ref": len({t.speaker for t in recording.reference}),
+                 "speakers_hyp": len({t.speaker for t in turns}), "setting": grid[g],
+                 "components": {f"collar_{c:g}": components[g][index][c] for c in collars},
+                 "purity": main_stream_purity(recording.reference, turns, min_main_speech_s)}
+        entry.update({f"collar_{c:g}": rates(components[g][index][c]) for c in collars})
+        per_recording.append(entry)
+    return {"per_recording": per_recording, "summary": summarize(per_recording, collars),
+            "chosen_per_fold": {str(fold): grid[g] for fold, g in chosen.items()},
+            "all_data_choice": grid[all_data],
+            "all_data_choice_in_sample_mean_der": float(der[all_data].mean())}
+
+
+def choose_settings(der: np.ndarray, folds: Sequence[int]) -> tuple[dict[int, int], int]:
+    """Per fold, the setting (row of ``der``: settings x recordings) with the lowest mean DER over the
+    recordings of the *other* folds (ties: the first setting); and the best setting over all recordings."""
+    folds = np.asarray(folds)
+    chosen = {int(fold): int(np.argmin(der[:, folds != fold].mean(axis=1))) for fold in np.unique(folds)}
+    return chosen, int(np.argmin(der.mean(axis=1)))
+
+
+def summarize(per_recording: Sequence[Mapping[str, Any]], collars: Sequence[float]) -> dict[str, Any]:
+    """Mean and pooled DER (with components) and mean purity, per kind of recording."""
+    summary = {}
+    for kind in sorted({r["kind"] for r in per_recording}):
+        members = [r for r in per_recording if r["kind"] == kind]
+        entry: dict[str, Any] = {"recordings": len(members), "hours": sum(r["duration_s"] for r in members) / 3600}
+        for collar in collars:
+            key = f"collar_{collar:g}"
+            pooled = {k: sum(r["components"][key][k] for r in members) for k in ("missed", "false_alarm", "confusion", "total")}
+            entry[key] = {"mean_der": float(np.mean([r[key]["der"] for r in members])),
+                          "pooled": rates(pooled)}
+        for policy in ("most_speech", "each"):
+            scored = [r["purity"][policy] for r in members if r["purity"][policy]]
+            entry[f"purity_{policy}"] = ({k: float(np.mean([s[k] for s in scored])) for k in ("precision", "recall")}
+                                         if scored else None)
+        summary[kind] = entry
+    return summary

@@ -1,0 +1,82 @@
+"""Diarization dev set and cross-validation: every real recording, balanced folds, simulated
+conversations cut only from their own fold, settings chosen on the other folds, main-stream purity."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from moshi_data.pipeline.audio.devset import (assign_folds, build_devset, real_cases, simulate_conversation,
+                                              single_speaker_regions)
+from moshi_data.pipeline.audio.diarization_eval import choose_settings, main_stream_purity, parameter_grid
+from moshi_data.pipeline.audio.types import Turn
+
+
+@pytest.fixture(scope="module")
+def devset(shared_data, models_config):
+    return build_devset(shared_data, models_config["evaluation"]["devset"])
+
+
+def test_every_real_recording_with_a_reference_is_in(shared_data):
+    cases = real_cases(shared_data)
+    uris = [uri for uri, _, _ in cases]
+    assert len(uris) == len(set(uris)) == 16
+    assert {"sample", "an4", "falcon", "michael", "dev00", "dev01"} <= set(uris)
+    assert {f"trn{i:02d}" for i in range(10)} <= set(uris)
+    assert next(wav.name for uri, wav, _ in cases if uri == "trn00") == "trñ00.wav"  # uri trn00 in the RTTM
+    michael = next(turns for uri, _, turns in cases if uri == "michael")
+    assert {t.speaker for t in michael} == {"stereo_conversation:michael", "stereo_conversation:sickmichael"}
+
+
+def test_folds_are_balanced_and_deterministic():
+    uris = [f"rec{i}" for i in range(16)]
+    folds = assign_folds(uris, 5)
+    assert folds == assign_folds(list(reversed(uris)), 5)
+    assert sorted(np.bincount(list(folds.values()))) == [3, 3, 3, 3, 4]
+
+
+def test_simulated_conversations_stay_in_their_fold_and_are_deterministic(devset, models_config):
+    settings = models_config["evaluation"]["devset"]["simulation"]
+    real = [r for r in devset if r.kind == "real"]
+    simulated = [r for r in devset if r.kind == "simulated"]
+    assert len(simulated) == models_config["evaluation"]["devset"]["folds"] * settings["per_fold"]
+    speakers_by_fold: dict[int, set] = {}
+    for recording in real:
+        speakers_by_fold.setdefault(recording.fold, set()).update(t.speaker for t in recording.reference)
+    for recording in simulated:
+        speakers = {t.speaker for t in recording.reference}
+        assert speakers == set(recording.sources) and settings["min_speakers"] <= len(speakers) <= settings["max_speakers"]
+        assert speakers <= speakers_by_fold[recording.fold]  # cut from this fold's recordings only
+        assert recording.duration >= settings["duration_s"] and np.abs(recording.audio).max() <= 0.99
+    overlapping = sum(a.end > b.start for r in simulated for a, b in zip(r.reference, r.reference[1:]))
+    assert overlapping > 0
+    pool = {"A": [np.full(16000, 0.1, np.float32)], "B": [np.full(24000, -0.1, np.float32)],
+            "C": [np.full(8000, 0.2, np.float32)]}
+    first = simulate_conversation(pool, "x", 0, 7, settings)
+    second = simulate_conversation(pool, "x", 0, 7, settings)
+    assert np.array_equal(first.audio, second.audio) and first.reference == second.reference
+    assert first.reference != simulate_conversation(pool, "x", 0, 8, settings).reference
+
+
+def test_single_speaker_regions_exclude_overlap_and_short_stretches():
+    turns = [Turn(0.0, 3.0, "A"), Turn(2.0, 5.0, "B"), Turn(5.0, 5.5, "A"), Turn(6.0, 9.0, "A")]
+    assert single_speaker_regions(turns, 1.0) == [(0.0, 2.0, "A"), (3.0, 5.0, "B"), (6.0, 9.0, "A")]
+
+
+def test_each_fold_is_scored_with_the_setting_chosen_on_the_other_folds():
+    # 3 settings x 4 recordings (folds 0, 0, 1, 1): setting 0 is best on fold 0, setting 2 on fold 1
+    der = np.array([[0.1, 0.1, 0.9, 0.9],
+                    [0.45, 0.45, 0.45, 0.45],
+                    [0.9, 0.9, 0.2, 0.2]])
+    chosen, all_data = choose_settings(der, [0, 0, 1, 1])
+    assert chosen == {0: 2, 1: 0} and all_data == 1
+    assert len(parameter_grid({"threshold": [0.5, 0.6], "min_cluster_size": [1, 6], "min_duration_off": [0.0],
+                               "method": ["centroid"]})) == 4
+
+
+def test_main_stream_purity_maps_the_main_speaker_to_its_reference_speaker():
+    reference = [Turn(0.0, 10.0, "alice"), Turn(10.0, 14.0, "bob")]
+    hypothesis = [Turn(0.0, 8.0, "S0"), Turn(8.0, 14.0, "S1")]  # S1 holds 2 s of alice and bob's 4 s
+    purity = main_stream_purity(reference, hypothesis, 1.0)
+    assert purity["most_speech"] == {"reference_speaker": "alice", "precision": 1.0, "recall": 0.8}
+    assert purity["each"]["precision"] == pytest.approx((8 * 1.0 + 6 * 4 / 6) / 14)
+    assert main_stream_purity(reference, [], 1.0) == {"most_speech": None, "each": None}
