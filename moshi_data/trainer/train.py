@@ -33,7 +33,7 @@ import yaml
 from moshi_data.pipeline.config import REPO_ROOT, apply_overrides, deep_merge, load_config
 from moshi_data.trainer.data import Batches, ShardStream, list_shards, split_eval
 from moshi_data.trainer.model import RQTransformer, count_parameters, rq_loss, text_loss
-from moshi_data.trainer.text_data import TextBatches, TextStream, list_text_files
+from moshi_data.trainer.text_data import ParquetDocuments, TextBatches, TextSettings, TextStream, list_text_files
 
 LOG = logging.getLogger("trainer")
 CHECKPOINT_DIR = "checkpoints"
@@ -329,6 +329,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     text_files = list_text_files(str(text_cfg["source"]), text_cfg["pattern"]) if text_ratio > 0 else []
     if text_files:
         check_tokenizer(config)
+        ParquetDocuments(text_files[:1], TextSettings.from_config(text_cfg)).rows(0)  # fail fast: schema
     if dist.main:
         output.mkdir(parents=True, exist_ok=True)
         check_same_run(output, config)
@@ -559,6 +560,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     threads = torch.get_num_threads()
     try:
         report = train(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:  # bad input or config: one line
+        if args.log_level.upper() == "DEBUG":
+            raise
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        raise SystemExit(f"train: {lines[-1] if lines else type(error).__name__} (--log-level DEBUG for the traceback)")
     finally:  # train.cpu_threads must not leak into a caller's process (tests, notebooks)
         torch.set_num_threads(threads)
     if int(os.environ.get("RANK", "0")) == 0:

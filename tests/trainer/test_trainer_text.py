@@ -135,9 +135,13 @@ def test_text_bad_input_in_a_run(tmp_path, trainer_shards, spm_tokenizer):
     assert [(r["kind"], r["reason"]) for r in rejects] == [("text", "empty_file")]
     last = read_jsonl(output / "log.jsonl")[-1]
     assert last["batch"] == "text" and last["rejected"] == 1 and last["text_skipped"]["empty_file"] == 1
-    with pytest.raises(FileNotFoundError, match="no shards matching"):
+    with pytest.raises(SystemExit, match="^train: no shards matching .*nowhere"):
         train_main(["--shards", str(trainer_shards), "--output", str(tmp_path / "run2"), "--preset", "tiny",
                     *text_args(tmp_path / "nowhere", spm_tokenizer)])
+    pq.write_table(pa.table({"doc_id": ["a"], "body": ["no text column"]}), folder / "part-0.parquet")
+    with pytest.raises(SystemExit, match=r"^train: text file .*part-0.parquet: no column 'text'"):
+        train_main(["--shards", str(trainer_shards), "--output", str(tmp_path / "run3"), "--preset", "tiny",
+                    *text_args(tmp_path / "corpus", spm_tokenizer)])
 
 
 def test_text_from_s3(text_corpus, spm_tokenizer, monkeypatch):
