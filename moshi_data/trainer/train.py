@@ -311,6 +311,22 @@ def check_tokenizer(config: Mapping[str, Any]) -> None:
                          f"{config['model']['text_vocab_size']}")
 
 
+def check_same_tokenizer(shard: str, tokenizer: str) -> None:
+    """Text batches and the audio text stream must share one SentencePiece model: the first record's
+    ``meta.json`` ``model_versions.tokenizer`` (``name sha256:<digest>``, written by the audio job)
+    must name the text tokenizer's digest. Shards without it (e.g. reference shards) are not checked."""
+    from moshi_data.pipeline.audio.recording import file_digest
+    from moshi_data.trainer.data import shard_records
+
+    record = next((record for _, record, _ in shard_records(shard) if record is not None), None)
+    if record is None or "meta.json" not in record:
+        return
+    stored = json.loads(record["meta.json"]).get("model_versions", {}).get("tokenizer", "")
+    if "sha256:" in stored and stored.split("sha256:", 1)[1].strip() != file_digest(Path(tokenizer)):
+        raise ValueError(f"text tokenizer {tokenizer} is not the one of the audio shards' text stream "
+                         f"({stored!r} in {shard}): set text.tokenizer to that model")
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     overrides = list(args.set)
     if args.text is not None:
@@ -396,6 +412,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     train_shards, eval_shards = split_eval(shards, int(config["data"]["eval_shards"]))
     if args.eval_shards:
         train_shards, eval_shards = shards, list_shards(args.eval_shards, config["data"]["shard_pattern"])
+    if text_files:
+        check_same_tokenizer(train_shards[0], text_cfg["tokenizer"])
     rejects_file = open(rejects_path, "a", encoding="utf-8")
 
     def write_reject(line: dict) -> None:

@@ -186,3 +186,24 @@ def test_quality_weighting_prefers_high_scores(tmp_path, spm_tokenizer):
     config["text"]["quality"]["column"] = "missing"
     with pytest.raises(ValueError, match="no column 'missing'"):
         _stream_events([str(tmp_path / "part-0.parquet")], config)
+
+
+def test_text_tokenizer_must_be_the_audio_text_streams(tmp_path, spm_tokenizer):
+    import webdataset as wds
+
+    from moshi_data.pipeline.audio.recording import file_digest
+    from moshi_data.trainer.train import check_same_tokenizer
+
+    def shard(name, versions):
+        path = tmp_path / name
+        with open(path, "wb") as handle:
+            writer = wds.TarWriter(handle, mtime=0.0)
+            writer.write({"__key__": "a_00000", "meta.json": json.dumps({"model_versions": versions}).encode()})
+            writer.close()
+        return str(path)
+
+    same = shard("same.tar", {"tokenizer": f"spm.model sha256:{file_digest(spm_tokenizer)}"})
+    check_same_tokenizer(same, str(spm_tokenizer))
+    check_same_tokenizer(shard("none.tar", {}), str(spm_tokenizer))  # no record of it: not checked
+    with pytest.raises(ValueError, match="is not the one of the audio shards' text stream"):
+        check_same_tokenizer(shard("other.tar", {"tokenizer": "spm.model sha256:0123456789abcdef"}), str(spm_tokenizer))
