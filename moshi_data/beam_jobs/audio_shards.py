@@ -35,6 +35,7 @@ from moshi_data.pipeline.audio.outputs import (REJECTS_FILE, STATS_FILE, annotat
 from moshi_data.pipeline.audio.recording import RecordingProcessor, resolve_repo_path  # noqa: E402
 from moshi_data.pipeline.config import REPO_ROOT, apply_overrides, load_config  # noqa: E402
 from moshi_data.pipeline.models import localize_models  # noqa: E402
+from moshi_data.pipeline.storage import retire_completion_marker  # noqa: E402
 
 LOG = logging.getLogger("audio_shards")
 DEFAULT_INPUT = REPO_ROOT.parent / "shared" / "data" / "diarization"
@@ -169,6 +170,7 @@ def run(input_spec: str, output: str, config: Mapping[str, Any], runner_args: li
     config = prepare_workers(options, config, MODEL_KEYS, output, log=LOG.info)
     sources, listing_rejects = list_sources(input_spec, list(config["ingest"]["extensions"]))
     LOG.info("%d recordings, %d rejected while listing", len(sources), len(listing_rejects))
+    retire_completion_marker(join(output, STATS_FILE), log=LOG.info)
     with beam.Pipeline(options=options) as pipeline:
         build_pipeline(pipeline, sources, listing_rejects, config, output)
     with FileSystems.open(join(output, STATS_FILE)) as handle:

@@ -393,6 +393,7 @@ def run(input_spec: str | None, output: str, config_name: str = "text_corpus", l
     build_stages(config)  # fail fast on a bad stage list, before starting workers
     logging.info("text corpus: %d input files -> %s", len(files), output)
     start = time.perf_counter()
+    storage.retire_completion_marker(storage.join(output, STATS_FILE), log=logging.info)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, files, config, output)
     result = pipeline.run()

@@ -172,6 +172,16 @@ def list_folder(folder: str) -> list[str]:
     return sorted(m.path for m in result.metadata_list)
 
 
+def retire_completion_marker(path: str, log=print) -> bool:
+    """Delete an earlier run's completion marker (``stats.json``) just before a run starts, so a
+    run killed half-way never leaves the earlier run's marker beside its own partial files."""
+    if not exists(path):
+        return False
+    delete([path])
+    log(f"output holds an earlier run: removed its {path}; files this run does not rewrite are removed at its end")
+    return True
+
+
 def list_tree(folder: str) -> list[str]:
     """Full paths of every file under ``folder`` (recursively), sorted."""
     if is_local(folder):

