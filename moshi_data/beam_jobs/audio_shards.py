@@ -42,7 +42,7 @@ DEFAULT_INPUT = REPO_ROOT.parent / "shared" / "data" / "diarization"
 # Config keys that may name a model file or folder: staged to object storage for remote workers
 # (beam_jobs/options.py) and fetched into the worker's model cache in setup().
 MODEL_KEYS = ("text.tokenizer", "asr.model", "align.wav2vec2_model", "diarization.pipeline",
-              "diarization.segmentation_model", "codes.codec.weights")
+              "diarization.segmentation_model", "diarization.embedding_model", "codes.codec.weights")
 DATAFLOW_CONFIG = "dataflow_audio"  # GPU worker settings used with --runner=DataflowRunner
 
 
