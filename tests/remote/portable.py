@@ -46,7 +46,12 @@ def build_worker_site(folder: Path) -> Path:
             shutil.copy(path, source / name)
     wheels = folder / "wheels"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)], check=True,
+    # The venv's setuptools builds it when new enough for pyproject's PEP 639 license (>= 77), else pip
+    # builds in isolation with setuptools from the package index.
+    import setuptools
+
+    isolation = ["--no-build-isolation"] if int(setuptools.__version__.split(".")[0]) >= 77 else []
+    subprocess.run([*pip, "wheel", "--no-deps", *isolation, "-w", str(wheels), str(source)], check=True,
                    capture_output=True)
     [wheel] = wheels.glob("moshi_data-*.whl")
     site = folder / "site"
