@@ -44,11 +44,11 @@ from moshi_data.pipeline import storage
 from moshi_data.pipeline.config import REPO_ROOT, load_config
 from moshi_data.pipeline.text import line_dedup
 from moshi_data.pipeline.text.accounting import check_invariant, to_stats
-from moshi_data.pipeline.text.chunk import ChunkProcessor, DocChunk, chunk_line_counts, document_example, hash_documents
+from moshi_data.pipeline.text.chunk import ChunkProcessor, DocChunk, chunk_line_counts, hash_documents
 from moshi_data.pipeline.text.document import Reject
 from moshi_data.pipeline.text.jsonl import JsonlFormat, read_jsonl
 from moshi_data.pipeline.text.output import documents_schema, documents_table, parquet_bytes
-from moshi_data.pipeline.text.report import most_frequent_duplicates, render_report
+from moshi_data.pipeline.text.report import build_report
 from moshi_data.pipeline.text.stages import EXACT_DEDUP, build_stages
 from moshi_data.pipeline.text.wet import FileReport, WetLimits, read_wet
 
@@ -58,6 +58,7 @@ REJECTS_FILE, SAMPLES_FILE, STATS_FILE = "rejects.jsonl", "line_samples.jsonl", 
 EXAMPLES_DIR, DROPPED_FILE = "examples", "dropped.jsonl"
 # Config keys naming models: staged to object storage for remote workers (beam_jobs/options.py).
 MODEL_KEYS = ("fuzzy_dedup.model", "quality.model", "language.model")
+REPORT_FILE = "report.html"
 
 # Cross-document stages by name: (transform of the chunks, columns it adds). The ones named in
 # config `cross_document_stages` run in that order after the per-document stages.
@@ -245,7 +246,6 @@ class WriteShards(beam.DoFn):
         self.output = output
         self.out_cfg = config["output"]
         self.schema = documents_schema(build_stages(config), cross_document_columns(config))
-        self.examples = int(config["report"]["examples_per_reason"])
 
     def process(self, chunk: DocChunk) -> Iterator:
         start = time.perf_counter()
@@ -258,7 +258,7 @@ class WriteShards(beam.DoFn):
         tally["lines.kept"] += sum(len(doc.lines) for doc in chunk.docs)
         tally["output.bytes"] += len(data)
         _timer("write").inc(int((time.perf_counter() - start) * 1000))
-        for example in chunk.dropped + [document_example(doc, "kept", chunk.EXAMPLE_CHARS) for doc in chunk.docs[:self.examples]]:
+        for example in chunk.dropped:  # kept examples: the report reads the first rows of the shards
             yield beam.pvalue.TaggedOutput("examples", (example["kind"], (example["doc_key"], example)))
         yield chunk.shard_name, dict(tally)
 
@@ -311,10 +311,7 @@ class Finalize(beam.DoFn):
         examples = {kind: [example for _, example in sorted(rows)] for kind, rows in sorted(examples)}
         dropped = [example for kind, rows in examples.items() if kind != "kept" for example in rows]
         self._write_jsonl(EXAMPLES_DIR, DROPPED_FILE, dropped)
-        report = render_report(stats, most_frequent_duplicates(sample_rows, int(self.config["report"]["removed_lines"])),
-                               examples.get("kept", []), dropped)
-        for name, data in report.items():
-            storage.write_bytes_atomic(storage.join(self.output, name), data)
+        storage.write_bytes_atomic(storage.join(self.output, REPORT_FILE), build_report(self.output, stats, self.config))
         storage.remove_stale(storage.join(self.output, DOCUMENTS_DIR), [name for name, _ in shards])
         storage.write_bytes_atomic(storage.join(self.output, STATS_FILE),
                                    (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())

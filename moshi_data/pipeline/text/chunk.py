@@ -55,6 +55,7 @@ class DocChunk:
 def document_example(doc: Document, kind: str, max_chars: int) -> dict:
     """A document as the run report shows it (``kind``: ``kept`` or the filter reason)."""
     return {"kind": kind, "doc_key": doc.doc_key, "url": doc.url, "text": doc.text[:max_chars],
+            "language": doc.language or None, "language_score": doc.language_score if doc.language else None,
             "scores": doc.fields.get("scores")}
 
 
@@ -126,6 +127,7 @@ class ChunkProcessor:
                 reason = run_stages(doc, self.stages, seconds, tally)
             if doc.language:
                 tally[f"language.score_histogram.{score_bucket(doc.language_score, self.histogram_width)}"] += 1
+                tally[f"language.detected.{doc.language}"] += 1
             for label, score in (doc.fields.get("scores") or {}).items():
                 tally[f"quality_histogram.{label}.{score_bucket(score, self.histogram_width)}"] += 1
             for stage, removed in doc.lines_removed.items():
