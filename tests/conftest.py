@@ -51,3 +51,17 @@ def s3_client(s3_endpoint, monkeypatch):
         monkeypatch.setenv(key, value)
     return boto3.client("s3", endpoint_url=s3_endpoint, region_name=S3_TEST_ENV["AWS_DEFAULT_REGION"],
                         aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+@pytest.fixture(scope="session")
+def text_run(shared_data, tmp_path_factory):
+    """A small text run for the inspect, report and doc-snippet tests: 697 real CC documents (dolma
+    JSONL, English and others, with quality scores) plus the corrupt WET fixtures (rejects)."""
+    from moshi_data.beam_jobs import text_corpus
+
+    inputs = ",".join([str(shared_data / "wet" / "cc_text_jsonl" / "dolma_CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"),
+                       str(shared_data / "wet" / "jeffharwell_CC-MAIN-2016-50_fixtures" / "*.wet*")])
+    output = tmp_path_factory.mktemp("text_run")
+    in_process = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    result = text_corpus.run(inputs, str(output), overrides=["input.docs_per_chunk=50"], beam_args=in_process)
+    return output, result["stats"]

@@ -33,6 +33,7 @@ from moshi_data.pipeline.audio.decode import AudioSource, list_sources  # noqa: 
 from moshi_data.pipeline.audio.outputs import (REJECTS_FILE, STATS_FILE, annotation_files, bucket_of, build_stats,  # noqa: E402
                                     join, rejects_jsonl, stale_outputs, write_bucket, write_bytes_atomic)
 from moshi_data.pipeline.audio.recording import RecordingProcessor, resolve_repo_path  # noqa: E402
+from moshi_data.pipeline.audio.report import recording_report, write_run_report  # noqa: E402
 from moshi_data.pipeline.config import REPO_ROOT, apply_overrides, load_config  # noqa: E402
 from moshi_data.pipeline.models import localize_models  # noqa: E402
 from moshi_data.pipeline.storage import retire_completion_marker  # noqa: E402
@@ -83,7 +84,9 @@ class ProcessRecording(beam.DoFn):
         self.processor = shared_processor(localize_models(self.config, MODEL_KEYS))
 
     def process(self, source: AudioSource) -> Iterator[Any]:
+        before = dict(self.processor.timings)
         result = self.processor.process(source)
+        seconds = {stage: spent - before.get(stage, 0.0) for stage, spent in self.processor.timings.items()}
         LOG.info("%s: %s%s, %d segments kept", source.recording_id, result.outcome,
                  f" ({result.reason})" if result.reason else "", result.counters["segments_kept"])
         self.outcomes[result.outcome].inc()
@@ -94,7 +97,8 @@ class ProcessRecording(beam.DoFn):
         for path, payload in annotation_files(result.recording_id, result.rttm, result.words_json):
             yield beam.pvalue.TaggedOutput(self.ANNOTATIONS, (path, payload))
         yield {"id": result.recording_id, "outcome": result.outcome, "reason": result.reason,
-               "counters": dict(result.counters), "rejects": result.rejects}
+               "counters": dict(result.counters), "rejects": result.rejects,
+               "report": recording_report(result, seconds, self.config)}
 
 
 def _write_file(item: tuple[str, bytes], output: str) -> str:
@@ -103,13 +107,15 @@ def _write_file(item: tuple[str, bytes], output: str) -> str:
     return path
 
 
-def _write_summary(summaries: list[dict], shards: list[list[str]], output: str, listing_rejects: list[dict]) -> dict:
+def _write_summary(summaries: list[dict], shards: list[list[str]], output: str, listing_rejects: list[dict],
+                   config: Mapping[str, Any], _annotations_written: int) -> dict:
     shard_names = sorted(name for names in shards for name in names)
     stats = build_stats(sorted(summaries, key=lambda s: s["id"]), listing_rejects, shard_names)
     stats["recording_ids"] = sorted(s["id"] for s in summaries if s["outcome"] != "rejected")
     lines = list(listing_rejects) + [line for s in summaries for line in s["rejects"]]
     write_bytes_atomic(join(output, REJECTS_FILE), rejects_jsonl(lines))
     write_bytes_atomic(join(output, STATS_FILE), (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+    write_run_report(output, stats, [s["report"] for s in summaries], config)
     return stats
 
 
@@ -129,11 +135,13 @@ def build_pipeline(pipeline: beam.Pipeline, sources: list[AudioSource], listing_
         | "WriteShards" >> beam.MapTuple(lambda bucket, records: write_bucket(
             output, bucket, records, int(shards_config["max_bytes"]), int(shards_config["bucket_stride"])))
     )
-    _ = results[ProcessRecording.ANNOTATIONS] | "WriteAnnotations" >> beam.Map(_write_file, output)
+    annotations_written = (results[ProcessRecording.ANNOTATIONS] | "WriteAnnotations" >> beam.Map(_write_file, output)
+                           | "CountAnnotations" >> beam.combiners.Count.Globally())
     _ = (
         results.summaries
         | "AllSummaries" >> beam.combiners.ToList()
-        | "WriteStats" >> beam.Map(_write_summary, beam.pvalue.AsList(shard_names), output, listing_rejects)
+        | "WriteStats" >> beam.Map(_write_summary, beam.pvalue.AsList(shard_names), output, listing_rejects, config,
+                                   beam.pvalue.AsSingleton(annotations_written))
     )
 
 

@@ -161,19 +161,18 @@ def find_sample(path: str | Path, key: str) -> Sample:
     raise InspectError(f"no sample {key!r} in {path} ({seen} samples; `moshi-data inspect {path}` lists the keys)")
 
 
-def sample_turns(sample: Sample, shard_path: str | Path) -> tuple[list[Turn], str]:
-    """Diarization turns inside the sample's window (seconds from its start) and where they came from."""
+def rttm_turns(sample: Sample, rttm: Optional[str], name: str = "RTTM") -> tuple[list[Turn], str]:
+    """Turns inside the sample's window (seconds from its start) and where they came from: the
+    recording's RTTM text when given, else turns rebuilt from the sample's words."""
     from moshi_data.pipeline.audio.rttm import read_rttm
 
     meta = sample.meta
-    folder = output_folder(shard_path)
-    rttm = folder / ANNOTATIONS_DIR / f"{meta.get('recording_id')}.rttm" if folder else None
-    if rttm is not None and rttm.exists():
+    if rttm is not None:
         start, end = float(meta["offset_s"]), float(meta["end_s"])
-        turns = [t for turns in read_rttm(rttm.read_text("utf-8")).values() for t in turns]
+        turns = [t for turns in read_rttm(rttm).values() for t in turns]
         clipped = [Turn(round(max(t.start, start) - start, 3), round(min(t.end, end) - start, 3), t.speaker)
                    for t in turns if t.end > start and t.start < end]
-        return clipped, f"diarization turns ({rttm.name})"
+        return clipped, f"diarization turns ({name})"
     by_speaker: dict[str, list[list[float]]] = {}
     for word in sorted(sample.words, key=lambda w: w["start"]):
         spans = by_speaker.setdefault(word.get("speaker") or "?", [])
@@ -183,6 +182,15 @@ def sample_turns(sample: Sample, shard_path: str | Path) -> tuple[list[Turn], st
             spans.append([word["start"], word["end"]])
     turns = [Turn(s, e, speaker) for speaker, spans in by_speaker.items() for s, e in spans]
     return sorted(turns, key=lambda t: (t.start, t.speaker)), "turns rebuilt from the words (no RTTM beside the shard)"
+
+
+def sample_turns(sample: Sample, shard_path: str | Path) -> tuple[list[Turn], str]:
+    """:func:`rttm_turns` with ``OUTPUT/annotations/<id>.rttm`` when the shard sits in a job output."""
+    folder = output_folder(shard_path)
+    rttm = folder / ANNOTATIONS_DIR / f"{sample.meta.get('recording_id')}.rttm" if folder else None
+    if rttm is not None and rttm.exists():
+        return rttm_turns(sample, rttm.read_text("utf-8"), rttm.name)
+    return rttm_turns(sample, None)
 
 
 def token_labels(tokens: np.ndarray, pad_id: int, epad_id: int, pieces=None) -> list[tuple[int, str]]:
