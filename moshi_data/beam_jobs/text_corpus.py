@@ -311,8 +311,8 @@ class Finalize(beam.DoFn):
         examples = {kind: [example for _, example in sorted(rows)] for kind, rows in sorted(examples)}
         dropped = [example for kind, rows in examples.items() if kind != "kept" for example in rows]
         self._write_jsonl(EXAMPLES_DIR, DROPPED_FILE, dropped)
-        storage.write_bytes_atomic(storage.join(self.output, REPORT_FILE), build_report(self.output, stats, self.config))
         storage.remove_stale(storage.join(self.output, DOCUMENTS_DIR), [name for name, _ in shards])
+        storage.write_bytes_atomic(storage.join(self.output, REPORT_FILE), build_report(self.output, stats, self.config))
         storage.write_bytes_atomic(storage.join(self.output, STATS_FILE),
                                    (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
         storage.remove_temporaries(self.output)

@@ -35,6 +35,22 @@ def test_report_page_beside_stats(conversation_run):
     assert f"{stats['audio_hours']['kept']:.3f} h</b> kept" in page
 
 
+def test_filtered_segments_carry_their_metrics_into_the_histograms(conversation_run):
+    from moshi_data.pipeline.audio.report import merge_reports, recording_report
+    from moshi_data.pipeline.audio.recording import RecordingResult
+
+    lines = [json.loads(line) for line in (conversation_run["output"] / "rejects.jsonl").read_text().splitlines()]
+    filtered = [line for line in lines if "segment" in line]
+    assert all(set(line["metrics"]) >= {"snr_db", "mean_word_confidence", "speech_ratio"} for line in filtered)
+    made_up = {"segment": 9, "reason": "low_snr", "metrics": {"snr_db": 1.0, "mean_word_confidence": 0.1, "speech_ratio": 0.05}}
+    filtered.append(made_up)  # so the check holds even when the run filtered no segment
+    result = RecordingResult("r", "filtered", "no_segment_kept", rejects=filtered)
+    report = merge_reports([recording_report(result, {}, conversation_run["config"])])
+    with_ratio = [line for line in filtered if line["metrics"]["speech_ratio"] is not None]
+    assert sum(report["filtered"]["speech_ratio"]) == len(with_ratio) >= 1
+    assert report["filtered"]["snr_db"][0] >= 1  # 1 dB lands in the first SNR bin
+
+
 def test_recording_contributions_add_up(conversation_run):
     """The merged histograms count every kept sample once (rendered again from a hand merge)."""
     from moshi_data.pipeline.audio.report import merge_reports

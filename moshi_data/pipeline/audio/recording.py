@@ -269,7 +269,8 @@ class RecordingProcessor:
             if reason is not None:
                 result.counters[f"segments_filtered_{reason}"] += 1
                 line = _reject_line(source, "filter", reason, detail)
-                line.update({"segment": segment.index, "start": segment.start, "end": round(segment.end, 6)})
+                line.update({"segment": segment.index, "start": segment.start, "end": round(segment.end, 6),
+                             "metrics": verdict.metrics})  # the run report's histograms of filtered segments
                 result.rejects.append(line)
                 continue
             result.counters["segments_kept"] += 1
