@@ -7,6 +7,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from moshi_data.cli import main as cli
+from moshi_data.pipeline.config import load_config
 from moshi_data.pipeline.text.inspect import InspectError, inspect_text, parse_condition
 
 
@@ -48,7 +49,8 @@ def test_reason_samples_dropped_and_rejected_documents(text_run):
     output, stats = text_run
     dropped = inspect_text(output, reason="quality_rand", limit=2)
     assert dropped["samples_from"] == "examples/dropped.jsonl" and 0 < len(dropped["samples"]) <= 2
-    assert all(row["scores"]["rand"] > 0.9 for row in dropped["samples"])
+    rule = load_config("classifiers")["quality"]["filter"]["max_rand_score"]
+    assert all(row["scores"]["rand"] > rule for row in dropped["samples"])
     rejected = inspect_text(output, reason="corrupt_record", limit=10)
     assert rejected["matching"] == stats["documents"]["rejected"]["corrupt_record"]
 
