@@ -79,7 +79,8 @@ def reference_scores(recording_id: str, rttm: Optional[str], words_json: Optiona
     """Additive DER and word-onset figures of one recording against its references (empty when it has none)."""
     from types import SimpleNamespace
 
-    from moshi_data.pipeline.audio.evaluate import diarization_scores, match_onsets, parse_textgrid, reference_words
+    from moshi_data.pipeline.audio.diarization_eval import der_components
+    from moshi_data.pipeline.audio.evaluate import match_onsets, parse_textgrid, reference_words
     from moshi_data.pipeline.audio.rttm import read_rttm
 
     reference_rttm, reference_grid = _reference_files(references, recording_id)
@@ -87,11 +88,10 @@ def reference_scores(recording_id: str, rttm: Optional[str], words_json: Optiona
     if reference_rttm is not None and rttm is not None:
         reference = [t for turns in read_rttm(reference_rttm.decode("utf-8")).values() for t in turns]
         hypothesis = [t for turns in read_rttm(rttm).values() for t in turns]
-        score = diarization_scores(reference, hypothesis, [collar])[f"collar_{collar:g}"]
-        out["der"] = {"recordings": 1, "reference_speech_s": score["reference_speech_s"], "errors_s": score["errors_s"],
-                      "missed_s": score["missed"] * score["reference_speech_s"],
-                      "false_alarm_s": score["false_alarm"] * score["reference_speech_s"],
-                      "confusion_s": score["confusion"] * score["reference_speech_s"]}
+        seconds = der_components(reference, hypothesis, collar)
+        out["der"] = {"recordings": 1, "reference_speech_s": seconds["total"], "missed_s": seconds["missed"],
+                      "false_alarm_s": seconds["false_alarm"], "confusion_s": seconds["confusion"],
+                      "errors_s": seconds["missed"] + seconds["false_alarm"] + seconds["confusion"]}
     if reference_grid is not None and words_json is not None:
         tiers = parse_textgrid(reference_grid.decode("utf-8", errors="replace"))
         reference = reference_words(tiers, word_tiers)
