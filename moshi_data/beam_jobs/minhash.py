@@ -1,22 +1,26 @@
-"""MinHash near-duplicate removal as a Beam transform (no single in-memory LSH index).
+"""MinHash near-duplicate removal as Beam transforms: nothing proportional to the documents on one worker.
 
-signatures + band keys in workers -> GroupByKey(band key) -> star edges to the bucket's smallest id
--> connected components (union-find combiner over the edges only, i.e. over documents that have a
-near duplicate) -> every document is tagged: a cluster's smallest id is kept and records the cluster
-size, the others are removed as ``near_duplicate``. The result does not depend on the worker count
-or the order of elements.
+signatures + band keys in workers -> GroupByKey(band key, salt) -> star edges to the bucket's
+smallest id -> connected components in unrolled large-star / small-star rounds (Kiveris et al.
+2014; one GroupByKey each, node keys salted so a giant component is spread over ``salts`` keys) ->
+exact check that every component is a star (a combiner per node) -> the small unsettled residue, if
+any, finished by union-find on one worker (bounded by config, else the job fails) -> every document
+is tagged by joining its tag by id / chunk id: a cluster's smallest id is kept and records the
+cluster size, the others are removed as ``near_duplicate``. The result does not depend on the worker
+count, the salts or the order of elements.
 """
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
 from moshi_data.pipeline.text.accounting import add_to_funnel
-from moshi_data.pipeline.text.minhash import MinHasher, UnionFind, star_edges
+from moshi_data.pipeline.text.minhash import (UNSETTLED, MinHasher, UnionFind, final_label, large_star, node_status,
+                                              salt_of, small_star, star_edges)
 
 KEPT = "kept"
 REMOVED = "removed"
@@ -39,82 +43,340 @@ class BandKeysFn(beam.DoFn):
             yield key, doc_id
 
 
-class ClustersFn(beam.CombineFn):
-    """Union-find over edges; output: id -> (representative = smallest id, cluster size)."""
+def salted_buckets(item, salts: int) -> list:
+    """(band key, id) -> ((band key, salt of id), id): a bucket of 10^6 ids is spread over ``salts`` keys."""
+    key, doc_id = item
+    return [((key, salt_of(doc_id, salts)), doc_id)]
+
+
+def sub_bucket_edges(item) -> Iterator:
+    """A salted part of a bucket -> star edges to its smallest id, and (band key, that id) to link the parts."""
+    (key, _), ids = item
+    edges = star_edges(ids)
+    yield from edges
+    yield pvalue.TaggedOutput("part_minima", (key, edges[0][1] if edges else min(ids)))
+
+
+def part_minima_edges(item) -> list:
+    """The smallest ids of a bucket's parts -> star edges to the bucket's smallest id."""
+    return star_edges(item[1])
+
+
+class BucketEdges(beam.PTransform):
+    """(band key, id) -> edges joining the ids of each bucket (two salted GroupByKeys)."""
+
+    def __init__(self, salts: int):
+        super().__init__()
+        self.salts = salts
+
+    def expand(self, band_ids):
+        parts = (band_ids
+                 | "SaltBuckets" >> beam.FlatMap(salted_buckets, self.salts)
+                 | "GroupByBucketPart" >> beam.GroupByKey()
+                 | "PartEdges" >> beam.FlatMap(sub_bucket_edges).with_outputs("part_minima", main="edges"))
+        linked = (parts.part_minima
+                  | "GroupByBucket" >> beam.GroupByKey()
+                  | "LinkParts" >> beam.FlatMap(part_minima_edges))
+        return (parts.edges, linked) | "BucketEdges" >> beam.Flatten()
+
+
+def large_star_messages(edge, salts: int) -> list:
+    """An edge -> both endpoints' neighbourhoods, keyed by (node, salt of the neighbour)."""
+    a, b = edge
+    return [((a, salt_of(b, salts)), b), ((b, salt_of(a, salts)), a)] if a != b else []
+
+
+def small_star_messages(edge, salts: int) -> list:
+    """An edge -> the larger endpoint's neighbourhood of smaller nodes, keyed by (node, salt)."""
+    a, b = edge
+    if a == b:
+        return []
+    low, high = (a, b) if a < b else (b, a)
+    return [((high, salt_of(low, salts)), low)]
+
+
+def part_minimum(item) -> tuple:
+    (node, salt), low = item
+    return node, (salt, low)
+
+
+def broadcast_minimum(item) -> list:
+    """(node, [(salt, part minimum)]) (at most ``salts`` values) -> ((node, salt), node's minimum) for
+    each salted part the node has."""
+    node, parts = item
+    parts = list(parts)
+    low = min([low for _, low in parts] + [node])
+    return [((node, salt), low) for salt, _ in parts]
+
+
+class StarStepFn(beam.DoFn):
+    """One salted part of a node's neighbourhood and the node's minimum -> the step's edges; records
+    the part's size (the largest per-key state of the rounds)."""
+
+    def __init__(self, step):
+        self.step = step
+        self.key_size = Metrics.distribution("minhash", "star_key_neighbours")
+        self.edges = Metrics.counter("minhash", "star_edges")
+
+    def process(self, item):
+        (node, _), grouped = item
+        neighbours = grouped["neighbours"]
+        self.key_size.update(len(neighbours))
+        edges = self.step(node, grouped["low"][0], neighbours)
+        self.edges.inc(len(edges))
+        yield from edges
+
+
+class SaltedStarStep(beam.PTransform):
+    """Edges -> edges after one large-star or small-star step. Messages are keyed by (node, salt of
+    the neighbour), so a node of degree d holds d / salts neighbours per key; each part's minimum goes
+    to its node (a combiner, then at most ``salts`` values per node) and the node's minimum comes back
+    to every part (CoGroupByKey)."""
+
+    def __init__(self, messages: Callable, step: Callable, salts: int):
+        super().__init__()
+        self.messages, self.step, self.salts = messages, step, salts
+
+    def expand(self, edges):
+        messages = edges | "Messages" >> beam.FlatMap(self.messages, self.salts)
+        minimum = (messages
+                   | "PartMinimum" >> beam.CombinePerKey(min)
+                   | "ToNode" >> beam.Map(part_minimum)
+                   | "GroupParts" >> beam.GroupByKey()
+                   | "NodeMinimum" >> beam.FlatMap(broadcast_minimum))
+        return ({"neighbours": messages, "low": minimum}
+                | "JoinMinimum" >> beam.CoGroupByKey()
+                | "Step" >> beam.ParDo(StarStepFn(self.step)))
+
+
+class NodeStatusFn(beam.CombineFn):
+    """(is smaller, neighbour) messages of one node -> (two smallest distinct smaller neighbours,
+    has a larger one): constant memory per node whatever its degree."""
 
     def create_accumulator(self):
-        return UnionFind()
+        return (), False
 
-    def add_input(self, union_find, edge):
-        union_find.union(*edge)
-        return union_find
+    def add_input(self, accumulator, message):
+        smaller, larger = accumulator
+        is_smaller, other = message
+        if not is_smaller:
+            return smaller, True
+        return tuple(sorted(set(smaller) | {other})[:2]), larger
 
     def merge_accumulators(self, accumulators):
-        merged = UnionFind()
-        for union_find in accumulators:
-            for node in union_find.parent:
-                merged.union(node, union_find.find(node))
+        smaller, larger = set(), False
+        for part, has_larger in accumulators:
+            smaller.update(part)
+            larger = larger or has_larger
+        return tuple(sorted(smaller)[:2]), larger
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def status_messages(edge) -> list:
+    a, b = edge
+    return [(a, (b < a, b)), (b, (a < b, a))] if a != b else []
+
+
+class ComponentsNotConverged(RuntimeError):
+    """The rounds left more unsettled edges than one worker may finish."""
+
+
+class BoundedCollect(beam.CombineFn):
+    """The distinct items as a frozenset, or None when there are more than ``limit`` (bounded memory)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+
+    def create_accumulator(self):
+        return set()
+
+    def add_input(self, items, item):
+        if items is not None:
+            items.add(item)
+            if len(items) > self.limit:
+                return None
+        return items
+
+    def merge_accumulators(self, accumulators):
+        merged = set()
+        for items in accumulators:
+            if items is None:
+                return None
+            merged |= items
+            if len(merged) > self.limit:
+                return None
         return merged
 
-    def extract_output(self, union_find):
-        return union_find.clusters()
+    def extract_output(self, items):
+        return None if items is None else frozenset(items)
+
+
+def _not_converged(what: str, count: int, rounds: int, limit: int) -> ComponentsNotConverged:
+    return ComponentsNotConverged(
+        f"MinHash components not converged after {rounds} rounds: {count} {what} left, more than "
+        f"minhash_components.residue_max_edges={limit} one worker may finish; raise minhash_components.rounds")
+
+
+class ResidueEdgesFn(beam.DoFn):
+    """Edges touching an unsettled node: the residue finished by union-find on one worker."""
+
+    def __init__(self, rounds: int, limit: int):
+        self.rounds, self.limit = rounds, limit
+
+    def process(self, edge, unsettled, unsettled_count):
+        if unsettled is None:
+            raise _not_converged("unsettled nodes", unsettled_count, self.rounds, self.limit)
+        if edge[0] in unsettled or edge[1] in unsettled:
+            yield tuple(sorted(edge))
+
+
+class ResidueUnionFind(beam.CombineFn):
+    """Union-find over at most ``limit`` residue edges -> node -> smallest node of its component."""
+
+    def __init__(self, rounds: int, limit: int):
+        self.rounds, self.limit = rounds, limit
+
+    def create_accumulator(self):
+        return set()
+
+    def add_input(self, edges, edge):
+        edges.add(edge)
+        if len(edges) > self.limit:
+            raise _not_converged("residue edges", len(edges), self.rounds, self.limit)
+        return edges
+
+    def merge_accumulators(self, accumulators):
+        merged = set()
+        for edges in accumulators:
+            merged |= edges
+            if len(merged) > self.limit:
+                raise _not_converged("residue edges", len(merged), self.rounds, self.limit)
+        return merged
+
+    def extract_output(self, edges):
+        union_find = UnionFind()
+        for a, b in sorted(edges):
+            union_find.union(a, b)
+        return union_find.labels()
+
+
+class ConnectedComponents(beam.PTransform):
+    """Edges -> ``labels`` (node, smallest node of its component) for every node of an edge, ``sizes``
+    (label, component size) and ``summary`` (one dict: rounds, converged, largest_component,
+    residue_edges).
+
+    ``rounds`` large-star + small-star rounds are unrolled in the graph (``SaltedStarStep`` each); then every node's status is checked exactly (a combiner per node). Nodes of
+    components that are not stars yet, and their edges (at most ``residue_max_edges``, else the job
+    fails with the count), are finished by union-find on one worker."""
+
+    def __init__(self, components: Mapping[str, Any]):
+        super().__init__()
+        self.rounds = int(components["rounds"])
+        self.salts = int(components["salts"])
+        self.limit = int(components["residue_max_edges"])
+
+    def expand(self, edges):
+        for index in range(self.rounds):
+            edges = (edges
+                     | f"LargeStar{index}" >> SaltedStarStep(large_star_messages, large_star, self.salts)
+                     | f"SmallStar{index}" >> SaltedStarStep(small_star_messages, small_star, self.salts))
+        status = (edges
+                  | "StatusMessages" >> beam.FlatMap(status_messages)
+                  | "NodeStatus" >> beam.CombinePerKey(NodeStatusFn())
+                  | "Classify" >> beam.MapTuple(lambda node, acc: (node, node_status(acc[0], acc[1], node))))
+        unsettled_nodes = status | "Unsettled" >> beam.FlatMap(lambda item: [item[0]] if item[1][0] == UNSETTLED else [])
+        unsettled = unsettled_nodes | "CollectUnsettled" >> beam.CombineGlobally(BoundedCollect(self.limit))
+        unsettled_count = unsettled_nodes | "CountUnsettled" >> beam.combiners.Count.Globally()
+        residue = (edges
+                   | "ResidueEdges" >> beam.ParDo(ResidueEdgesFn(self.rounds, self.limit), pvalue.AsSingleton(unsettled),
+                                                  pvalue.AsSingleton(unsettled_count))
+                   | "FinishResidue" >> beam.CombineGlobally(ResidueUnionFind(self.rounds, self.limit)))
+        labels = status | "Label" >> beam.Map(
+            lambda item, residue_labels: (item[0], final_label(item[0], item[1][1], residue_labels)),
+            pvalue.AsSingleton(residue))
+        sizes = (labels
+                 | "OnePerNode" >> beam.MapTuple(lambda _, label: (label, 1))
+                 | "ComponentSize" >> beam.CombinePerKey(sum))
+        largest = sizes | beam.Values() | "Largest" >> beam.CombineGlobally(lambda values: max(values, default=0))
+        rounds, salts = self.rounds, self.salts
+        summary = (edges.pipeline | "SummaryOnce" >> beam.Create([None])
+                   | "Summary" >> beam.Map(
+                       lambda _, count, residue, largest: {
+                           "rounds": rounds, "salts": salts, "converged": count == 0, "unsettled_nodes": count,
+                           "residue_nodes": len(residue), "largest_component": largest},
+                       pvalue.AsSingleton(unsettled_count), pvalue.AsSingleton(residue), pvalue.AsSingleton(largest)))
+        return {"labels": labels, "sizes": sizes, "summary": summary}
+
+
+def cluster_tags(labels, sizes) -> beam.PCollection:
+    """(node, ("removed", representative)) for the non-representatives, (node, ("size", n)) for the
+    representatives: what each document needs to know, routed by its own id."""
+    removed = labels | "RemovedTags" >> beam.FlatMap(
+        lambda item: [(item[0], (REMOVED, item[1]))] if item[0] != item[1] else [])
+    kept = sizes | "SizeTags" >> beam.MapTuple(lambda label, size: (label, (KEPT, size)))
+    return (removed, kept) | "Tags" >> beam.Flatten()
+
+
+class NearDuplicateClusters(beam.PTransform):
+    """Documents -> ``tags`` (id, ("removed", representative) | ("kept", cluster size)) for the ids that
+    have near duplicates, and ``summary``."""
+
+    def __init__(self, config: Mapping[str, Any], components: Mapping[str, Any], id_fn: Callable, text_fn: Callable):
+        super().__init__()
+        self.config, self.components, self.id_fn, self.text_fn = dict(config), dict(components), id_fn, text_fn
+
+    def expand(self, docs):
+        edges = (docs
+                 | "BandKeys" >> beam.ParDo(BandKeysFn(self.config, self.id_fn, self.text_fn))
+                 | "Buckets" >> BucketEdges(int(self.components["salts"])))
+        components = edges | "Components" >> ConnectedComponents(self.components)
+        return {"tags": cluster_tags(components["labels"], components["sizes"]), "summary": components["summary"]}
 
 
 class TagByClusterFn(beam.DoFn):
     """Routes each document: the representative (or a singleton) to ``kept`` as (doc, cluster size),
     the other members to ``removed`` as (doc, representative id)."""
 
-    def __init__(self, id_fn: Callable):
-        self.id_fn = id_fn
+    def __init__(self):
         self.removed = Metrics.counter("minhash", "near_duplicates_removed")
         self.clustered = Metrics.counter("minhash", "kept_with_near_duplicates")
 
-    def process(self, element, clusters):
-        doc_id = self.id_fn(element)
-        representative, size = clusters.get(doc_id, (doc_id, 1))
-        if representative == doc_id:
-            if size > 1:
-                self.clustered.inc()
-            yield element, size
-        else:
-            self.removed.inc()
-            yield pvalue.TaggedOutput(REMOVED, (element, representative))
-
-
-class NearDuplicateClusters(beam.PTransform):
-    """Documents -> one dict {id: (representative, cluster size)} for the ids that have near duplicates."""
-
-    def __init__(self, config: Mapping[str, Any], id_fn: Callable, text_fn: Callable):
-        super().__init__()
-        self.config, self.id_fn, self.text_fn = dict(config), id_fn, text_fn
-
-    def expand(self, docs):
-        return (
-            docs
-            | "BandKeys" >> beam.ParDo(BandKeysFn(self.config, self.id_fn, self.text_fn))
-            | "GroupByBand" >> beam.GroupByKey()
-            | "StarEdges" >> beam.FlatMap(lambda item: star_edges(item[1]))
-            | "Clusters" >> beam.CombineGlobally(ClustersFn())
-        )
+    def process(self, item):
+        _, grouped = item
+        tags = dict(grouped["tags"])
+        for element in grouped["docs"]:
+            if REMOVED in tags:
+                self.removed.inc()
+                yield pvalue.TaggedOutput(REMOVED, (element, tags[REMOVED]))
+            else:
+                size = tags.get(KEPT, 1)
+                if size > 1:
+                    self.clustered.inc()
+                yield element, size
 
 
 class MinHashDedup(beam.PTransform):
     """Near-duplicate removal; returns outputs ``kept`` ((doc, cluster size)) and ``removed``
-    ((doc, representative id)). ``id_fn``/``text_fn`` read a document's unique id and text."""
+    ((doc, representative id)). ``id_fn``/``text_fn`` read a document's unique id and text; documents
+    meet their tags by id (CoGroupByKey), never through a side input."""
 
-    def __init__(self, config: Mapping[str, Any], id_fn: Callable, text_fn: Callable):
+    def __init__(self, config: Mapping[str, Any], components: Mapping[str, Any], id_fn: Callable, text_fn: Callable):
         super().__init__()
-        self.config, self.id_fn, self.text_fn = dict(config), id_fn, text_fn
+        self.config, self.components, self.id_fn, self.text_fn = dict(config), dict(components), id_fn, text_fn
 
     def expand(self, docs):
-        clusters = docs | "Clusters" >> NearDuplicateClusters(self.config, self.id_fn, self.text_fn)
-        return docs | "TagByCluster" >> beam.ParDo(
-            TagByClusterFn(self.id_fn), pvalue.AsSingleton(clusters)
-        ).with_outputs(REMOVED, main=KEPT)
+        clusters = docs | "Clusters" >> NearDuplicateClusters(self.config, self.components, self.id_fn, self.text_fn)
+        keyed = docs | "KeyById" >> beam.Map(lambda doc: (self.id_fn(doc), doc))
+        return ({"docs": keyed, "tags": clusters["tags"]}
+                | "JoinTags" >> beam.CoGroupByKey()
+                | "TagByCluster" >> beam.ParDo(TagByClusterFn()).with_outputs(REMOVED, main=KEPT))
 
 
 # ------------------------------------------------------------------ the text job's cross-document stage
 STAGE = "minhash"
+COMPONENTS = "minhash_components"  # text_corpus.yaml section: rounds, salts, residue_max_edges
 REASON = "near_duplicate"
 CLUSTER_SIZE_COLUMN = "minhash_cluster_size"
 
@@ -127,21 +389,24 @@ def cluster_size_columns() -> list:
 
 
 class DropNearDuplicatesFn(beam.DoFn):
-    """Per chunk: drops the non-representative members of each cluster (reason ``near_duplicate``),
-    records the cluster size on kept documents, and tallies the funnel after MinHash."""
+    """Per chunk and its cluster tags: drops the non-representative members of each cluster (reason
+    ``near_duplicate``), records the cluster size on kept documents, and tallies the funnel after MinHash."""
 
     def __init__(self, metrics_namespace: str):
         self.namespace = metrics_namespace
 
-    def process(self, chunk, clusters):
+    def process(self, item):
+        _, grouped = item
         start = time.perf_counter()
+        chunk = grouped["chunk"][0]
+        tags = dict(grouped["tags"])  # doc key -> (kind, value); at most the chunk's documents
         kept = []
         for doc in chunk.docs:
-            representative, size = clusters.get(doc.doc_key, (doc.doc_key, 1))
-            if representative != doc.doc_key:
+            kind, value = tags.get(doc.doc_key, (KEPT, 1))
+            if kind == REMOVED:
                 chunk.filter_document(doc, REASON)
                 continue
-            doc.fields[CLUSTER_SIZE_COLUMN] = size
+            doc.fields[CLUSTER_SIZE_COLUMN] = value
             doc.line_counts[STAGE] = len(doc.lines)
             add_to_funnel(chunk.tally, STAGE, doc)
             kept.append(doc)
@@ -150,14 +415,28 @@ class DropNearDuplicatesFn(beam.DoFn):
         yield chunk
 
 
+def chunk_nodes(chunk) -> list:
+    """Component nodes of a chunk's documents: (doc key, chunk index), ordered by doc key, so the
+    representative is the earliest document of its cluster in input order and a tag finds its chunk."""
+    return [((doc.doc_key, chunk.chunk_index), doc.text) for doc in chunk.docs]
+
+
+def route_to_chunk(item) -> tuple:
+    (doc_key, chunk_index), (kind, value) = item
+    if kind == REMOVED:
+        value = value[0]  # the representative's doc key
+    return (doc_key >> 32, chunk_index), (doc_key, (kind, value))
+
+
 def minhash_chunks(chunks, config: Mapping[str, Any], metrics_namespace: str):
-    """Text-job cross-document stage: PCollection[DocChunk] -> PCollection[DocChunk] without near
-    duplicates; document ids are the job's ``doc_key`` (file index, record index), so the kept
-    representative is the earliest document of its cluster in input order."""
-    texts = chunks | "MinHashTexts" >> beam.FlatMap(lambda chunk: [(doc.doc_key, doc.text) for doc in chunk.docs])
+    """Text-job cross-document stage: PCollection[DocChunk] -> (PCollection[DocChunk] without near
+    duplicates, PCollection of one summary dict). Tags join their chunk by chunk id."""
+    texts = chunks | "MinHashTexts" >> beam.FlatMap(chunk_nodes)
     clusters = texts | "MinHashClusters" >> NearDuplicateClusters(
-        config[STAGE], id_fn=lambda item: item[0], text_fn=lambda item: item[1]
-    )
-    return chunks | "DropNearDuplicates" >> beam.ParDo(
-        DropNearDuplicatesFn(metrics_namespace), pvalue.AsSingleton(clusters)
-    )
+        config[STAGE], config[COMPONENTS], id_fn=lambda item: item[0], text_fn=lambda item: item[1])
+    tags = clusters["tags"] | "RouteToChunk" >> beam.Map(route_to_chunk)
+    keyed = chunks | "KeyChunks" >> beam.Map(lambda chunk: (chunk.chunk_id, chunk))
+    kept = ({"chunk": keyed, "tags": tags}
+            | "JoinClusterTags" >> beam.CoGroupByKey()
+            | "DropNearDuplicates" >> beam.ParDo(DropNearDuplicatesFn(metrics_namespace)))
+    return kept, clusters["summary"]

@@ -15,8 +15,9 @@ WHERE A NEW STAGE PLUGS IN
 - Per-document stage (fuzzy dedup, quality): a class with name/columns/setup()/process(doc) in
   pipeline/text/, registered in pipeline/text/stages.py STAGES, named in configs/text_corpus.yaml
   `stages:` at its place in the order. Nothing to change here.
-- Cross-document stage (MinHash): a function PCollection[DocChunk] -> PCollection[DocChunk] added
-  to CROSS_DOCUMENT_STAGES below (with the columns it adds) and named in `cross_document_stages:`;
+- Cross-document stage (MinHash): a function PCollection[DocChunk] -> (PCollection[DocChunk], a
+  PCollection of one summary dict for stats.json under the stage's name) added to
+  CROSS_DOCUMENT_STAGES below (with the columns it adds) and named in `cross_document_stages:`;
   drop documents with ``chunk.filter_document(doc, reason)``.
 - The fuzzy-dedup and quality stages need models: ``attach_classifiers`` (classifiers/models.py)
   trains them when missing (cached under models/) and fills their config sections before the run.
@@ -269,7 +270,7 @@ class Finalize(beam.DoFn):
     def __init__(self, config: dict, output: str, n_files: int, n_groups: int):
         self.config, self.output, self.n_files, self.n_groups = config, output, n_files, n_groups
 
-    def process(self, _, shards, files, rejects, dedup_summary, samples, examples) -> Iterator:
+    def process(self, _, shards, files, rejects, dedup_summary, stage_summaries, samples, examples) -> Iterator:
         tally: Counter = Counter()
         for _, shard_tally in shards:
             tally.update(shard_tally)
@@ -300,6 +301,7 @@ class Finalize(beam.DoFn):
             "bytes_per_unique_line": line_dedup.BYTES_PER_UNIQUE_LINE,
             "bytes_per_unique_line_measured": round(stats["line_dedup"].get("table_bytes", 0) / unique, 3) if unique else None,
         })
+        stats.update(stage_summaries)
         stats["stages"] = ["in", EXACT_DEDUP, *self.config["stages"], *self.config["cross_document_stages"]]
         check_invariant(stats)
 
@@ -335,9 +337,11 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
             | "ReadInput" >> beam.ParDo(ReadInputChunks(config)).with_outputs("rejects", "counts", "files", main="chunks"))
     dedup = (read.chunks, read.counts) | "CountLines" >> JoinRepeatedLines()
     processed = dedup["chunks"] | "Dedup+Stages" >> beam.ParDo(ProcessChunks(config)).with_outputs("samples", main="chunks")
-    chunks = processed.chunks
+    chunks, stage_summaries = processed.chunks, []
     for name in config["cross_document_stages"]:
-        chunks = CROSS_DOCUMENT_STAGES[name][0](chunks, config)
+        chunks, summary = CROSS_DOCUMENT_STAGES[name][0](chunks, config)
+        stage_summaries.append(summary | f"{name}Summary" >> beam.Map(lambda value, name=name: (name, value)))
+    stage_summaries = tuple(stage_summaries) | "StageSummaries" >> beam.Flatten(pipeline=pipeline)
     written = chunks | "WriteParquet" >> beam.ParDo(WriteShards(config, output)).with_outputs("examples", main="shards")
     shards = written.shards
     examples = written.examples | "FirstExamples" >> beam.combiners.Top.SmallestPerKey(
@@ -350,6 +354,7 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
                 Finalize(config, output, len(files), len(set(groups))),
                 shards=beam.pvalue.AsList(shards), files=beam.pvalue.AsList(read.files),
                 rejects=beam.pvalue.AsList(read.rejects), dedup_summary=beam.pvalue.AsSingleton(dedup["summary"]),
+                stage_summaries=beam.pvalue.AsDict(stage_summaries),
                 samples=beam.pvalue.AsSingleton(samples), examples=beam.pvalue.AsList(examples)))
 
 

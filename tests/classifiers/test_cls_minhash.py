@@ -13,6 +13,7 @@ from moshi_data.pipeline.config import load_config
 from moshi_data.pipeline.text.minhash import MinHasher, cluster_texts, clusters_from_edges, shingles
 
 CONFIG = load_config("classifiers.yaml")["minhash"]
+COMPONENTS = load_config("text_corpus")["minhash_components"]
 BASE = ("Escopete ye un municipio d'a provincia de Guadalachara en a comunidat autonoma de Castiella-La Mancha "
         "Ye situato a 860 metros d'altaria sobre o ran d'a mar a una distancia de 47 km de Guadalachara "
         "Escopete ye citato en as Relaciones Topograficas de los pueblos de Espanya feitas por Felipe II")
@@ -59,7 +60,7 @@ def test_beam_transform_keeps_one_representative_per_cluster_with_its_size():
         result = (
             pipeline
             | beam.Create(docs)
-            | MinHashDedup(CONFIG, id_fn=lambda doc: doc[0], text_fn=lambda doc: doc[1])
+            | MinHashDedup(CONFIG, COMPONENTS, id_fn=lambda doc: doc[0], text_fn=lambda doc: doc[1])
         )
         kept = result[KEPT] | "KeptIds" >> beam.Map(lambda item: (item[0][0], item[1]))
         removed = result[REMOVED] | "RemovedIds" >> beam.Map(lambda item: (item[0][0], item[1]))

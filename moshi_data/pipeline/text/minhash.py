@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zlib
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -63,6 +64,53 @@ class MinHasher:
         return keys
 
 
+# ------------------------------------------------------------ connected components in rounds (Kiveris et al. 2014)
+# "Connected Components in MapReduce and Beyond": alternate large-star and small-star steps, each one
+# grouping the edges by node; the graph keeps its components and converges to one star per component
+# (every node linked to the component's smallest node). The Beam job splits a node's neighbourhood
+# over salted keys (``salt_of``) and gives every part the node's exact minimum, so the steps below are
+# the paper's, whatever the salts.
+
+
+def salt_of(node, salts: int) -> int:
+    """Stable salt of a node id (the same in every process, unlike ``hash`` of a str)."""
+    return zlib.crc32(repr(node).encode()) % salts if salts > 1 else 0
+
+
+def large_star(node, low, neighbours: Iterable) -> list[tuple]:
+    """Large-star at ``node`` (``low`` = smallest of its neighbourhood and itself): every larger
+    neighbour -> ``low``."""
+    return [(other, low) for other in set(neighbours) if other > node]
+
+
+def small_star(node, low, smaller: Iterable) -> list[tuple]:
+    """Small-star at ``node`` (``low`` = smallest of its smaller neighbours and itself): each smaller
+    neighbour and the node -> ``low``."""
+    return [(other, low) for other in set(smaller) | {node} if other != low]
+
+
+ROOT, LEAF, UNSETTLED = "root", "leaf", "unsettled"
+
+
+def node_status(smaller: Sequence, has_larger: bool, node) -> tuple[str, object]:
+    """(kind, parent) of a node from its two smallest distinct smaller neighbours and whether it has a
+    larger one: a star forest has only roots (no smaller neighbour) and leaves (exactly one smaller
+    neighbour, no larger one); any other node is unsettled (its component is not a star yet)."""
+    if not smaller:
+        return ROOT, node
+    if len(smaller) == 1 and not has_larger:
+        return LEAF, smaller[0]
+    return UNSETTLED, smaller[0]
+
+
+def final_label(node, parent, residue_labels: Mapping):
+    """Component label (smallest node) of a node after the rounds: the residue's union-find label of
+    the node or of its parent, else its parent (a leaf's root or a root itself)."""
+    if node in residue_labels:
+        return residue_labels[node]
+    return residue_labels.get(parent, parent)
+
+
 def star_edges(doc_ids: Iterable[str]) -> list[tuple[str, str]]:
     """Edges from every member of a band bucket to the bucket's smallest id."""
     ids = sorted(set(doc_ids))
@@ -89,6 +137,10 @@ class UnionFind:
             low, high = sorted((root_a, root_b))
             self.parent[high] = low
             self.parent.setdefault(low, low)
+
+    def labels(self) -> dict:
+        """Every joined id -> the smallest id of its component."""
+        return {node: self.find(node) for node in self.parent}
 
     def clusters(self) -> dict[str, tuple[str, int]]:
         """Every joined id -> (representative = smallest id, cluster size)."""
