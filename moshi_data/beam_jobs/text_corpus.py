@@ -8,8 +8,10 @@ Steps: read WET files into chunks of documents (+ rejects) -> exact line dedup a
 each chunk's normalized line hashes (uint64 arrays) travel to their (shard group, hash partition)
 key, the key counts them and sends each chunk the totals of its repeated lines, joined back to the
 chunk by chunk id (CoGroupByKey) -> remove duplicate lines -> per-document stage chain ->
-cross-document transforms -> one Parquet shard per chunk -> stats.json, rejects/, line_samples/
-(written last, after every shard exists). No side input grows with the documents or lines.
+cross-document transforms -> one Parquet shard per chunk, rejects/rejects-<file>.jsonl per input
+file with rejects, stale files of an earlier run deleted -> line_samples/, report, stats.json
+(written last). No side input grows with the documents or lines: tallies are summed by a
+CombineFn, samples and examples are bounded by config.
 
 WHERE A NEW STAGE PLUGS IN
 - Per-document stage (fuzzy dedup, quality): a class with name/columns/setup()/process(doc) in
@@ -55,7 +57,7 @@ from moshi_data.pipeline.text.wet import FileReport, WetLimits, read_wet
 
 NAMESPACE = "text_corpus"
 DOCUMENTS_DIR, REJECTS_DIR, SAMPLES_DIR = "documents", "rejects", "line_samples"
-REJECTS_FILE, SAMPLES_FILE, STATS_FILE = "rejects.jsonl", "line_samples.jsonl", "stats.json"
+SAMPLES_FILE, STATS_FILE = "line_samples.jsonl", "stats.json"
 EXAMPLES_DIR, DROPPED_FILE = "examples", "dropped.jsonl"
 # Config keys naming models: staged to object storage for remote workers (beam_jobs/options.py).
 MODEL_KEYS = ("fuzzy_dedup.model", "quality.model", "language.model")
@@ -128,6 +130,7 @@ class ReadInputChunks(beam.DoFn):
         chunk.tally["documents.in"] += len(docs)
         hash_documents(docs)
         for partition, counts in chunk_line_counts(chunk, self.partitions).items():
+            Metrics.counter(NAMESPACE, "shuffle_bytes_line_counts").inc(counts.nbytes)
             yield beam.pvalue.TaggedOutput("counts", ((group, partition), (chunk.chunk_id, counts)))
         _timer("normalize_hash").inc(int((time.perf_counter() - start) * 1000))
         yield chunk
@@ -152,6 +155,7 @@ def count_partition(item) -> Iterator:
     for chunk_id, counts in parts:
         answer = line_dedup.repeated_in(table, counts.hashes)
         if len(answer):
+            Metrics.counter(NAMESPACE, "shuffle_bytes_answers").inc(answer.nbytes)
             yield chunk_id, answer
     yield beam.pvalue.TaggedOutput("summary", {
         "unique_line_hashes": len(merged), "repeated_line_hashes": len(table), "table_bytes": merged.nbytes})
@@ -258,36 +262,118 @@ class WriteShards(beam.DoFn):
         tally["documents.kept"] += len(chunk.docs)
         tally["lines.kept"] += sum(len(doc.lines) for doc in chunk.docs)
         tally["output.bytes"] += len(data)
+        tally["output.shards"] += 1
         _timer("write").inc(int((time.perf_counter() - start) * 1000))
         for example in chunk.dropped:  # kept examples: the report reads the first rows of the shards
             yield beam.pvalue.TaggedOutput("examples", (example["kind"], (example["doc_key"], example)))
         yield chunk.shard_name, dict(tally)
 
 
+def file_tally(report: FileReport) -> dict:
+    """What reading one file adds to stats.json."""
+    tally: Counter = Counter()
+    for record_type, n in report.records.items():
+        tally[f"records.read.{record_type}"] += n
+    for warning, n in report.warnings.items():
+        tally[f"records.warnings.{warning}"] += n
+    tally["input.compressed_bytes"] += report.compressed_bytes
+    tally["invalid_utf8.replaced_bytes"] += report.invalid_utf8_bytes
+    tally["invalid_utf8.documents"] += report.documents_with_invalid_utf8
+    return dict(tally)
+
+
+def reject_tally(reject: Reject) -> dict:
+    return {"documents.in": 1, f"documents.rejected.{reject.reason}": 1}
+
+
+class SumTallies(beam.CombineFn):
+    """Flat tallies -> their sum (keys are reasons, stages and histogram buckets: bounded)."""
+
+    def create_accumulator(self):
+        return Counter()
+
+    def add_input(self, accumulator, tally):
+        accumulator.update(tally)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged: Counter = Counter()
+        for accumulator in accumulators:
+            merged.update(accumulator)
+        return merged
+
+    def extract_output(self, accumulator):
+        return dict(accumulator)
+
+
+def rejects_shard_name(file_index: int) -> str:
+    return f"rejects-{file_index:06d}.jsonl"
+
+
+class WriteRejects(beam.DoFn):
+    """(file index, its rejects) -> rejects/rejects-<file index>.jsonl (atomic), yields (folder, name)."""
+
+    def __init__(self, output: str):
+        self.output = output
+
+    def process(self, item) -> Iterator:
+        file_index, rejects = item
+        rows = [reject.to_json() for reject in sorted(rejects, key=Reject.sort_key)]
+        name = rejects_shard_name(file_index)
+        data = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
+        storage.write_bytes_atomic(storage.join(self.output, REJECTS_DIR, name), data.encode("utf-8"))
+        yield REJECTS_DIR, name
+
+
+class ListFolder(beam.DoFn):
+    """Folder -> ((folder, name), None) for the files in it (temporaries of a killed run included);
+    runs after ``written_count`` is known, i.e. after every write of this run."""
+
+    def __init__(self, output: str):
+        self.output = output
+
+    def process(self, folder: str, written_count: int) -> Iterator:
+        for path in storage.list_folder(storage.join(self.output, folder)):
+            yield (folder, path.rstrip("/").rsplit("/", 1)[-1]), None
+
+
+class RemoveStale(beam.PTransform):
+    """Deletes the files of an earlier run in documents/ and rejects/ that this run did not write
+    (a join of the listing with the written names by name: no list of names on one worker)."""
+
+    def __init__(self, output: str):
+        super().__init__()
+        self.output = output
+
+    def expand(self, written):
+        count = written | "CountWritten" >> beam.combiners.Count.Globally()
+        listed = (written.pipeline
+                  | "Folders" >> beam.Create([DOCUMENTS_DIR, REJECTS_DIR])
+                  | "List" >> beam.ParDo(ListFolder(self.output), beam.pvalue.AsSingleton(count)))
+        keyed = written | "KeyWritten" >> beam.Map(lambda folder_name: (folder_name, None))
+        return ({"written": keyed, "listed": listed}
+                | "JoinNames" >> beam.CoGroupByKey()
+                | "Delete" >> beam.FlatMap(self._delete_stale)
+                | "CountDeleted" >> beam.combiners.Count.Globally())
+
+    def _delete_stale(self, item) -> Iterator:
+        (folder, name), grouped = item
+        if grouped["listed"] and not grouped["written"]:
+            storage.delete([storage.join(self.output, folder, name)])
+            yield name
+
+
 class Finalize(beam.DoFn):
-    """Runs once after all shards exist: rejects/, line_samples/, stats.json, stale-file cleanup."""
+    """Runs once after all shards, rejects and stale-file deletions: line_samples/, examples/,
+    report, stats.json (written last). Every input is bounded (sums, samples, a few examples)."""
 
     def __init__(self, config: dict, output: str, n_files: int, n_groups: int):
         self.config, self.output, self.n_files, self.n_groups = config, output, n_files, n_groups
 
-    def process(self, _, shards, files, rejects, dedup_summary, stage_summaries, samples, examples) -> Iterator:
-        tally: Counter = Counter()
-        for _, shard_tally in shards:
-            tally.update(shard_tally)
+    def process(self, _, tally, dedup_summary, stage_summaries, samples, examples, stale_removed) -> Iterator:
+        tally = Counter(tally)
         tally["files.in"] = self.n_files
-        tally["output.shards"] = len(shards)
-        for report in files:
-            for record_type, n in report.records.items():
-                tally[f"records.read.{record_type}"] += n
-            for warning, n in report.warnings.items():
-                tally[f"records.warnings.{warning}"] += n
-            tally["input.compressed_bytes"] += report.compressed_bytes
-            tally["invalid_utf8.replaced_bytes"] += report.invalid_utf8_bytes
-            tally["invalid_utf8.documents"] += report.documents_with_invalid_utf8
-        rejects = sorted(rejects, key=Reject.sort_key)
-        for reject in rejects:
-            tally["documents.in"] += 1
-            tally[f"documents.rejected.{reject.reason}"] += 1
+        tally.setdefault("output.shards", 0)
         for key in CombineDedupSummaries.SUMMED:
             tally[f"line_dedup.{key}"] += dedup_summary[key]
         stats = to_stats(tally)
@@ -305,7 +391,6 @@ class Finalize(beam.DoFn):
         stats["stages"] = ["in", EXACT_DEDUP, *self.config["stages"], *self.config["cross_document_stages"]]
         check_invariant(stats)
 
-        self._write_jsonl(REJECTS_DIR, REJECTS_FILE, [r.to_json() for r in rejects])
         sample_rows = []
         for duplicate, rows in sorted(samples, key=lambda item: not item[0]):
             sample_rows += [{"text": text, "count": count, "duplicate": duplicate} for _, text, count, _ in sorted(rows)]
@@ -313,7 +398,6 @@ class Finalize(beam.DoFn):
         examples = {kind: [example for _, example in sorted(rows)] for kind, rows in sorted(examples)}
         dropped = [example for kind, rows in examples.items() if kind != "kept" for example in rows]
         self._write_jsonl(EXAMPLES_DIR, DROPPED_FILE, dropped)
-        storage.remove_stale(storage.join(self.output, DOCUMENTS_DIR), [name for name, _ in shards])
         storage.write_bytes_atomic(storage.join(self.output, REPORT_FILE), build_report(self.output, stats, self.config))
         storage.write_bytes_atomic(storage.join(self.output, STATS_FILE),
                                    (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
@@ -343,19 +427,27 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
         stage_summaries.append(summary | f"{name}Summary" >> beam.Map(lambda value, name=name: (name, value)))
     stage_summaries = tuple(stage_summaries) | "StageSummaries" >> beam.Flatten(pipeline=pipeline)
     written = chunks | "WriteParquet" >> beam.ParDo(WriteShards(config, output)).with_outputs("examples", main="shards")
-    shards = written.shards
     examples = written.examples | "FirstExamples" >> beam.combiners.Top.SmallestPerKey(
         int(config["report"]["examples_per_reason"]), key=lambda item: item[0])
     samples = processed.samples | "LineSamples" >> beam.CombineGlobally(
         SampleLines(int(config["line_samples"]["max_per_class"])))
+    reject_files = (read.rejects
+                    | "KeyRejectsByFile" >> beam.Map(lambda reject: (reject.file_index, reject))
+                    | "GroupRejects" >> beam.GroupByKey()
+                    | "WriteRejects" >> beam.ParDo(WriteRejects(output)))
+    shard_files = written.shards | "ShardNames" >> beam.MapTuple(lambda name, _: (DOCUMENTS_DIR, name))
+    stale_removed = (shard_files, reject_files) | "WrittenFiles" >> beam.Flatten() | "RemoveStale" >> RemoveStale(output)
+    tallies = (written.shards | "ShardTallies" >> beam.Values(),
+               read.files | "FileTallies" >> beam.Map(file_tally),
+               read.rejects | "RejectTallies" >> beam.Map(reject_tally))
+    tally = tallies | "AllTallies" >> beam.Flatten() | "SumTallies" >> beam.CombineGlobally(SumTallies())
     return (pipeline
             | "Once" >> beam.Create([None])
             | "Finalize" >> beam.ParDo(
                 Finalize(config, output, len(files), len(set(groups))),
-                shards=beam.pvalue.AsList(shards), files=beam.pvalue.AsList(read.files),
-                rejects=beam.pvalue.AsList(read.rejects), dedup_summary=beam.pvalue.AsSingleton(dedup["summary"]),
-                stage_summaries=beam.pvalue.AsDict(stage_summaries),
-                samples=beam.pvalue.AsSingleton(samples), examples=beam.pvalue.AsList(examples)))
+                tally=beam.pvalue.AsSingleton(tally), dedup_summary=beam.pvalue.AsSingleton(dedup["summary"]),
+                stage_summaries=beam.pvalue.AsDict(stage_summaries), samples=beam.pvalue.AsSingleton(samples),
+                examples=beam.pvalue.AsList(examples), stale_removed=beam.pvalue.AsSingleton(stale_removed)))
 
 
 def default_input(config: dict) -> tuple[str, int | None]:
@@ -374,6 +466,22 @@ def stage_seconds(result) -> dict[str, float]:
     counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
     return {c.key.metric.name[3:]: round(c.committed / 1000, 3)
             for c in counters if c.key.metric.name.startswith("ms_") and c.committed is not None}
+
+
+def run_metrics(result) -> dict:
+    """Counters (not timers) and distribution maxima of the job and of the MinHash components."""
+    metrics = result.metrics().query(MetricsFilter())
+    counters: Counter = Counter()
+    for counter in metrics["counters"]:  # one per step: summed
+        name = counter.key.metric.name
+        if counter.key.metric.namespace in (NAMESPACE, "minhash") and not name.startswith("ms_") and counter.committed:
+            counters[name] += counter.committed
+    maxima: dict = {}
+    for distribution in metrics["distributions"]:
+        if distribution.committed is not None and distribution.committed.count:
+            name = distribution.key.metric.name
+            maxima[name] = max(maxima.get(name, 0), distribution.committed.max)
+    return {"counters": dict(counters), "key_sizes": maxima}
 
 
 def run(input_spec: str | None, output: str, config_name: str = "text_corpus", limit: int | None = None,
@@ -402,7 +510,8 @@ def run(input_spec: str | None, output: str, config_name: str = "text_corpus", l
     result.wait_until_finish()
     wall = time.perf_counter() - start
     stats = json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))
-    return {"stats": stats, "seconds": stage_seconds(result), "wall_s": round(wall, 3), "files": len(files)}
+    return {"stats": stats, "seconds": stage_seconds(result), "wall_s": round(wall, 3), "files": len(files),
+            **run_metrics(result)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,7 +65,9 @@ def test_outputs_and_counts(reference_run):
     meta = pq.ParquetFile(next((output / "documents").glob("*.parquet"))).metadata
     assert meta.row_group(0).column(0).compression == "ZSTD"
 
-    rejects = [json.loads(l) for l in (output / "rejects" / "rejects.jsonl").read_text().splitlines()]
+    reject_files = sorted((output / "rejects").glob("*.jsonl"))  # one shard per input file with rejects
+    assert len(reject_files) >= 2 and all(re.fullmatch(r"rejects-\d{6}\.jsonl", p.name) for p in reject_files)
+    rejects = [json.loads(l) for p in reject_files for l in p.read_text().splitlines()]
     assert len(rejects) == sum(EXPECTED_REJECTS.values()) and all(r["reason"] and r["message"] and r["source"] for r in rejects)
 
     samples = [json.loads(l) for l in (output / "line_samples" / "line_samples.jsonl").read_text().splitlines()]

@@ -1,7 +1,7 @@
 """Look inside a text-job output: counts per reason, the Parquet schema, sample documents.
 
 Pure functions over the files a run wrote (``documents/*.parquet``, ``stats.json``,
-``rejects/rejects.jsonl``, ``examples/dropped.jsonl``); ``moshi-data inspect`` prints what they return.
+``rejects/rejects-<file>.jsonl``, ``examples/dropped.jsonl``); ``moshi-data inspect`` prints what they return.
 Conditions such as ``quality.wiki>0.5`` become one pyarrow filter, so counting the matching documents
 streams over the shards instead of loading them.
 """
@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 DOCUMENTS_DIR = "documents"
 STATS_FILE = "stats.json"
-REJECTS_FILE = "rejects/rejects.jsonl"
+REJECTS_FILE = "rejects/*.jsonl"  # one shard per input file with rejects
 DROPPED_FILE = "examples/dropped.jsonl"
 KEPT = "kept"
 # `quality.<label>` reads as the quality score of that label (the `scores` struct column)
@@ -122,9 +122,11 @@ class TextOutput:
         return json.loads(path.read_text("utf-8")) if path and path.exists() else None
 
     def read_jsonl(self, relative: str) -> list[dict]:
-        if self.folder is None or not (self.folder / relative).exists():
+        """Rows of the JSONL file(s) at ``relative`` (a path or a glob), in file-name order."""
+        if self.folder is None:
             return []
-        return [json.loads(line) for line in (self.folder / relative).read_text("utf-8").splitlines() if line.strip()]
+        return [json.loads(line) for path in sorted(self.folder.glob(relative))
+                for line in path.read_text("utf-8").splitlines() if line.strip()]
 
 
 def is_text_output(path: Path) -> bool:
