@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 opt = $(if $(2),$(1) $(2),)
 
 .PHONY: help install-text install-audio text-corpus classifiers score-text eval-classifiers \
-        tokenizer audio-shards moshi-finetune-export eval-audio train test bench bench-audio \
+        tokenizer audio-shards moshi-finetune-export eval-audio train test bench bench-scale bench-audio \
         bench-train inspect show-sample clean
 
 help:
@@ -45,6 +45,9 @@ eval-classifiers: install-text
 bench: install-text
 	$(PY) -m bench.text_bench $(call opt,--config,$(CONFIG)) $(call opt,--output,$(OUTPUT))
 	$(PY) -m bench.classifiers_bench $(call opt,--config,$(CONFIG))
+
+bench-scale: install-text
+	$(PY) -m bench.scale_bench $(call opt,--sizes,$(SIZES)) $(call opt,--output,$(OUTPUT)) $(call opt,--baseline-repo,$(BASELINE))
 
 # ---------------------------------------------------------------- audio (Moshi recipe)
 tokenizer: install-text
