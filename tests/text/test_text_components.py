@@ -5,6 +5,7 @@ import random
 
 import apache_beam as beam
 import pytest
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -17,17 +18,21 @@ COMPONENTS = load_config("text_corpus")["minhash_components"]
 
 
 def run_components(edges, **settings):
-    """Labels, sizes and summary of the Beam transform, checked against union-find."""
+    """Labels, sizes and summary of the Beam transform, checked against union-find; returns the
+    largest salted neighbourhood one key held."""
     components = {**COMPONENTS, **settings}
     reference = clusters_from_edges(edges)
-    with TestPipeline(argv=IN_PROCESS) as p:
-        out = p | beam.Create(edges) | ConnectedComponents(components)
-        assert_that(out["labels"], equal_to([(node, rep) for node, (rep, _) in reference.items()]), label="labels")
-        assert_that(out["sizes"], equal_to(sorted({rep: size for rep, size in reference.values()}.items())), label="sizes")
-        largest = max((size for _, size in reference.values()), default=0)
-        assert_that(out["summary"] | beam.Map(lambda s: (s["largest_component"], s["rounds"])),
-                    equal_to([(largest, components["rounds"])]), label="summary")
-    return reference
+    p = TestPipeline(argv=IN_PROCESS)
+    out = p | beam.Create(edges) | ConnectedComponents(components)
+    assert_that(out["labels"], equal_to([(node, rep) for node, (rep, _) in reference.items()]), label="labels")
+    assert_that(out["sizes"], equal_to(sorted({rep: size for rep, size in reference.values()}.items())), label="sizes")
+    largest = max((size for _, size in reference.values()), default=0)
+    assert_that(out["summary"] | beam.Map(lambda s: (s["largest_component"], s["rounds"])),
+                equal_to([(largest, components["rounds"])]), label="summary")
+    result = p.run()
+    result.wait_until_finish()
+    key_sizes = result.metrics().query(MetricsFilter().with_name("star_key_neighbours"))["distributions"]
+    return max(d.committed.max for d in key_sizes if d.committed and d.committed.count)
 
 
 def shuffled_labels(n, seed):
@@ -73,7 +78,8 @@ def test_hand_made_and_random_graphs_equal_union_find(salts):
 def test_giant_star_is_spread_over_salted_keys():
     # 3000 documents in one cluster around a middle id: the centre's neighbours are split over 16 keys
     edges = [(i, 1000) for i in range(1000)] + [(1000, 1000 + i) for i in range(1, 2000)]
-    run_components(edges, salts=16, rounds=3)
+    assert run_components(edges, salts=16, rounds=3) <= 2 * 3000 // 16  # ~1/16 of the centre's neighbours per key
+    assert run_components(edges, salts=1, rounds=3) >= 2999  # unsalted: the centre's whole neighbourhood on one key
 
 
 def test_too_few_rounds_finish_a_small_residue_and_fail_a_large_one():
