@@ -59,7 +59,10 @@ def output_folder(path: str | Path) -> Optional[Path]:
 
 def iter_records(shard: Path) -> Iterator[dict[str, Any]]:
     """Raw WebDataset records of a shard, in file order."""
-    import webdataset as wds
+    try:
+        import webdataset as wds
+    except ImportError as error:  # a text-only install (make install-text)
+        raise InspectError("reading audio shards needs the audio dependencies: run `make install-audio`") from error
 
     try:
         yield from wds.WebDataset(str(shard), shardshuffle=False, empty_check=False)
