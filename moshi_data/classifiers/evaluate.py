@@ -18,6 +18,7 @@ from moshi_data.classifiers.evaluation import (
     ensure_models_with_metrics,
     fuzzy_on_wet_pages,
     human_label_auc,
+    rand_documents_kept,
 )
 from moshi_data.classifiers.sources import resolve_root
 from moshi_data.pipeline.config import load_config
@@ -76,6 +77,11 @@ def main(argv=None) -> dict:
                             config["evaluation"]["calibration"])
     print(format_calibration(calibration))
     configured = config["quality"]["filter"]["max_rand_score"]
+    rand_kept = rand_documents_kept(paths["quality"], config, english)
+    print(f"shipped model at max_rand_score {configured}, English CC rand documents (the default text-corpus "
+          "input's CC pages): " + "; ".join(
+              f"{name} {rand_kept[side]['kept']}/{rand_kept[side]['documents']} kept ({rand_kept[side]['kept_share']:.1%})"
+              for side, name in (("held_out", "held out of its training"), ("trained_on", "trained on (in-sample)"))))
     if configured != calibration["chosen_max_rand_score"]:
         print(f"note: quality.filter.max_rand_score is {configured}, the calibration chooses "
               f"{calibration['chosen_max_rand_score']}")
@@ -86,7 +92,8 @@ def main(argv=None) -> dict:
     passed = all(target["passed"] for target in targets.values())
     result = {"fuzzy_dedup": fuzzy, "quality": quality, "cross_validation": documents,
               "cross_validation_all_languages": all_rand, "human_labels": human,
-              "fuzzy_wet_pages": pages, "calibration": calibration, "targets": targets, "targets_passed": passed}
+              "fuzzy_wet_pages": pages, "calibration": calibration, "rand_documents_kept": rand_kept,
+              "targets": targets, "targets_passed": passed}
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2, sort_keys=True), encoding="utf-8")
     return result

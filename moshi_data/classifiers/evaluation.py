@@ -90,6 +90,27 @@ def human_label_auc(model_path: Path, labelled_jsonl: Path, config: Mapping[str,
             "bad": len(bad), "rand_scores": {"good": good, "bad": bad}}
 
 
+def rand_documents_kept(model_path: Path, config: Mapping[str, Any], english: set[str]) -> dict:
+    """What the default ``make text-corpus`` run can show of the quality rule: the English rand
+    documents (its default input's CC pages) scored by the shipped model, split by whether the
+    document was held out of that model's training (``quality.valid_percent``, by document hash)
+    or trained on (scored in-sample); ``{side: {documents, kept, kept_share}}`` at the configured
+    ``quality.filter.max_rand_score``."""
+    from moshi_data.classifiers.quality import is_valid_document, label_documents, training_lines
+
+    quality = config["quality"]
+    scorer = QualityScorer(str(model_path), quality["labels"], quality["decimals"])
+    scorer.setup()
+    threshold = quality["filter"]["max_rand_score"]
+    sides: dict[str, list[bool]] = {"held_out": [], "trained_on": []}
+    for doc_id, text in label_documents(config)["rand"]:
+        if doc_id in english and training_lines(text, quality["min_line_chars"]):
+            side = "held_out" if is_valid_document(doc_id, quality["valid_percent"]) else "trained_on"
+            sides[side].append(scorer.scores(text)["rand"] <= threshold)
+    return {side: {"documents": len(kept), "kept": sum(kept), "kept_share": sum(kept) / len(kept) if kept else 0.0}
+            for side, kept in sides.items()}
+
+
 def check_targets(figures: Mapping[str, float], targets: Mapping[str, float]) -> dict[str, dict]:
     """``{name: {value, min, passed}}`` for every configured target (a missing figure fails)."""
     checked = {}

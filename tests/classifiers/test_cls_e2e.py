@@ -58,6 +58,10 @@ def test_evaluate_prints_the_targets_calibration_and_exit_status(tiny, capsys):
     assert calibration["cc_documents"] == result["cross_validation"]["documents"]["rand"] > 10
     assert 0.0 <= calibration["chosen_max_rand_score"] <= 1.0
     assert calibration["rules"]["calibrated"]["cc_kept_share"] >= 0.5
+    kept = result["rand_documents_kept"]  # English rand documents split by the shipped model's document hash
+    assert "held out of its training" in out and kept["held_out"]["documents"] > 0
+    assert kept["held_out"]["documents"] + kept["trained_on"]["documents"] >= calibration["cc_documents"]
+    assert all(0 <= side["kept"] <= side["documents"] for side in kept.values())
     pages = result["fuzzy_wet_pages"]
     assert pages["exact_dedup_kept"] < pages["lines"] and pages["boilerplate_after_exact"] > 0
 
