@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     if argv[0] == "--version":
-        from moshi_data import __version__
-        print(f"{PROG} {__version__}")
+        from moshi_data.pipeline.command import version_line
+        print(version_line())
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
@@ -51,9 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         print(f"{PROG}: unknown command {name!r}{hint}\n\n{usage()}", file=sys.stderr)
         return 2
+    from moshi_data.pipeline.command import setup_logging
+
+    setup_logging()  # before the import: Beam would install its own root handler
     module = importlib.import_module(COMMANDS[name][0])
-    result = module.main(rest)
-    return result if isinstance(result, int) else 0
+    from moshi_data.pipeline.command import exit_status
+
+    return exit_status(module.main(rest))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ earlier run left behind are removed at the end.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -27,18 +26,21 @@ from apache_beam.options.pipeline_options import PipelineOptions
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from moshi_data.beam_jobs.options import prepare_workers, with_dataflow  # noqa: E402
+from moshi_data.beam_jobs.options import prepare_workers, runner_name, with_dataflow  # noqa: E402
+from moshi_data.beam_jobs.progress import mark, progress_bar  # noqa: E402
 from moshi_data.classifiers.tokenizer import model_path, train_tokenizer  # noqa: E402
 from moshi_data.pipeline.audio.decode import AudioSource, list_sources  # noqa: E402
 from moshi_data.pipeline.audio.outputs import (REJECTS_FILE, STATS_FILE, annotation_files, bucket_of, build_stats,  # noqa: E402
                                     join, rejects_jsonl, stale_outputs, write_bucket, write_bytes_atomic)
 from moshi_data.pipeline.audio.recording import RecordingProcessor, resolve_repo_path  # noqa: E402
 from moshi_data.pipeline.audio.report import recording_report, write_run_report  # noqa: E402
+from moshi_data.pipeline.command import (RunFailed, UserError, breakdown, command_parser, exit_status,  # noqa: E402
+                                         rejects_summary, run_command, table)
 from moshi_data.pipeline.config import REPO_ROOT, apply_overrides, load_config  # noqa: E402
 from moshi_data.pipeline.models import localize_models  # noqa: E402
 from moshi_data.pipeline.storage import retire_completion_marker  # noqa: E402
 
-LOG = logging.getLogger("audio_shards")
+LOG = logging.getLogger("moshi_data.audio_shards")
 DEFAULT_INPUT = REPO_ROOT.parent / "shared" / "data" / "diarization"
 # Config keys that may name a model file or folder: staged to object storage for remote workers
 # (beam_jobs/options.py) and fetched into the worker's model cache in setup().
@@ -119,8 +121,9 @@ def _write_summary(summaries: list[dict], shards: list[list[str]], output: str, 
     return stats
 
 
-def build_pipeline(pipeline: beam.Pipeline, sources: list[AudioSource], listing_rejects: list[dict], config: Mapping[str, Any], output: str) -> None:
-    """Attach the job's transforms to ``pipeline``."""
+def build_pipeline(pipeline: beam.Pipeline, sources: list[AudioSource], listing_rejects: list[dict], config: Mapping[str, Any],
+                   output: str, progress: str | None = None) -> None:
+    """Attach the job's transforms to ``pipeline`` (``progress``: the local channel, beam_jobs/progress.py)."""
     shards_config = config["shards"]
     results = (
         pipeline
@@ -137,6 +140,8 @@ def build_pipeline(pipeline: beam.Pipeline, sources: list[AudioSource], listing_
     )
     annotations_written = (results[ProcessRecording.ANNOTATIONS] | "WriteAnnotations" >> beam.Map(_write_file, output)
                            | "CountAnnotations" >> beam.combiners.Count.Globally())
+    if progress:
+        _ = results.summaries | "Progress" >> beam.Map(lambda summary: mark(summary, progress, recordings=1))
     _ = (
         results.summaries
         | "AllSummaries" >> beam.combiners.ToList()
@@ -170,17 +175,22 @@ def run(input_spec: str, output: str, config: Mapping[str, Any], runner_args: li
     """Run the job; returns the stats written to ``OUTPUT/stats.json``."""
     from apache_beam.io.filesystems import FileSystems
 
-    ensure_tokenizer(config)
     args, dataflow_overrides = with_dataflow([*config["runner"]["args"], *runner_args], DATAFLOW_CONFIG)
     config = apply_overrides(config, dataflow_overrides)  # e.g. device=cuda on GPU workers
     options = PipelineOptions(args)
     FileSystems.set_options(options)  # s3 endpoint/credentials for listing and the final reads in the driver
     config = prepare_workers(options, config, MODEL_KEYS, output, log=LOG.info)
     sources, listing_rejects = list_sources(input_spec, list(config["ingest"]["extensions"]))
+    if not sources:  # before any model loads
+        raise UserError(f"no recording in {input_spec}" + (f" ({breakdown(_reasons(listing_rejects))})" if listing_rejects else
+                        f" (audio extensions: {', '.join(config['ingest']['extensions'])})"))
     LOG.info("%d recordings, %d rejected while listing", len(sources), len(listing_rejects))
     retire_completion_marker(join(output, STATS_FILE), log=LOG.info)
-    with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, sources, listing_rejects, config, output)
+    ensure_tokenizer(config)
+    runner = runner_name(args, {"runner": "DirectRunner"})
+    with progress_bar(runner, len(sources), "recordings") as channel:
+        with beam.Pipeline(options=options) as pipeline:
+            build_pipeline(pipeline, sources, listing_rejects, config, output, channel)
     with FileSystems.open(join(output, STATS_FILE)) as handle:
         stats = json.loads(handle.read())
     for path in remove_stale(output, stats):
@@ -188,21 +198,57 @@ def run(input_spec: str, output: str, config: Mapping[str, Any], runner_args: li
     return stats
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _reasons(rejects: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for reject in rejects:
+        counts[reject["reason"]] = counts.get(reject["reason"], 0) + 1
+    return counts
+
+
+def summary(stats: Mapping[str, Any], output: str) -> str:
+    recordings, segments, hours = stats["recordings"], stats["segments"], stats["audio_hours"]
+    rows = [("recordings in", recordings["in"], ""), ("  kept", recordings["kept"], ""),
+            ("  filtered", sum(recordings["filtered"].values()), breakdown(recordings["filtered"])),
+            ("  rejected", sum(recordings["rejected"].values()), breakdown(recordings["rejected"])),
+            ("segments in", segments["in"], ""), ("  kept", segments["kept"], ""),
+            ("  filtered", sum(segments["filtered"].values()), breakdown(segments["filtered"])),
+            ("audio hours decoded", hours["decoded"], ""), ("  kept", hours["kept"], "")]
+    return "\n".join([table(rows), "", f"  output: {join(output, 'shards')}/ ({len(stats['shards'])} shards), "
+                      f"{STATS_FILE}, {REJECTS_FILE}, annotations/"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = command_parser(__name__, __doc__, config="audio_shards", beam=True)
     parser.add_argument("--input", default=str(DEFAULT_INPUT),
-                        help="folder, glob or JSONL manifest {path, id?, speakers?} (local or s3://); default: %(default)s")
+                        help="folder, glob (quoted) or JSONL manifest {path, id?, speakers?} (local or s3://); "
+                             "default: %(default)s")
     parser.add_argument("--output", required=True, help="output folder (local or s3://)")
-    parser.add_argument("--config", default="audio_shards", help="config name under configs/ or a YAML path")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. segment.max_duration_s=60")
-    args, runner_args = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = load_config(args.config, args.set)
-    stats = run(args.input, args.output.rstrip("/"), config, runner_args)
-    report = {k: stats[k] for k in ("recordings", "segments", "audio_hours")}
-    report["shards"] = len(stats["shards"])
-    print(json.dumps(report, indent=1, sort_keys=True))
+    return run_command(parser, argv, _main)
+
+
+def _main(args) -> int:
+    output = args.output.rstrip("/")
+    stats = run(args.input, output, args.cfg, args.beam_args)
+    print(summary(stats, output))
+    recordings = stats["recordings"]
+    rejected = sum(recordings["rejected"].values())
+    if rejected:
+        rows = [json.loads(line) for line in _read_text(join(output, REJECTS_FILE)).splitlines() if line.strip()]
+        shown = [f"rejected {r.get('id') or r.get('path')}: {r['reason']} ({str(r.get('detail', ''))[:120]})"
+                 for r in rows[:5]]
+        for line in rejects_summary(shown, rejected, join(output, REJECTS_FILE)):
+            LOG.warning(line)
+    if recordings["in"] == rejected:
+        raise RunFailed(f"no recording could be read ({breakdown(recordings['rejected'])}; see {join(output, REJECTS_FILE)})")
+    return 0
+
+
+def _read_text(path: str) -> str:
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path) as handle:
+        return handle.read().decode("utf-8")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(exit_status(main(sys.argv[1:])))

@@ -8,7 +8,6 @@ Reads ``INPUT/shards/shard-*.tar`` and writes ``DIR/data_stereo/<key>.wav`` (lef
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from typing import Any, Iterator, Mapping
@@ -18,9 +17,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from moshi_data.pipeline.audio.export import export_sample, index_jsonl
 from moshi_data.pipeline.audio.outputs import SHARDS_DIR, join, write_bytes_atomic
-from moshi_data.pipeline.config import load_config
+from moshi_data.pipeline.command import RunFailed, UserError, command_parser, exit_status, run_command
 
-LOG = logging.getLogger("moshi_finetune_export")
+LOG = logging.getLogger("moshi_data.moshi_finetune_export")
 
 
 def _export_shard(path: str, output: str, audio_dir: str, main_label: str) -> Iterator[dict[str, Any]]:
@@ -52,7 +51,7 @@ def run(input_dir: str, output: str, config: Mapping[str, Any], runner_args: lis
     FileSystems.set_options(options)
     shards = sorted(m.path for m in FileSystems.match([join(input_dir, SHARDS_DIR, "shard-*.tar")])[0].metadata_list)
     if not shards:
-        raise FileNotFoundError(f"no shards under {join(input_dir, SHARDS_DIR)}")
+        raise UserError(f"no shards under {join(input_dir, SHARDS_DIR)} (give the output folder of audio-shards)")
     with beam.Pipeline(options=options) as pipeline:
         _ = (
             pipeline
@@ -66,17 +65,20 @@ def run(input_dir: str, output: str, config: Mapping[str, Any], runner_args: lis
         return sum(1 for line in handle.read().splitlines() if line.strip())
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = command_parser(__name__, __doc__, config="audio_shards", beam=True)
     parser.add_argument("--input", required=True, help="output folder of `make audio-shards` (holds shards/)")
     parser.add_argument("--output", required=True, help="moshi-finetune data folder to write")
-    parser.add_argument("--config", default="audio_shards", help="config name or path (section 'export')")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    args, runner_args = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    count = run(args.input.rstrip("/"), args.output.rstrip("/"), load_config(args.config, args.set), runner_args)
-    print(f"exported {count} samples to {args.output} (index: {join(args.output, load_config(args.config, args.set)['export']['index'])})")
+    return run_command(parser, argv, _main)
+
+
+def _main(args) -> int:
+    count = run(args.input.rstrip("/"), args.output.rstrip("/"), args.cfg, args.beam_args)
+    print(f"exported {count} samples to {args.output} (index: {join(args.output, args.cfg['export']['index'])})")
+    if not count:
+        raise RunFailed(f"the shards under {args.input} hold no sample")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(exit_status(main(sys.argv[1:])))

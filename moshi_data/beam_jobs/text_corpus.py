@@ -26,13 +26,14 @@ WHERE A NEW STAGE PLUGS IN
 """
 from __future__ import annotations
 
-import argparse
 import functools
+import hashlib
 import json
 import logging
 import os
 import sys
 import time
+from datetime import datetime, timezone
 from collections import Counter
 from typing import Callable, Iterator
 
@@ -41,20 +42,23 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
 from moshi_data.beam_jobs import minhash
-from moshi_data.beam_jobs.options import build_pipeline_options, prepare_workers
+from moshi_data.beam_jobs.options import build_pipeline_options, prepare_workers, runner_name
+from moshi_data.beam_jobs.progress import mark, progress_bar
 from moshi_data.classifiers.models import attach_classifiers
 from moshi_data.pipeline import storage
+from moshi_data.pipeline.command import RunFailed, UserError, breakdown, command_parser, package_version, rejects_summary, run_command, table
 from moshi_data.pipeline.config import REPO_ROOT, load_config
 from moshi_data.pipeline.text import line_dedup
 from moshi_data.pipeline.text.accounting import check_invariant, to_stats
 from moshi_data.pipeline.text.chunk import ChunkProcessor, DocChunk, chunk_line_counts, hash_documents
 from moshi_data.pipeline.text.document import Reject
 from moshi_data.pipeline.text.jsonl import JsonlFormat, read_jsonl
-from moshi_data.pipeline.text.output import documents_schema, documents_table, parquet_bytes
+from moshi_data.pipeline.text.output import documents_schema, documents_table, parquet_bytes, run_metadata
 from moshi_data.pipeline.text.report import build_report
 from moshi_data.pipeline.text.stages import EXACT_DEDUP, build_stages
 from moshi_data.pipeline.text.wet import FileReport, WetLimits, read_wet
 
+LOG = logging.getLogger("moshi_data.text_corpus")
 NAMESPACE = "text_corpus"
 DOCUMENTS_DIR, REJECTS_DIR, SAMPLES_DIR = "documents", "rejects", "line_samples"
 SAMPLES_FILE, STATS_FILE = "line_samples.jsonl", "stats.json"
@@ -96,7 +100,7 @@ class ReadInputChunks(beam.DoFn):
             raw = storage.open_read(path)
         except Exception as exc:  # noqa: BLE001 - any failure to open is a reject, not a crash
             reason = "missing_file" if isinstance(exc, FileNotFoundError) or not _exists(path) else "unreadable_file"
-            logging.warning("cannot open %s: %s", path, exc)
+            logging.debug("cannot open %s: %s", path, exc)
             report.rejects += 1
             yield beam.pvalue.TaggedOutput("rejects", Reject(path, file_index, 0, reason, f"{type(exc).__name__}: {exc}"[:300]))
             yield beam.pvalue.TaggedOutput("files", report)
@@ -109,7 +113,7 @@ class ReadInputChunks(beam.DoFn):
                          else read_wet(raw, path, file_index, self.limits, report))
                 for item in items:
                     if isinstance(item, Reject):
-                        logging.warning("rejected %s@%d: %s (%s)", path, item.record_offset, item.reason, item.message)
+                        logging.debug("rejected %s@%d: %s (%s)", path, item.record_offset, item.reason, item.message)
                         yield beam.pvalue.TaggedOutput("rejects", item)
                         continue
                     docs.append(item)
@@ -247,26 +251,31 @@ class SampleLines(beam.CombineFn):
 class WriteShards(beam.DoFn):
     """Writes each chunk's kept documents to documents/<shard>.parquet (atomic), yields its tally."""
 
-    def __init__(self, config: dict, output: str):
+    def __init__(self, config: dict, output: str, run: dict | None = None):
         self.output = output
         self.out_cfg = config["output"]
-        self.schema = documents_schema(build_stages(config), cross_document_columns(config))
+        self.schema = documents_schema(build_stages(config), cross_document_columns(config)).with_metadata(run_metadata(run))
 
     def process(self, chunk: DocChunk) -> Iterator:
+        """A chunk with no kept document writes no shard (readers choke on zero-row files): which
+        shards exist depends on the input and config only."""
         start = time.perf_counter()
-        table = documents_table(chunk.docs, self.schema)
-        data = parquet_bytes(table, self.out_cfg["compression"], int(self.out_cfg["compression_level"]),
-                             int(self.out_cfg["row_group_rows"]))
-        storage.write_bytes_atomic(storage.join(self.output, DOCUMENTS_DIR, chunk.shard_name), data)
+        data = b""
+        if chunk.docs:
+            table = documents_table(chunk.docs, self.schema)
+            data = parquet_bytes(table, self.out_cfg["compression"], int(self.out_cfg["compression_level"]),
+                                 int(self.out_cfg["row_group_rows"]))
+            storage.write_bytes_atomic(storage.join(self.output, DOCUMENTS_DIR, chunk.shard_name), data)
         tally = Counter(chunk.tally)
         tally["documents.kept"] += len(chunk.docs)
         tally["lines.kept"] += sum(len(doc.lines) for doc in chunk.docs)
         tally["output.bytes"] += len(data)
-        tally["output.shards"] += 1
+        tally["output.shards"] += 1 if chunk.docs else 0
         _timer("write").inc(int((time.perf_counter() - start) * 1000))
         for example in chunk.dropped:  # kept examples: the report reads the first rows of the shards
-            yield beam.pvalue.TaggedOutput("examples", (example["kind"], (example["doc_key"], example)))
-        yield chunk.shard_name, dict(tally)
+            key = tuple(int(part) for part in example["doc_id"].split(":"))
+            yield beam.pvalue.TaggedOutput("examples", (example["kind"], (key, example)))
+        yield (chunk.shard_name if chunk.docs else None), dict(tally)
 
 
 def file_tally(report: FileReport) -> dict:
@@ -367,8 +376,8 @@ class Finalize(beam.DoFn):
     """Runs once after all shards, rejects and stale-file deletions: line_samples/, examples/,
     report, stats.json (written last). Every input is bounded (sums, samples, a few examples)."""
 
-    def __init__(self, config: dict, output: str, n_files: int, n_groups: int):
-        self.config, self.output, self.n_files, self.n_groups = config, output, n_files, n_groups
+    def __init__(self, config: dict, output: str, n_files: int, n_groups: int, run: dict | None = None):
+        self.config, self.output, self.n_files, self.n_groups, self.run = config, output, n_files, n_groups, run
 
     def process(self, _, tally, dedup_summary, stage_summaries, samples, examples, stale_removed) -> Iterator:
         tally = Counter(tally)
@@ -390,6 +399,8 @@ class Finalize(beam.DoFn):
         stats.update(stage_summaries)
         stats["stages"] = ["in", EXACT_DEDUP, *self.config["stages"], *self.config["cross_document_stages"]]
         check_invariant(stats)
+        if self.run is not None:
+            stats["run"] = self.run
 
         sample_rows = []
         for duplicate, rows in sorted(samples, key=lambda item: not item[0]):
@@ -410,8 +421,12 @@ class Finalize(beam.DoFn):
         storage.remove_stale(storage.join(self.output, folder), [name])
 
 
-def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, output: str) -> beam.PCollection:
-    """Add the job's transforms to ``pipeline``; returns the PCollection holding the stats dict."""
+def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, output: str, run: dict | None = None,
+                   progress: str | None = None) -> beam.PCollection:
+    """Add the job's transforms to ``pipeline``; returns the PCollection holding the stats dict.
+
+    ``run``: provenance written to stats.json and the Parquet metadata; ``progress``: the local
+    progress channel (beam_jobs/progress.py)."""
     config = attach_classifiers(config, log=logging.info)
     groups = line_dedup.dedup_groups(files, int(config["input"]["files_per_group"]))
     specs = list(zip(range(len(files)), files, groups))
@@ -426,7 +441,10 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
         chunks, summary = CROSS_DOCUMENT_STAGES[name][0](chunks, config)
         stage_summaries.append(summary | f"{name}Summary" >> beam.Map(lambda value, name=name: (name, value)))
     stage_summaries = tuple(stage_summaries) | "StageSummaries" >> beam.Flatten(pipeline=pipeline)
-    written = chunks | "WriteParquet" >> beam.ParDo(WriteShards(config, output)).with_outputs("examples", main="shards")
+    written = chunks | "WriteParquet" >> beam.ParDo(WriteShards(config, output, run)).with_outputs("examples", main="shards")
+    if progress:
+        _ = read.files | "ProgressFiles" >> beam.Map(lambda r: mark(r, progress, files=1, documents_read=r.documents))
+        _ = written.shards | "ProgressDocuments" >> beam.Map(lambda s: mark(s, progress, documents=s[1].get("documents.in", 0)))
     examples = written.examples | "FirstExamples" >> beam.combiners.Top.SmallestPerKey(
         int(config["report"]["examples_per_reason"]), key=lambda item: item[0])
     samples = processed.samples | "LineSamples" >> beam.CombineGlobally(
@@ -435,7 +453,7 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
                     | "KeyRejectsByFile" >> beam.Map(lambda reject: (reject.file_index, reject))
                     | "GroupRejects" >> beam.GroupByKey()
                     | "WriteRejects" >> beam.ParDo(WriteRejects(output)))
-    shard_files = written.shards | "ShardNames" >> beam.MapTuple(lambda name, _: (DOCUMENTS_DIR, name))
+    shard_files = written.shards | "ShardNames" >> beam.FlatMapTuple(lambda name, _: [(DOCUMENTS_DIR, name)] if name else [])
     stale_removed = (shard_files, reject_files) | "WrittenFiles" >> beam.Flatten() | "RemoveStale" >> RemoveStale(output)
     tallies = (written.shards | "ShardTallies" >> beam.Values(),
                read.files | "FileTallies" >> beam.Map(file_tally),
@@ -444,7 +462,7 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
     return (pipeline
             | "Once" >> beam.Create([None])
             | "Finalize" >> beam.ParDo(
-                Finalize(config, output, len(files), len(set(groups))),
+                Finalize(config, output, len(files), len(set(groups)), run),
                 tally=beam.pvalue.AsSingleton(tally), dedup_summary=beam.pvalue.AsSingleton(dedup["summary"]),
                 stage_summaries=beam.pvalue.AsDict(stage_summaries), samples=beam.pvalue.AsSingleton(samples),
                 examples=beam.pvalue.AsList(examples), stale_removed=beam.pvalue.AsSingleton(stale_removed)))
@@ -484,59 +502,126 @@ def run_metrics(result) -> dict:
     return {"counters": dict(counters), "key_sizes": maxima}
 
 
+def normalise_source(path: str) -> str:
+    """A URL as given, a local path made absolute and normal (no ``..``): the ``source`` of documents."""
+    return path if "://" in path else os.path.normpath(os.path.abspath(path))
+
+
+def check_inputs(files: list[str], input_spec: str) -> None:
+    """Mistakes in the command, reported before any worker starts: no input, folders, no file exists."""
+    if not files:
+        raise UserError(f"no input files in {input_spec!r}")
+    local = [path for path in files if "://" not in path]
+    for path in local:
+        if os.path.isdir(path):
+            raise UserError(f"input {path} is a folder: give a glob such as '{path.rstrip('/')}/*.jsonl.gz'")
+    if local and len(local) == len(files) and not any(os.path.exists(path) for path in local):
+        raise UserError(f"input not found: {local[0]}" + (f" (and {len(local) - 1} more)" if len(local) > 1 else ""))
+
+
+def provenance(config: dict, files: list[str], runner: str) -> dict:
+    """The deterministic part of the ``run`` block (stats.json and Parquet metadata): same input and
+    config, same block; ``started`` and ``wall_s`` are added to stats.json by the launcher."""
+    digest = hashlib.sha256("\n".join(files).encode()).hexdigest()
+    return {"config": config, "version": package_version(), "runner": runner,
+            "inputs": {"count": len(files), "sha256": digest, "first": files[0] if files else None}}
+
+
 def run(input_spec: str | None, output: str, config_name: str = "text_corpus", limit: int | None = None,
         overrides: list[str] = (), beam_args: list[str] = (), dataflow_config: str = "dataflow") -> dict:
     """Run the job; returns {"stats": stats.json content, "seconds": per stage, "wall_s": ...}."""
-    config = load_config(config_name, overrides)
+    started = datetime.now(timezone.utc)
+    config = load_config(config_name, overrides, defaults="text_corpus")
     options, extra_overrides = build_pipeline_options(list(beam_args), config["runner"], dataflow_config)
     if extra_overrides:
-        config = load_config(config_name, [*extra_overrides, *overrides])
-    config = attach_classifiers(config, log=logging.info)
+        config = load_config(config_name, [*extra_overrides, *overrides], defaults="text_corpus")
+    config = attach_classifiers(config, log=LOG.info)
     storage.configure(options)
-    config = prepare_workers(options, config, MODEL_KEYS, output, log=logging.info)
+    config = prepare_workers(options, config, MODEL_KEYS, output, log=LOG.info)
     if input_spec is None:
         input_spec, default_limit = default_input(config)
         limit = limit if limit is not None else default_limit
-    files = storage.expand_inputs(input_spec, limit)
-    if not files:
-        raise SystemExit(f"no input files in {input_spec!r}")
+    files = [normalise_source(path) for path in storage.expand_inputs(input_spec, limit)]
+    check_inputs(files, input_spec)
     build_stages(config)  # fail fast on a bad stage list, before starting workers
-    logging.info("text corpus: %d input files -> %s", len(files), output)
+    runner = runner_name(list(beam_args), config["runner"])
+    LOG.info("text corpus: %d input files -> %s (%s)", len(files), output, runner)
     start = time.perf_counter()
-    storage.retire_completion_marker(storage.join(output, STATS_FILE), log=logging.info)
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, files, config, output)
-    result = pipeline.run()
-    result.wait_until_finish()
+    storage.retire_completion_marker(storage.join(output, STATS_FILE), log=LOG.info)
+    run_info = provenance(config, files, runner)
+    with progress_bar(runner, len(files), "files", phases=(("documents", "documents_read"),)) as channel:
+        pipeline = beam.Pipeline(options=options)
+        build_pipeline(pipeline, files, config, output, run_info, channel)
+        result = pipeline.run()
+        result.wait_until_finish()
     wall = time.perf_counter() - start
     stats = json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))
+    stats["run"].update({"started": started.isoformat(timespec="seconds"), "wall_s": round(wall, 3)})
+    storage.write_bytes_atomic(storage.join(output, STATS_FILE), (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
     return {"stats": stats, "seconds": stage_seconds(result), "wall_s": round(wall, 3), "files": len(files),
             **run_metrics(result)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Helium text job: WET -> exact line dedup -> fuzzy dedup -> LID -> quality -> min length -> "
-                    "MinHash -> Parquet (+ stats.json, report.html). "
-                    "Unknown options are passed to Beam (e.g. --runner=DataflowRunner, --s3_endpoint_url=...).")
-    parser.add_argument("--input", help="WET or JSONL (.jsonl[.gz|.zst], .json.gz) glob, comma list, list file, "
-                                        "or CC wet.paths.gz; local/s3/gs/https (default: ../shared/data/wet WET + "
-                                        "JSONL samples, else the first WET of a recent crawl)")
-    parser.add_argument("--output", required=True, help="output folder (local, s3://, gs://)")
-    parser.add_argument("--config", default="text_corpus", help="config name under configs/ or a YAML path")
-    parser.add_argument("--limit", type=int, help="use only the first N input files")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--dataflow_config", default="dataflow", help="Dataflow settings (with --runner=DataflowRunner)")
-    args, beam_args = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    result = run(args.input, args.output, args.config, args.limit, args.set, beam_args, args.dataflow_config)
+def summary(result: dict, output: str) -> str:
+    """The console summary of a finished run: counts, time per stage, outputs."""
     stats = result["stats"]
     docs, lines = stats["documents"], stats["lines"]
-    print(f"documents: in {docs['in']}  kept {docs['kept']}  filtered {docs['filtered']}  rejected {docs['rejected']}")
-    print(f"lines: in {lines['in']}  kept {lines['kept']}  removed {lines['removed']}")
-    print(f"seconds per stage (summed over workers): {result['seconds']}  wall {result['wall_s']} s")
-    print(f"output: {os.path.join(args.output, DOCUMENTS_DIR)}/ ({stats['output']['shards']} shards), "
-          f"{args.output}/{STATS_FILE}, {args.output}/{REJECTS_DIR}/, {args.output}/report.html")
+    rows = [("documents in", docs["in"], ""), ("  kept", docs["kept"], ""),
+            ("  filtered", sum(docs["filtered"].values()), breakdown(docs["filtered"])),
+            ("  rejected", sum(docs["rejected"].values()), breakdown(docs["rejected"])),
+            ("lines in", lines["in"], ""), ("  kept", lines["kept"], ""),
+            ("  removed", sum(lines["removed"].values()),
+             breakdown({k: v for k, v in lines["removed"].items() if not k.startswith("filtered_document:")})
+             + " + lines of filtered documents")]
+    seconds = sorted(result["seconds"].items(), key=lambda kv: -kv[1])
+    parts = [table(rows), "",
+             f"  {result['files']:,} files in {result['wall_s']:.1f} s wall; stage seconds (all workers): "
+             + ", ".join(f"{k} {v:.2f}" for k, v in seconds if v),
+             f"  output: {storage.join(output, DOCUMENTS_DIR)}/ ({stats['output']['shards']} shards), "
+             f"{STATS_FILE}, {REJECTS_DIR}/, report.html"]
+    return "\n".join(parts)
+
+
+def log_rejects(output: str, total: int) -> None:
+    """Each reject once: the first few, then the count and the file that lists them all."""
+    if not total:
+        return
+    folder = storage.join(output, REJECTS_DIR)
+    rows: list[dict] = []
+    for path in sorted(p for p in storage.list_folder(folder) if p.endswith(".jsonl")):
+        if len(rows) >= 5:
+            break
+        rows += [json.loads(line) for line in storage.read_bytes(path).decode().splitlines()[:5 - len(rows)]]
+    shown = [f"rejected {r['source']}@{r['record_offset']}: {r['reason']} ({r['message'][:120]})" for r in rows]
+    for line in rejects_summary(shown, total, f"{folder}/"):
+        LOG.warning(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = command_parser(
+        __name__, "Helium text job: WET/JSONL -> exact line dedup -> fuzzy dedup -> LID -> quality -> min length -> "
+                  "MinHash -> Parquet (+ stats.json, rejects/, report.html).",
+        config="text_corpus", beam=True)
+    parser.add_argument("--input", help="WET or JSONL (.jsonl[.gz|.zst], .json.gz) glob (quoted), comma list, list "
+                                        "file, or CC wet.paths.gz; local/s3/gs/https (default: ../shared/data/wet WET + "
+                                        "JSONL samples, else the first WET of a recent crawl)")
+    parser.add_argument("--output", required=True, help="output folder (local, s3://, gs://)")
+    parser.add_argument("--limit", type=int, help="use only the first N input files")
+    parser.add_argument("--dataflow-config", "--dataflow_config", dest="dataflow_config", default="dataflow",
+                        help="Dataflow settings (with --runner=DataflowRunner)")
+    return run_command(parser, argv, _main)
+
+
+def _main(args) -> int:
+    result = run(args.input, args.output, args.config, args.limit, args.set, args.beam_args, args.dataflow_config)
+    stats = result["stats"]
+    docs = stats["documents"]
+    print(summary(result, args.output))
+    rejected = sum(docs["rejected"].values())
+    log_rejects(args.output, rejected)
+    if docs["in"] == rejected:
+        raise RunFailed(f"no document could be read from {result['files']} input file(s): "
+                        f"{breakdown(docs['rejected']) or 'they hold none'} (see {args.output}/{REJECTS_DIR}/)")
     return 0
 
 

@@ -4,7 +4,6 @@ and curated-vs-rand document AUCs with the text job's aggregation, and the AUC o
 good/bad labels (DCLM agreement set). Exits non-zero when a target (``evaluation.targets``) is missed."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -21,21 +20,20 @@ from moshi_data.classifiers.evaluation import (
     rand_documents_kept,
 )
 from moshi_data.classifiers.sources import resolve_root
-from moshi_data.pipeline.config import load_config
+from moshi_data.pipeline.command import RunFailed, command_parser, run_command
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", default="classifiers.yaml")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+def main(argv=None) -> dict | int:
+    """The figures (a dict); exit status 1 when a target is missed, unless ``--report-only``."""
+    parser = command_parser(__name__, __doc__, config="classifiers")
     parser.add_argument("--line-samples", help="line samples to train the fuzzy model on if it is missing")
     parser.add_argument("--output", help="write the metrics as JSON here")
-    return parser.parse_args(argv)
+    parser.add_argument("--report-only", action="store_true", help="exit 0 even when a target is missed")
+    return run_command(parser, argv, _main)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    config = load_config(args.config, args.set)
+def _main(args) -> dict:
+    config = args.cfg
     paths, fuzzy, quality = ensure_models_with_metrics(config, args.line_samples)
     human = human_label_auc(paths["quality"], resolve_root(config["data_root"]) / config["evaluation"]["human_labeled"], config)
     labels = config["quality"]["labels"]
@@ -96,12 +94,17 @@ def main(argv=None) -> dict:
               "targets": targets, "targets_passed": passed}
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2, sort_keys=True), encoding="utf-8")
+    if not passed and not args.report_only:
+        missed = [name for name, target in targets.items() if not target["passed"]]
+        raise RunFailed(f"{len(missed)} of {len(targets)} targets missed: {', '.join(missed)} (--report-only to exit 0)")
     return result
 
 
-def exit_status(result: dict) -> int:
-    """0 when every target is met, else 1."""
-    return 0 if result["targets_passed"] else 1
+def exit_status(result: dict | int) -> int:
+    """The exit status of :func:`main`'s result: 1 when a target is missed (an int result is one)."""
+    if isinstance(result, dict):
+        return 0 if result["targets_passed"] else 1
+    return result
 
 
 if __name__ == "__main__":

@@ -49,6 +49,12 @@ def ensure_models(
     return paths
 
 
+def _set_values(section: Mapping[str, Any]) -> dict[str, Any]:
+    """The values a text config sets in a section (its nulls mean "from the classifier config")."""
+    return {key: _set_values(value) if isinstance(value, Mapping) else value
+            for key, value in section.items() if value is not None}
+
+
 def attach_classifiers(text_config: Mapping[str, Any], log: Callable[[str], None] = print) -> dict[str, Any]:
     """The text job's config with its ``fuzzy_dedup``, ``quality`` and ``minhash`` sections filled from
     the classifier config (``classifiers.config``) and the model paths, training missing models first.
@@ -56,7 +62,8 @@ def attach_classifiers(text_config: Mapping[str, Any], log: Callable[[str], None
     Values already in the text config's sections win, so ``--set quality.filter.max_rand_score=0.8``
     or ``--set quality.model=gs://bucket/quality.bin`` work from the job's command line. A config
     that already names both models is returned as it is (the call is idempotent)."""
-    if all((text_config.get(name) or {}).get("model") for name in ("fuzzy_dedup", "quality")) and "minhash" in text_config:
+    filled = all(None not in (text_config.get(name) or {None: None}).values() for name in ("fuzzy_dedup", "minhash"))
+    if filled and (text_config.get("quality") or {}).get("labels") and (text_config.get("quality") or {}).get("model"):
         return dict(text_config)
     settings = text_config["classifiers"]
     classifier_config = load_config(settings["config"], settings.get("overrides") or [])
@@ -70,5 +77,5 @@ def attach_classifiers(text_config: Mapping[str, Any], log: Callable[[str], None
     }
     config = dict(text_config)
     for name, section in sections.items():
-        config[name] = deep_merge(section, text_config.get(name) or {})
+        config[name] = deep_merge(section, _set_values(text_config.get(name) or {}))
     return config

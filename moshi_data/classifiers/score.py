@@ -4,7 +4,6 @@ and ``fuzzy_dup_lines`` (lines the fuzzy-dedup stage would remove). Trains the m
 Records that are not JSON objects with a string ``text`` are written to ``OUTPUT.rejects.jsonl``."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -14,18 +13,16 @@ from tqdm import tqdm
 
 from moshi_data.classifiers.models import ensure_models
 from moshi_data.classifiers.sources import read_bytes
-from moshi_data.pipeline.config import load_config
+from moshi_data.pipeline.command import exit_status, RunFailed, command_parser, run_command
 from moshi_data.pipeline.text.fuzzy_dedup import FuzzyDedupStage
 from moshi_data.pipeline.text.quality import QualityScorer
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv=None) -> dict[str, int] | int:
+    parser = command_parser(__name__, __doc__, config="classifiers")
     parser.add_argument("--input", required=True, help="JSONL (optionally .gz; local or s3://...) with a text field")
     parser.add_argument("--output", required=True, help="JSONL written atomically")
-    parser.add_argument("--config", default="classifiers.yaml")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    return parser.parse_args(argv)
+    return run_command(parser, argv, _main)
 
 
 def _atomic_writer(path: Path):
@@ -34,9 +31,8 @@ def _atomic_writer(path: Path):
     return os.fdopen(handle, "w", encoding="utf-8"), tmp
 
 
-def main(argv=None) -> dict[str, int]:
-    args = parse_args(argv)
-    config = load_config(args.config, args.set)
+def _main(args) -> dict[str, int]:
+    config = args.cfg
     paths = ensure_models(config)
     quality = config["quality"]
     scorer = QualityScorer(str(paths["quality"]), quality["labels"], quality["decimals"])
@@ -67,8 +63,10 @@ def main(argv=None) -> dict[str, int]:
     os.replace(out_tmp, output)
     os.replace(rejects_tmp, rejects_path)
     print(json.dumps({**counts, "output": str(output), "rejects": str(rejects_path)}))
+    if not counts["scored"]:
+        raise RunFailed(f"no record of {args.input} could be scored ({counts['rejected']} rejected, see {rejects_path})")
     return counts
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(exit_status(main()))

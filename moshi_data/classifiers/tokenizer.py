@@ -10,7 +10,6 @@ to a settings stamp; it is retrained only when the settings change (or with ``--
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import html
 import io
@@ -21,7 +20,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from moshi_data.pipeline.config import REPO_ROOT, load_config
+from moshi_data.pipeline.config import REPO_ROOT, apply_overrides
 
 _TAG = re.compile(r"<[^>]+>")
 _TEXT_SUFFIXES = (".txt", ".rst", ".tex", ".md")
@@ -131,15 +130,18 @@ def train_tokenizer(config: Mapping[str, Any], force: bool = False) -> Path:
     return target
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train the offline SentencePiece tokenizer from reference text.")
-    parser.add_argument("--config", default="audio_shards", help="config name or path (section 'tokenizer')")
+def main(argv: list[str] | None = None) -> int:
+    from moshi_data.pipeline.command import command_parser, run_command
+
+    parser = command_parser(__name__, "Train the offline SentencePiece tokenizer from reference text "
+                                      "(config section 'tokenizer').", config="audio_shards")
     parser.add_argument("--output", help="output prefix (writes PREFIX.model, PREFIX.vocab, PREFIX.json)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. tokenizer.vocab_size=4000")
     parser.add_argument("--force", action="store_true", help="retrain even if the cached model matches")
-    args = parser.parse_args(argv)
-    overrides = list(args.set) + ([f"tokenizer.output={args.output}"] if args.output else [])
-    config = load_config(args.config, overrides)
+    return run_command(parser, argv, _main)
+
+
+def _main(args) -> None:
+    config = apply_overrides(args.cfg, [f"tokenizer.output={args.output}"] if args.output else [])
     path = train_tokenizer(config, force=args.force)
     import sentencepiece
 
@@ -150,4 +152,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -2,30 +2,25 @@
 validation metrics. ``make classifiers`` runs this."""
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
 
 from moshi_data.classifiers.common import format_metrics
 from moshi_data.classifiers.evaluation import ensure_models_with_metrics
-from moshi_data.pipeline.config import load_config
+from moshi_data.pipeline.command import exit_status, command_parser, run_command
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", default="classifiers.yaml", help="classifier config (name under configs/ or path)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, e.g. quality.train.epoch=5 (repeatable)")
+def main(argv=None) -> dict | int:
+    parser = command_parser(__name__, __doc__, config="classifiers")
     parser.add_argument("--line-samples", help="line_samples*.jsonl of a text-job run (path or glob); "
                         "default: fuzzy_dedup.samples, else exact dedup over the default input")
     parser.add_argument("--output", help="also copy the trained models into this directory")
-    return parser.parse_args(argv)
+    return run_command(parser, argv, _main)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    config = load_config(args.config, args.set)
+def _main(args) -> dict:
+    config = args.cfg
     paths, fuzzy, quality = ensure_models_with_metrics(config, args.line_samples)
     print(format_metrics(f"fuzzy dedup {paths['fuzzy_dedup'].name}", fuzzy))
     print(format_metrics(f"quality {paths['quality'].name}", quality))
@@ -46,4 +41,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(exit_status(main()))

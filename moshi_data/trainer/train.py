@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import yaml
 
-from moshi_data.pipeline.config import REPO_ROOT, apply_overrides, deep_merge, load_config
+from moshi_data.pipeline.config import REPO_ROOT, ConfigError, apply_overrides, deep_merge, load_config
 from moshi_data.trainer.data import Batches, ShardStream, list_shards, split_eval
 from moshi_data.trainer.model import RQTransformer, count_parameters, rq_loss, text_loss
 from moshi_data.trainer.text_data import ParquetDocuments, TextBatches, TextSettings, TextStream, list_text_files
@@ -43,28 +43,22 @@ CHECKPOINT_FORMAT = "step_{:08d}.pt"
 # ------------------------------------------------------------------------------------ config
 def resolve_config(config: str, preset: Optional[str], overrides: list[str]) -> dict[str, Any]:
     """Load the YAML config, merge the presets (``tiny`` or ``tiny,pretrain``) over it in order, then
-    apply ``a.b=value`` overrides (of existing keys)."""
-    loaded = load_config(config)
+    apply ``a.b=value`` overrides (checked against the config: a typo is an error, not a new key)."""
+    loaded = load_config(config, defaults="trainer")
     presets = loaded.pop("presets", {})
     for name in (preset or "").split(","):
         if not name:
             continue
         if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(presets))}")
+            raise ConfigError(f"unknown preset {name!r}; known: {', '.join(sorted(presets))}")
         loaded = deep_merge(loaded, presets[name])
     loaded["preset"] = preset
-    for item in overrides:  # a typo in --set is an error, not a new key
-        node: Any = loaded
-        for key in item.split("=", 1)[0].split("."):
-            if not isinstance(node, dict) or key not in node:
-                raise ValueError(f"--set {item}: no config key {item.split('=', 1)[0]!r}")
-            node = node[key]
     resolved = apply_overrides(loaded, overrides)
     text = resolved["text"]
     if not 0.0 <= float(text["ratio"]) <= 1.0:
-        raise ValueError(f"text.ratio must be in [0, 1], got {text['ratio']}")
+        raise ConfigError(f"text.ratio must be in [0, 1], got {text['ratio']}")
     if float(text["ratio"]) > 0 and not text["source"]:
-        raise ValueError("text.ratio > 0 needs text batches: pass --text (or text.source)")
+        raise ConfigError("text.ratio > 0 needs text batches: pass --text (or text.source)")
     if text["source"] and not text["tokenizer"]:  # the audio text stream's SentencePiece model
         text["tokenizer"] = load_config(text["tokenizer_config"])["text"]["tokenizer"]
     if text["tokenizer"] and not Path(text["tokenizer"]).is_absolute():
@@ -327,13 +321,18 @@ def check_same_tokenizer(shard: str, tokenizer: str) -> None:
                          f"({stored!r} in {shard}): set text.tokenizer to that model")
 
 
-def train(args: argparse.Namespace) -> dict[str, Any]:
+def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's config from the command line (--config, --preset, --set, --text, --text-ratio)."""
     overrides = list(args.set)
     if args.text is not None:
         overrides.append(f"text.source={args.text}")
     if args.text_ratio is not None:
         overrides.append(f"text.ratio={args.text_ratio}")
-    config = resolve_config(args.config, args.preset, overrides)
+    return resolve_config(args.config, args.preset, overrides)
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    config = config_from_args(args)
     if args.steps is not None:
         config["train"]["steps"] = args.steps
     steps = int(config["train"]["steps"])
@@ -560,21 +559,23 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Optional[list[str]] = None) -> int:
+    from moshi_data.pipeline.command import command_parser, run_command
+
+    parser = command_parser(__name__, __doc__, config="trainer",
+                            resolve=config_from_args)
     parser.add_argument("--shards", required=True, help="folder, glob or s3://bucket/prefix of shard-*.tar")
     parser.add_argument("--output", required=True, help="run folder (logs, checkpoints); reused = resume")
     parser.add_argument("--steps", type=int, default=None, help="total optimizer steps (default: train.steps)")
     parser.add_argument("--preset", default=None, help="model/training preset from the config: tiny | 100m")
-    parser.add_argument("--config", default="trainer", help="YAML config name or path (default configs/trainer.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
     parser.add_argument("--text", default=None, help="text-only batches: text-corpus output folder, Parquet glob or s3:// prefix")
     parser.add_argument("--text-ratio", type=float, default=None, help="probability of a text-only batch (text.ratio)")
     parser.add_argument("--eval-shards", default=None, help="held-out shards (default: last data.eval_shards shards)")
     parser.add_argument("--stop-at", type=int, default=None, help="stop (with a checkpoint) after this step")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_command(parser, argv, _main)
+
+
+def _main(args: argparse.Namespace) -> None:
     threads = torch.get_num_threads()
     try:
         report = train(args)
@@ -590,4 +591,4 @@ def main(argv: Optional[list[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

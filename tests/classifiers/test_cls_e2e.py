@@ -43,7 +43,7 @@ def test_training_reports_metrics_and_caches_models_keyed_by_config(tiny):
 
 
 def test_evaluate_prints_the_targets_calibration_and_exit_status(tiny, capsys):
-    result = evaluate.main([*sum((["--set", item] for item in tiny["overrides"]), [])])
+    result = evaluate.main([*sum((["--set", item] for item in tiny["overrides"]), []), "--report-only"])
     out = capsys.readouterr().out
     for text in ("wiki_vs_rand_doc_auc", "curated_vs_rand_doc_auc", "human_labels_auc", "macro-F1 over 9 labels",
                  "2-fold cross-validation by document", "quality filter calibration", "dactory rule rand <= 0.9",
@@ -101,6 +101,15 @@ def test_the_job_scores_are_dactory_formula_on_the_lines_fuzzy_dedup_kept(tiny, 
     reference = {label: round(sums[label] / total, 2) for label in labels}
     assert doc.fields["scores"] == reference
     assert QualityScorer(str(paths["quality"]), labels, 2).scores(doc.text) == reference
+
+
+def test_evaluate_exits_1_when_a_bar_is_missed_unless_report_only(tiny, capsys):
+    args = [*sum((["--set", item] for item in tiny["overrides"]), []), "--set", "evaluation.targets.human_labels_auc=1.01"]
+    assert evaluate.main(args) == 1
+    error = capsys.readouterr().err
+    [line] = [line for line in error.splitlines() if line.startswith("moshi-data eval-classifiers: error: ")]
+    assert "targets missed: human_labels_auc" in line
+    assert evaluate.main([*args, "--report-only"])["targets"]["human_labels_auc"]["passed"] is False
 
 
 def test_score_cli_adds_nine_scores_and_fuzzy_counts_and_rejects_bad_records(tiny, shared_data, tmp_path):

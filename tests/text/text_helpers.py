@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 from pathlib import Path
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -34,6 +35,16 @@ def write_wet(path: Path, records: list[bytes], gzipped: bool = True) -> Path:
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
-    """sha256 of every file under ``folder`` by relative path."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+    """sha256 of every file under ``folder`` by relative path; stats.json without its run timing
+    (``run.started``, ``run.wall_s``: the only bytes of a run that depend on when it ran)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(_timeless(p)).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _timeless(path: Path) -> bytes:
+    if path.name != "stats.json":
+        return path.read_bytes()
+    stats = json.loads(path.read_text())
+    for key in ("started", "wall_s"):
+        stats.get("run", {}).pop(key, None)
+    return json.dumps(stats, sort_keys=True).encode()

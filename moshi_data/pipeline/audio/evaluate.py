@@ -8,11 +8,10 @@
   ``../shared/data/word_alignment``, ASR words matched to reference words by difflib over normalized text.
 * WER of the transcriber against ``pyannote/audio/sample/sample.stm``.
 
-Writes a JSON with every figure and prints a table with PASS/FAIL per target; exits 0 unless it crashed.
+Writes a JSON with every figure and prints a table with PASS/FAIL per target; exits 1 when a target is missed (0 with --report-only).
 """
 from __future__ import annotations
 
-import argparse
 import difflib
 import json
 import os
@@ -262,22 +261,25 @@ def format_table(metrics: dict, checks) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m moshi_data.pipeline.audio.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="audio_models", help="config name or YAML path (audio_models)")
-    parser.add_argument("--output", default=None, help="metrics JSON (default: evaluation.output of the config)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, e.g. diarization.clustering.threshold=1.4")
-    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="shared data folder (../shared/data)")
-    args = parser.parse_args(argv)
+    """Exit 1 when a target is missed (``--report-only``: print the same, exit 0)."""
+    from moshi_data.pipeline.command import command_parser, run_command
 
+    parser = command_parser(__name__, __doc__, config="audio_models")
+    parser.add_argument("--output", default=None, help="metrics JSON (default: evaluation.output of the config)")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="shared data folder (../shared/data)")
+    parser.add_argument("--report-only", action="store_true", help="exit 0 even when a target is missed")
+    return run_command(parser, argv, _main)
+
+
+def _main(args) -> int:
     from moshi_data.pipeline.audio.diarize import Diarizer
     from moshi_data.pipeline.audio.transcribe import Transcriber
+    from moshi_data.pipeline.command import UserError
 
-    config = load_config(args.config, args.overrides)
+    config = args.cfg
     evaluation = config["evaluation"]
     if not args.data.is_dir():
-        raise SystemExit(f"shared data folder missing: {args.data}")
+        raise UserError(f"shared data folder missing: {args.data}")
     transcriber, diarizer = Transcriber(config), Diarizer(config)
     transcriber.setup()
     diarizer.setup()
@@ -306,7 +308,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     temporary.replace(output)
     print(format_table(metrics, checks))
     print(f"\nmetrics written to {output}")
+    fail_on_missed_targets(checks, args.report_only)
     return 0
+
+
+def fail_on_missed_targets(checks: list[tuple[str, float, str, float, bool]], report_only: bool) -> None:
+    """Raise RunFailed (exit 1) naming the missed targets, unless only reporting."""
+    from moshi_data.pipeline.command import RunFailed
+
+    missed = [name for name, _, _, _, passed in checks if not passed]
+    if missed and not report_only:
+        raise RunFailed(f"{len(missed)} of {len(checks)} targets missed: {', '.join(missed)} (--report-only to exit 0)")
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ class DocChunk:
 
 def document_example(doc: Document, kind: str, max_chars: int) -> dict:
     """A document as the run report shows it (``kind``: ``kept`` or the filter reason)."""
-    return {"kind": kind, "doc_key": doc.doc_key, "url": doc.url, "text": doc.text[:max_chars],
+    return {"kind": kind, "doc_id": doc.doc_id, "url": doc.url or None, "text": doc.text[:max_chars],
             "language": doc.language or None, "language_score": doc.language_score if doc.language else None,
             "scores": doc.fields.get("scores")}
 

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from moshi_data.pipeline.text.document import Document
 from moshi_data.pipeline.text.stages import EXACT_DEDUP
+
+# Optional text columns: a value the input did not carry is null, never "".
+OPTIONAL_STRINGS = ("url", "record_id", "date", "crawl", "content_language")
+RUN_METADATA_KEY = b"moshi_data.run"
 
 BASE_FIELDS = [
     pa.field("doc_id", pa.string()),
@@ -45,10 +50,20 @@ def documents_table(docs: list[Document], schema: pa.Schema) -> pa.Table:
         "invalid_utf8_bytes": [d.invalid_utf8_bytes for d in docs],
         "line_counts": [d.line_counts for d in docs],
     }
+    for name in OPTIONAL_STRINGS:
+        columns[name] = [value or None for value in columns[name]]
     for column in schema.names:
         if column not in columns:
             columns[column] = [d.fields.get(column) for d in docs]
     return pa.Table.from_pydict({name: columns[name] for name in schema.names}, schema=schema)
+
+
+def run_metadata(run: dict | None) -> dict[bytes, bytes]:
+    """Parquet key-value metadata holding the run's provenance (the ``run`` block of stats.json without
+    its timing, so that the same input and config give the same bytes)."""
+    if run is None:
+        return {}
+    return {RUN_METADATA_KEY: json.dumps(run, sort_keys=True, default=str).encode()}
 
 
 def parquet_bytes(table: pa.Table, compression: str, level: int, row_group_rows: int) -> bytes:

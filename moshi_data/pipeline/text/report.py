@@ -8,12 +8,10 @@ Parquet shards; thresholds come from the job's config. The job and ``moshi-data 
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
 import json
-import sys
 from typing import Any, Mapping, Sequence
 
 from moshi_data.pipeline import storage
@@ -301,27 +299,29 @@ def build_report(output: str, stats: Mapping[str, Any], config: Mapping[str, Any
 
 
 def main(argv=None) -> int:
-    from moshi_data.pipeline.config import load_config
+    from moshi_data.pipeline.command import command_parser, run_command
 
-    parser = argparse.ArgumentParser(prog="moshi-data text-report",
-                                     description="Rebuild report.html of a finished text-corpus run (the page the job wrote).")
+    parser = command_parser(__name__, "Rebuild report.html of a finished text-corpus run (the page the job wrote). "
+                                      "The run's config comes from stats.json (run.config) when it has one, else "
+                                      "from --config/--set.", config="text_corpus")
     parser.add_argument("--output", required=True, help="the run's output folder (holds stats.json), local or s3://")
-    parser.add_argument("--config", default="text_corpus", help="the run's config (name or YAML path); stats.json's run.config wins")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="the run's config overrides")
     parser.add_argument("--report", help="write the page here instead of OUTPUT/report.html")
-    args = parser.parse_args(argv)
+    return run_command(parser, argv, _main)
+
+
+def _main(args) -> None:
+    from moshi_data.pipeline.command import UserError
+
     stats_path = storage.join(args.output, STATS_FILE)
     if not storage.exists(stats_path):
-        print(f"moshi-data text-report: error: {stats_path} not found (not a finished text-corpus run)", file=sys.stderr)
-        return 2
+        raise UserError(f"{stats_path} not found (not a finished text-corpus run)")
     stats = json.loads(storage.read_bytes(stats_path).decode("utf-8"))
     recorded = (stats.get("run") or {}).get("config")
-    config = recorded if isinstance(recorded, Mapping) and "report" in recorded else load_config(args.config, args.set)
+    config = recorded if isinstance(recorded, Mapping) and "report" in recorded else args.cfg
     target = args.report or storage.join(args.output, REPORT_FILE)
     storage.write_bytes_atomic(target, build_report(args.output, stats, config))
     print(f"wrote {target}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
