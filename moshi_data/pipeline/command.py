@@ -190,6 +190,21 @@ class _Formatter(logging.Formatter):
         return prefix + text
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (pytest and tqdm swap it)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 _HANDLER: logging.Handler | None = None
 
 
@@ -210,7 +225,7 @@ def setup_logging(verbosity: int = 0, quiet: bool = False, debug: bool = False) 
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    _HANDLER = logging.StreamHandler(sys.stderr)
+    _HANDLER = _StderrHandler()
     _HANDLER.setFormatter(_Formatter("%(message)s"))
     _HANDLER.addFilter(_LevelByOrigin(project, others))
     root.addHandler(_HANDLER)

@@ -6,7 +6,6 @@ output folder, shards/ folder or shard .tar (one row per sample). ``--json`` pri
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -32,24 +31,25 @@ def run(path: str, where: list[str], reason: str | None, limit: int | None, as_j
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="moshi-data inspect", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from moshi_data.pipeline.command import command_parser, run_command
+
+    parser = command_parser(__name__, __doc__)
     parser.add_argument("input", help="text output folder | Parquet file | audio output folder | shard .tar")
     parser.add_argument("--where", action="append", default=[], metavar="COND",
                         help="text: keep documents where COND holds, e.g. 'quality.wiki>0.5', 'language==en' (repeatable, ANDed)")
     parser.add_argument("--reason", help="text: sample the documents of this outcome (kept, a filter or reject reason)")
     parser.add_argument("--limit", type=int, help="documents (text, default 5) or rows (audio, default all) to show")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a page")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args = parser.parse_args(argv)
+    return run_command(parser, argv, _main)
+
+
+def _main(args) -> None:
+    from moshi_data.pipeline.command import UserError
+
     try:
         print(run(args.input, args.where, args.reason, args.limit, args.json))
     except (text_inspect.InspectError, audio_inspect.InspectError) as error:
-        if args.debug:
-            raise
-        print(f"moshi-data inspect: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        raise UserError(str(error)) from error
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ tokenizer is found, else ids). ``--wav`` also writes the two streams as a stereo
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -37,24 +36,26 @@ def write_picture(shard: str, key: str, output: str, wav: str | None = None, tok
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="moshi-data show-sample", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from moshi_data.pipeline.command import command_parser, run_command
+
+    parser = command_parser(__name__, __doc__)
     parser.add_argument("input", help="a shard .tar (or an audio output folder)")
     parser.add_argument("--key", required=True, help="the sample's __key__ (`moshi-data inspect` lists them)")
     parser.add_argument("--output", required=True, help="PNG file to write")
     parser.add_argument("--wav", help="also write the two streams as a stereo WAV here")
     parser.add_argument("--tokenizer", help="SentencePiece model to show token pieces (default: the audio config's)")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args = parser.parse_args(argv)
+    return run_command(parser, argv, _main)
+
+
+def _main(args) -> int:
+    from moshi_data.pipeline.command import UserError
+
     try:
         if not Path(args.input).exists():
             raise InspectError(f"{args.input}: no such file or folder")
         marks = write_picture(args.input, args.key, args.output, args.wav, args.tokenizer or default_tokenizer())
     except (InspectError, ValueError) as error:
-        if args.debug:
-            raise
-        print(f"moshi-data show-sample: error: {error}", file=sys.stderr)
-        return 2
+        raise UserError(str(error)) from error
     print(f"wrote {args.output} ({marks['words']} words, {marks['tokens']} text tokens, {marks['turns']} turns)"
           + (f" and {args.wav}" if args.wav else ""))
     return 0

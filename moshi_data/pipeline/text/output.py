@@ -13,6 +13,9 @@ from moshi_data.pipeline.text.stages import EXACT_DEDUP
 # Optional text columns: a value the input did not carry is null, never "".
 OPTIONAL_STRINGS = ("url", "record_id", "date", "crawl", "content_language")
 RUN_METADATA_KEY = b"moshi_data.run"
+# Settings that spread the work and never change what is written: left out of the shards' metadata so
+# that their bytes do not depend on them (stats.json's run.config has them).
+LAYOUT_FREE_KEYS = (("runner",), ("line_dedup", "partitions"))
 
 BASE_FIELDS = [
     pa.field("doc_id", pa.string()),
@@ -63,7 +66,19 @@ def run_metadata(run: dict | None) -> dict[bytes, bytes]:
     its timing, so that the same input and config give the same bytes)."""
     if run is None:
         return {}
-    return {RUN_METADATA_KEY: json.dumps(run, sort_keys=True, default=str).encode()}
+    return {RUN_METADATA_KEY: json.dumps(shard_run(run), sort_keys=True, default=str).encode()}
+
+
+def shard_run(run: dict) -> dict:
+    """The run block as the Parquet shards carry it: without timing and :data:`LAYOUT_FREE_KEYS`."""
+    config = json.loads(json.dumps(run.get("config", {}), default=str))
+    for path in LAYOUT_FREE_KEYS:
+        node = config
+        for key in path[:-1]:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return {**{k: v for k, v in run.items() if k not in ("started", "wall_s")}, "config": config}
 
 
 def parquet_bytes(table: pa.Table, compression: str, level: int, row_group_rows: int) -> bytes:
