@@ -578,12 +578,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 def _main(args: argparse.Namespace) -> None:
     threads = torch.get_num_threads()
     try:
-        report = train(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:  # bad input or config: one line
-        if args.log_level.upper() == "DEBUG":
-            raise
-        lines = [line for line in str(error).splitlines() if line.strip()]
-        raise SystemExit(f"train: {lines[-1] if lines else type(error).__name__} (--log-level DEBUG for the traceback)")
+        report = train(args)  # bad input or config: one line and a non-zero exit (pipeline/command.py)
     finally:  # train.cpu_threads must not leak into a caller's process (tests, notebooks)
         torch.set_num_threads(threads)
     if int(os.environ.get("RANK", "0")) == 0:

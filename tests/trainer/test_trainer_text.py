@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -119,7 +120,7 @@ def test_text_bad_input(tmp_path, spm_tokenizer):
         _stream_events([str(tmp_path / "part-1.parquet")], config)
 
 
-def test_text_bad_input_in_a_run(tmp_path, trainer_shards, spm_tokenizer):
+def test_text_bad_input_in_a_run(tmp_path, trainer_shards, spm_tokenizer, capsys):
     """Through the trainer: skipped documents land in rejects.jsonl and the counts add up."""
     folder = tmp_path / "corpus" / "documents"
     folder.mkdir(parents=True)
@@ -135,13 +136,15 @@ def test_text_bad_input_in_a_run(tmp_path, trainer_shards, spm_tokenizer):
     assert [(r["kind"], r["reason"]) for r in rejects] == [("text", "empty_file")]
     last = read_jsonl(output / "log.jsonl")[-1]
     assert last["batch"] == "text" and last["rejected"] == 1 and last["text_skipped"]["empty_file"] == 1
-    with pytest.raises(SystemExit, match="^train: no shards matching .*nowhere"):
-        train_main(["--shards", str(trainer_shards), "--output", str(tmp_path / "run2"), "--preset", "tiny",
-                    *text_args(tmp_path / "nowhere", spm_tokenizer)])
+    capsys.readouterr()
+    assert train_main(["--shards", str(trainer_shards), "--output", str(tmp_path / "run2"), "--preset", "tiny",
+                       *text_args(tmp_path / "nowhere", spm_tokenizer)]) == 2  # a missing path: a user error
+    assert re.search(r"^moshi-data train: error: no shards matching .*nowhere", capsys.readouterr().err, re.M)
     pq.write_table(pa.table({"doc_id": ["a"], "body": ["no text column"]}), folder / "part-0.parquet")
-    with pytest.raises(SystemExit, match=r"^train: text file .*part-0.parquet: no column 'text'"):
-        train_main(["--shards", str(trainer_shards), "--output", str(tmp_path / "run3"), "--preset", "tiny",
-                    *text_args(tmp_path / "corpus", spm_tokenizer)])
+    assert train_main(["--shards", str(trainer_shards), "--output", str(tmp_path / "run3"), "--preset", "tiny",
+                       *text_args(tmp_path / "corpus", spm_tokenizer)]) == 1  # bad input data
+    assert re.search(r"^moshi-data train: error: .*text file .*part-0.parquet: no column 'text'",
+                     capsys.readouterr().err, re.M)
 
 
 def test_text_from_s3(text_corpus, spm_tokenizer, monkeypatch):
