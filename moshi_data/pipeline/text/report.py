@@ -41,7 +41,8 @@ def thresholds(config: Mapping[str, Any]) -> dict[str, Any]:
     from moshi_data.pipeline.config import deep_merge, load_config
 
     classifier = load_config(config["classifiers"]["config"])["quality"]["filter"]
-    quality = {"filter": deep_merge(classifier, (config.get("quality") or {}).get("filter") or {})}
+    own = (config.get("quality") or {}).get("filter") or {}  # null = "from the classifier config"
+    quality = {"filter": deep_merge(classifier, {key: value for key, value in own.items() if value is not None})}
     return {"language": float(config["language"]["threshold"]), "languages": list(config["language"]["languages"]),
             "max_rand_score": quality["filter"].get("max_rand_score"),
             "min_scores": dict(quality["filter"].get("min_scores") or {}),
@@ -291,6 +292,8 @@ def build_report(output: str, stats: Mapping[str, Any], config: Mapping[str, Any
     """report.html of the run in ``output`` from its files (line samples, dropped examples, Parquet
     shards) and ``stats``; what the job writes and what ``text-report`` rebuilds."""
     report = config["report"]
+    if "run" in stats:  # the page is the same bytes whatever time the run started or took
+        stats = {**stats, "run": {k: v for k, v in stats["run"].items() if k not in ("started", "wall_s")}}
     samples = read_jsonl(storage.join(output, *SAMPLES_PATH))
     page = render_html(stats, thresholds(config), most_frequent_duplicates(samples, int(report["removed_lines"])),
                        kept_examples(output, int(report["examples_per_reason"])),
