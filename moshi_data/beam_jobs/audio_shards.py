@@ -179,14 +179,14 @@ def run(input_spec: str, output: str, config: Mapping[str, Any], runner_args: li
     config = apply_overrides(config, dataflow_overrides)  # e.g. device=cuda on GPU workers
     options = PipelineOptions(args)
     FileSystems.set_options(options)  # s3 endpoint/credentials for listing and the final reads in the driver
-    config = prepare_workers(options, config, MODEL_KEYS, output, log=LOG.info)
     sources, listing_rejects = list_sources(input_spec, list(config["ingest"]["extensions"]))
     if not sources:  # before any model loads
         raise UserError(f"no recording in {input_spec}" + (f" ({breakdown(_reasons(listing_rejects))})" if listing_rejects else
                         f" (audio extensions: {', '.join(config['ingest']['extensions'])})"))
     LOG.info("%d recordings, %d rejected while listing", len(sources), len(listing_rejects))
+    ensure_tokenizer(config)  # on the launcher, before its file is staged for remote workers
+    config = prepare_workers(options, config, MODEL_KEYS, output, log=LOG.info)
     retire_completion_marker(join(output, STATS_FILE), log=LOG.info)
-    ensure_tokenizer(config)
     runner = runner_name(args, {"runner": "DirectRunner"})
     with progress_bar(runner, len(sources), "recordings") as channel:
         with beam.Pipeline(options=options) as pipeline:

@@ -537,6 +537,7 @@ def run(input_spec: str | None, output: str, config_name: str = "text_corpus", l
         config = load_config(config_name, [*extra_overrides, *overrides], defaults="text_corpus")
     config = attach_classifiers(config, log=LOG.info)
     storage.configure(options)
+    configured = config  # provenance names the models as configured, not where this runner staged them
     config = prepare_workers(options, config, MODEL_KEYS, output, log=LOG.info)
     if input_spec is None:
         input_spec, default_limit = default_input(config)
@@ -548,7 +549,7 @@ def run(input_spec: str | None, output: str, config_name: str = "text_corpus", l
     LOG.info("text corpus: %d input files -> %s (%s)", len(files), output, runner)
     start = time.perf_counter()
     storage.retire_completion_marker(storage.join(output, STATS_FILE), log=LOG.info)
-    run_info = provenance(config, files, runner)
+    run_info = provenance(configured, files, runner)
     with progress_bar(runner, len(files), "files", phases=(("documents", "documents_read"),)) as channel:
         pipeline = beam.Pipeline(options=options)
         build_pipeline(pipeline, files, config, output, run_info, channel)

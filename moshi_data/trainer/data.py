@@ -317,7 +317,22 @@ class ShardStream(IterableDataset):
         return {"index": position, "tokens": cut_window(tokens, self.frames, rng), "key": key, "url": url, "reason": None}
 
 
-class Batches:
+class LoaderBatches:
+    """Base of the batch iterators: owns a DataLoader's iterator and stops its workers on ``close``."""
+
+    _items: Iterator
+
+    def __iter__(self):
+        return self
+
+    def close(self) -> None:
+        """Stop the DataLoader workers now (rather than when garbage-collected)."""
+        shutdown = getattr(self._items, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
+
+class Batches(LoaderBatches):
     """Pulls items from a :class:`ShardStream` DataLoader into ``[B, 17, T]`` batches.
 
     ``position`` counts the items consumed (kept and rejected); ``on_reject(item)`` is called for
@@ -341,15 +356,6 @@ class Batches:
             persistent_workers=False,
         )
         self._items = iter(loader)
-
-    def __iter__(self):
-        return self
-
-    def close(self) -> None:
-        """Stop the DataLoader workers now (rather than when garbage-collected)."""
-        shutdown = getattr(self._items, "_shutdown_workers", None)
-        if shutdown is not None:
-            shutdown()
 
     def __next__(self) -> torch.Tensor:
         windows = []

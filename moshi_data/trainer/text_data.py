@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from moshi_data.trainer.data import buffer_shuffle, list_shards
+from moshi_data.trainer.data import LoaderBatches, buffer_shuffle, list_shards
 
 LOG = logging.getLogger(__name__)
 
@@ -341,7 +341,7 @@ class TextStream(IterableDataset):
         return tokens
 
 
-class TextBatches:
+class TextBatches(LoaderBatches):
     """Pulls :class:`TextStream` items into ``[B, length]`` batches; ``position`` = the last one consumed.
 
     ``on_event(event)`` is called for each skipped document or empty file, in stream order.
@@ -359,14 +359,6 @@ class TextBatches:
         loader = DataLoader(dataset, batch_size=None, num_workers=num_workers,
                             prefetch_factor=prefetch_factor if num_workers else None)
         self._items = iter(loader)
-
-    def __iter__(self):
-        return self
-
-    def close(self) -> None:
-        shutdown = getattr(self._items, "_shutdown_workers", None)
-        if shutdown is not None:
-            shutdown()
 
     def __next__(self) -> torch.Tensor:
         rows = []

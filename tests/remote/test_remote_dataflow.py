@@ -20,17 +20,16 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def s3_args(s3_client, s3_endpoint):
+def beam_s3(s3_client, s3_args):
+    """The test bucket, and Beam's S3 filesystem in this process configured for the moto server."""
     s3_client.create_bucket(Bucket=BUCKET)
-    args = [f"--s3_endpoint_url={s3_endpoint}", "--s3_access_key_id=testing", "--s3_secret_access_key=testing",
-            "--s3_region_name=us-east-1"]
-    storage.configure(PipelineOptions(args))
-    return args
+    storage.configure(PipelineOptions(s3_args))
+    return s3_args
 
 
-def test_text_job_dataflow_flags_and_staged_models(s3_args):
+def test_text_job_dataflow_flags_and_staged_models(beam_s3):
     config = load_config("text_corpus")
-    beam_args = ["--runner=DataflowRunner", "--project=my-proj", f"--temp_location=s3://{BUCKET}/tmp", *s3_args]
+    beam_args = ["--runner=DataflowRunner", "--project=my-proj", f"--temp_location=s3://{BUCKET}/tmp", *beam_s3]
     pipeline_options, overrides = options.build_pipeline_options(beam_args, config["runner"])
     flags = pipeline_options.get_all_options()
     assert flags["project"] == "my-proj" and flags["region"] == "us-central1" and flags["job_name"] == "helium-text-corpus"
@@ -67,9 +66,9 @@ def test_installed_from_a_wheel_without_an_image_is_a_one_line_error(monkeypatch
         options.build_pipeline_options(["--runner=DataflowRunner"], load_config("text_corpus")["runner"])
 
 
-def test_audio_job_gpu_dataflow_flags_and_staged_tokenizer(s3_args, tmp_path):
+def test_audio_job_gpu_dataflow_flags_and_staged_tokenizer(beam_s3, tmp_path):
     args, overrides = options.with_dataflow(["--runner=DirectRunner", "--runner=DataflowRunner",
-                                             f"--temp_location=s3://{BUCKET}/tmp", *s3_args], audio_shards.DATAFLOW_CONFIG)
+                                             f"--temp_location=s3://{BUCKET}/tmp", *beam_s3], audio_shards.DATAFLOW_CONFIG)
     assert "--dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver" in args
     flags = PipelineOptions(args).get_all_options()
     assert flags["sdk_container_image"].endswith("/moshi-data/audio-gpu-worker:0.1.0")

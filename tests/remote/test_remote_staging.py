@@ -21,12 +21,11 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def s3_args(s3_client, s3_endpoint):
+def beam_s3(s3_client, s3_args):
+    """The test bucket, and Beam's S3 filesystem in this process configured for the moto server."""
     s3_client.create_bucket(Bucket=BUCKET)
-    args = [f"--s3_endpoint_url={s3_endpoint}", "--s3_access_key_id=testing", "--s3_secret_access_key=testing",
-            "--s3_region_name=us-east-1"]
-    storage.configure(PipelineOptions(args))
-    return args
+    storage.configure(PipelineOptions(s3_args))
+    return s3_args
 
 
 def _closed_port() -> int:
@@ -35,7 +34,7 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_stage_and_localize_files_and_folders(s3_args, tmp_path):
+def test_stage_and_localize_files_and_folders(beam_s3, tmp_path):
     model = tmp_path / "tok.model"
     model.write_bytes(b"model bytes")
     folder = tmp_path / "whisper-ct2"
@@ -44,7 +43,7 @@ def test_stage_and_localize_files_and_folders(s3_args, tmp_path):
     (folder / "sub" / "vocab.txt").write_text("a\nb\n")
     config = {"text": {"tokenizer": str(model)}, "asr": {"model": str(folder)}, "hub": {"model": "tiny.en"},
               "other": 3}
-    options = PipelineOptions([*PORTABLE, *s3_args, f"--temp_location=s3://{BUCKET}/tmp"])
+    options = PipelineOptions([*PORTABLE, *beam_s3, f"--temp_location=s3://{BUCKET}/tmp"])
     keys = ["text.tokenizer", "asr.model", "hub.model", "absent.model"]
     staged = prepare_workers(options, config, keys, f"s3://{BUCKET}/out", log=lambda _: None)
 
@@ -63,12 +62,12 @@ def test_stage_and_localize_files_and_folders(s3_args, tmp_path):
     assert local["hub"] == {"model": "tiny.en"}
 
 
-def test_local_runner_keeps_paths_but_checks_model_urls(s3_args, tmp_path):
+def test_local_runner_keeps_paths_but_checks_model_urls(beam_s3, tmp_path):
     config = {"language": {"model": str(tmp_path)}}
     assert prepare_workers(PipelineOptions(IN_PROCESS), config, ["language.model"], str(tmp_path)) == config
     missing = {"language": {"model": f"s3://{BUCKET}/models/nope.bin"}}
     with pytest.raises(models.ModelError, match=r"language.model: model s3://.*/nope.bin does not exist"):
-        prepare_workers(PipelineOptions([*IN_PROCESS, *s3_args]), missing, ["language.model"], str(tmp_path))
+        prepare_workers(PipelineOptions([*IN_PROCESS, *beam_s3]), missing, ["language.model"], str(tmp_path))
 
 
 def test_remote_runner_needs_an_object_store_temp_location(tmp_path):
@@ -78,13 +77,13 @@ def test_remote_runner_needs_an_object_store_temp_location(tmp_path):
         prepare_workers(PipelineOptions([*PORTABLE, f"--temp_location={tmp_path}"]), {}, [], str(tmp_path))
 
 
-def test_text_job_fails_in_one_line_before_workers_start(s3_args, tmp_path, shared_data):
+def test_text_job_fails_in_one_line_before_workers_start(beam_s3, tmp_path, shared_data):
     wet = str(shared_data / "wet" / "whirlwind.warc.wet.gz")
     with pytest.raises(RemoteRunnerError, match="--temp_location") as error:
-        text_corpus.run(wet, f"s3://{BUCKET}/out", beam_args=[*PORTABLE, *s3_args])
+        text_corpus.run(wet, f"s3://{BUCKET}/out", beam_args=[*PORTABLE, *beam_s3])
     assert "\n" not in str(error.value)
     with pytest.raises(models.ModelError, match="quality.model: model s3://"):
-        text_corpus.run(wet, str(tmp_path / "out"), beam_args=[*IN_PROCESS, *s3_args],
+        text_corpus.run(wet, str(tmp_path / "out"), beam_args=[*IN_PROCESS, *beam_s3],
                         overrides=[f"quality.model=s3://{BUCKET}/models/quality.bin"])
     assert not (tmp_path / "out").exists()
 
@@ -151,7 +150,7 @@ def test_earlier_runs_marker_goes_only_when_a_run_really_starts(shared_data, tmp
     assert not (output / "stats.json").exists()  # a half-done run never looks complete
 
 
-def test_retire_completion_marker_on_s3(s3_args):
+def test_retire_completion_marker_on_s3(beam_s3):
     storage.write_bytes_atomic(f"s3://{BUCKET}/run/stats.json", b"{}")
     assert storage.retire_completion_marker(f"s3://{BUCKET}/run/stats.json", log=lambda _: None)
     assert not storage.exists(f"s3://{BUCKET}/run/stats.json")

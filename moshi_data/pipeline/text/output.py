@@ -70,7 +70,7 @@ def run_metadata(run: dict | None) -> dict[bytes, bytes]:
 
 
 def shard_run(run: dict) -> dict:
-    """The run block as the Parquet shards carry it: without timing and :data:`LAYOUT_FREE_KEYS`."""
+    """The run block as the Parquet shards carry it: without timing, the runner and :data:`LAYOUT_FREE_KEYS`."""
     config = json.loads(json.dumps(run.get("config", {}), default=str))
     for path in LAYOUT_FREE_KEYS:
         node = config
@@ -78,7 +78,7 @@ def shard_run(run: dict) -> dict:
             node = node.get(key, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(path[-1], None)
-    return {**{k: v for k, v in run.items() if k not in ("started", "wall_s")}, "config": config}
+    return {**{k: v for k, v in run.items() if k not in ("started", "wall_s", "runner")}, "config": config}
 
 
 def parquet_bytes(table: pa.Table, compression: str, level: int, row_group_rows: int) -> bytes:
