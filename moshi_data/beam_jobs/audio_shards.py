@@ -36,7 +36,7 @@ from moshi_data.pipeline.audio.recording import RecordingProcessor, resolve_repo
 from moshi_data.pipeline.audio.report import recording_report, write_run_report  # noqa: E402
 from moshi_data.pipeline.command import (RunFailed, UserError, breakdown, command_parser, exit_status,  # noqa: E402
                                          rejects_summary, run_command, table)
-from moshi_data.pipeline.config import REPO_ROOT, apply_overrides, load_config  # noqa: E402
+from moshi_data.pipeline.config import REPO_ROOT, apply_overrides  # noqa: E402
 from moshi_data.pipeline.models import localize_models  # noqa: E402
 from moshi_data.pipeline.storage import retire_completion_marker  # noqa: E402
 

@@ -40,7 +40,7 @@ def split_metrics(model_path: Path, valid_path: Path, labels: list[str]) -> tupl
 def quality_metrics(model_path: Path, valid_path: Path, labels: list[str]) -> dict:
     """9-label line metrics and the wiki-vs-rand line AUC (score P(wiki), wiki positive, rand negative)."""
     metrics, (valid, matrix) = split_metrics(model_path, valid_path, labels)
-    wiki, rand = labels.index("wiki"), labels.index("rand")
+    wiki = labels.index("wiki")
     positives = [row[wiki] for (label, _), row in zip(valid, matrix) if label == "wiki"]
     negatives = [row[wiki] for (label, _), row in zip(valid, matrix) if label == "rand"]
     metrics["wiki_vs_rand_line_auc"] = roc_auc(positives, negatives)

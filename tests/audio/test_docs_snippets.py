@@ -7,7 +7,6 @@ is not run. This file sits with the audio tests because it needs the session's a
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 

@@ -11,20 +11,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from moshi_data.beam_jobs import audio_shards, options, text_corpus
 from moshi_data.classifiers.models import attach_classifiers
-from moshi_data.pipeline import storage
 from moshi_data.pipeline.config import apply_overrides, load_config
 
 BUCKET = "remote-dataflow"
 STAGED = re.compile(rf"^s3://{BUCKET}/tmp/moshi-data/models/[0-9a-f]{{64}}-[^/]+$")
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def beam_s3(s3_client, s3_args):
-    """The test bucket, and Beam's S3 filesystem in this process configured for the moto server."""
-    s3_client.create_bucket(Bucket=BUCKET)
-    storage.configure(PipelineOptions(s3_args))
-    return s3_args
 
 
 def test_text_job_dataflow_flags_and_staged_models(beam_s3):

@@ -20,14 +20,6 @@ IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--dir
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-def beam_s3(s3_client, s3_args):
-    """The test bucket, and Beam's S3 filesystem in this process configured for the moto server."""
-    s3_client.create_bucket(Bucket=BUCKET)
-    storage.configure(PipelineOptions(s3_args))
-    return s3_args
-
-
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

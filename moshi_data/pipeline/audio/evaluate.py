@@ -18,7 +18,6 @@ import os
 import re
 import sys
 import time
-import unicodedata
 from pathlib import Path
 from typing import Iterable, Optional
 

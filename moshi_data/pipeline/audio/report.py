@@ -15,7 +15,6 @@ import html
 import io
 import json
 import tarfile
-from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
