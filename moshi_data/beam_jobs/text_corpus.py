@@ -274,7 +274,7 @@ class WriteShards(beam.DoFn):
         _timer("write").inc(int((time.perf_counter() - start) * 1000))
         for example in chunk.dropped:  # kept examples: the report reads the first rows of the shards
             key = tuple(int(part) for part in example["doc_id"].split(":"))
-            yield beam.pvalue.TaggedOutput("examples", (example["kind"], (key, example)))
+            yield beam.pvalue.TaggedOutput("examples", (example["reason"], (key, example)))
         yield (chunk.shard_name if chunk.docs else None), dict(tally)
 
 

@@ -94,4 +94,4 @@ def test_report_is_written_with_plots(job):
     assert "Most frequent removed lines" in page and any(f"<td>{line}</td>" in page for line in ("Portalada", "Actualidat"))
     assert "near_duplicate" in page
     dropped = [json.loads(line) for line in (output / "examples" / "dropped.jsonl").read_text("utf-8").splitlines()]
-    assert {d["kind"] for d in dropped} == set(job["stats"]["documents"]["filtered"]) >= {"near_duplicate"}
+    assert {d["reason"] for d in dropped} == set(job["stats"]["documents"]["filtered"]) >= {"near_duplicate"}

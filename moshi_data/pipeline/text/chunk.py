@@ -52,9 +52,9 @@ class DocChunk:
             self.dropped.append(document_example(doc, reason, self.EXAMPLE_CHARS))
 
 
-def document_example(doc: Document, kind: str, max_chars: int) -> dict:
-    """A document as the run report shows it (``kind``: ``kept`` or the filter reason)."""
-    return {"kind": kind, "doc_id": doc.doc_id, "url": doc.url or None, "text": doc.text[:max_chars],
+def document_example(doc: Document, reason: str, max_chars: int) -> dict:
+    """A filtered document as the run report shows it (``outcome`` and ``reason`` as in the rejects)."""
+    return {"outcome": "filtered", "reason": reason, "doc_id": doc.doc_id, "url": doc.url or None, "text": doc.text[:max_chars],
             "language": doc.language or None, "language_score": doc.language_score if doc.language else None,
             "scores": doc.fields.get("scores")}
 

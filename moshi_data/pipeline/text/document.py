@@ -107,7 +107,7 @@ class Reject:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "source": self.source, "record_offset": self.record_offset, "reason": self.reason,
+            "source": self.source, "record_offset": self.record_offset, "outcome": "rejected", "reason": self.reason,
             "message": self.message, "url": self.url or None, "record_id": self.record_id or None,
         }
 

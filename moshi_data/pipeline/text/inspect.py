@@ -227,8 +227,7 @@ def inspect_text(path: str | Path, where: Iterable[str] = (), reason: str | None
         result["samples"] = [document_row(row) for row in rows]
     else:
         source = DROPPED_FILE if outcome == "filtered" else REJECTS_FILE
-        key = "kind" if outcome == "filtered" else "reason"
-        rows = [row for row in output.read_jsonl(source) if row.get(key) == chosen]
+        rows = [row for row in output.read_jsonl(source) if row.get("reason") == chosen]
         rows = [row for row in rows if all(condition.matches(row) for condition in conditions)]
         result["matching"] = len(rows)
         result["samples_from"] = source

@@ -167,14 +167,14 @@ def _scores_text(scores: Mapping[str, float] | None, top: int = 3) -> str:
 
 
 def _examples_table(examples: Sequence[Mapping[str, Any]]) -> str:
-    head = "<tr><th>kind</th><th>url</th><th>language</th><th>LID score</th><th>rand</th><th>top quality scores</th><th>text</th></tr>"
+    head = "<tr><th>outcome</th><th>url</th><th>language</th><th>LID score</th><th>rand</th><th>top quality scores</th><th>text</th></tr>"
     body = []
     for example in examples:
         text = example.get("text") or ""
         shown = text[:EXAMPLE_CHARS] + (" [...]" if len(text) > EXAMPLE_CHARS else "")
         score = example.get("language_score")
         scores = example.get("scores") or {}
-        cells = [example.get("kind", ""), example.get("url", ""), example.get("language") or "",
+        cells = [" / ".join(filter(None, (example.get("outcome"), example.get("reason")))), example.get("url", ""), example.get("language") or "",
                  "" if score is None else f"{score:.2f}", "" if "rand" not in scores else f"{scores['rand']:.2f}",
                  _scores_text({k: v for k, v in scores.items() if k != "rand"})]
         body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
@@ -227,7 +227,7 @@ def render_html(stats: Mapping[str, Any], limits: Mapping[str, Any], removed_lin
         language_rows.append((f"{len(ranked) - TOP_LANGUAGES} others", f"{rest:,}", _percent(rest, identified), ""))
     by_reason: dict[str, list] = {}
     for example in dropped:
-        by_reason.setdefault(example["kind"], []).append(example)
+        by_reason.setdefault(example["reason"], []).append(example)
     funnel_headers = ["stage"] + [f"{m} {h}" for m in FUNNEL_METRICS for h in ("left", "% of input", "removed by this stage")]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>Text corpus run report</title><style>"
@@ -241,7 +241,7 @@ def render_html(stats: Mapping[str, Any], limits: Mapping[str, Any], removed_lin
         "<h2>Run</h2>", _run_metadata(stats, limits),
         "<h2>Funnel</h2>", _table(funnel_headers, funnel_table(stats)),
         *([_img(plots["funnel"], "funnel")] if "funnel" in plots else []),
-        "<h2>Why documents were dropped</h2>", _table(["kind", "reason", "documents", "% of input"], reasons),
+        "<h2>Why documents were dropped</h2>", _table(["outcome", "reason", "documents", "% of input"], reasons),
         "<h2>Where lines were removed</h2>", _table(["stage / reason", "lines", "% of input lines"], line_reasons),
     ]
     if language_rows:
@@ -284,7 +284,7 @@ def kept_examples(output: str, limit: int) -> list[dict]:
             break
         table = pq.read_table(io.BytesIO(storage.read_bytes(shard)))
         columns = [c for c in ("url", "text", "language", "language_score", "scores") if c in table.column_names]
-        examples += [{"kind": "kept", **row} for row in table.select(columns).slice(0, limit - len(examples)).to_pylist()]
+        examples += [{"outcome": "kept", "reason": None, **row} for row in table.select(columns).slice(0, limit - len(examples)).to_pylist()]
     return examples
 
 
