@@ -17,6 +17,8 @@ import logging
 import os
 import sys
 import threading
+import time
+from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping
 
 import apache_beam as beam
@@ -35,7 +37,7 @@ from moshi_data.pipeline.audio.outputs import (REJECTS_FILE, STATS_FILE, annotat
 from moshi_data.pipeline.audio.recording import RecordingProcessor, resolve_repo_path  # noqa: E402
 from moshi_data.pipeline.audio.report import recording_report, write_run_report  # noqa: E402
 from moshi_data.pipeline.command import (RunFailed, UserError, breakdown, command_parser, exit_status,  # noqa: E402
-                                         rejects_summary, run_command, table)
+                                         rejects_summary, run_command, run_provenance, table)
 from moshi_data.pipeline.config import REPO_ROOT, apply_overrides  # noqa: E402
 from moshi_data.pipeline.models import localize_models  # noqa: E402
 from moshi_data.pipeline.storage import retire_completion_marker  # noqa: E402
@@ -185,14 +187,19 @@ def run(input_spec: str, output: str, config: Mapping[str, Any], runner_args: li
                         f" (audio extensions: {', '.join(config['ingest']['extensions'])})"))
     LOG.info("%d recordings, %d rejected while listing", len(sources), len(listing_rejects))
     ensure_tokenizer(config)  # on the launcher, before its file is staged for remote workers
+    configured = config  # provenance names the models as configured, not where this runner staged them
     config = prepare_workers(options, config, MODEL_KEYS, output, log=LOG.info)
     retire_completion_marker(join(output, STATS_FILE), log=LOG.info)
     runner = runner_name(args, {"runner": "DirectRunner"})
+    started, start = datetime.now(timezone.utc), time.perf_counter()
     with progress_bar(runner, len(sources), "recordings") as channel:
         with beam.Pipeline(options=options) as pipeline:
             build_pipeline(pipeline, sources, listing_rejects, config, output, channel)
     with FileSystems.open(join(output, STATS_FILE)) as handle:
         stats = json.loads(handle.read())
+    stats["run"] = {**run_provenance(configured, [source.path for source in sources], runner),
+                    "started": started.isoformat(timespec="seconds"), "wall_s": round(time.perf_counter() - start, 3)}
+    write_bytes_atomic(join(output, STATS_FILE), (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode("utf-8"))
     for path in remove_stale(output, stats):
         LOG.info("removed stale output %s", path)
     return stats

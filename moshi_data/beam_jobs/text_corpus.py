@@ -27,7 +27,6 @@ WHERE A NEW STAGE PLUGS IN
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -46,7 +45,7 @@ from moshi_data.beam_jobs.options import build_pipeline_options, prepare_workers
 from moshi_data.beam_jobs.progress import mark, progress_bar
 from moshi_data.classifiers.models import attach_classifiers
 from moshi_data.pipeline import storage
-from moshi_data.pipeline.command import RunFailed, UserError, breakdown, command_parser, package_version, rejects_summary, run_command, table
+from moshi_data.pipeline.command import RunFailed, UserError, breakdown, command_parser, rejects_summary, run_command, run_provenance, table
 from moshi_data.pipeline.config import REPO_ROOT, load_config
 from moshi_data.pipeline.text import line_dedup
 from moshi_data.pipeline.text.accounting import check_invariant, to_stats
@@ -519,14 +518,6 @@ def check_inputs(files: list[str], input_spec: str) -> None:
         raise UserError(f"input not found: {local[0]}" + (f" (and {len(local) - 1} more)" if len(local) > 1 else ""))
 
 
-def provenance(config: dict, files: list[str], runner: str) -> dict:
-    """The deterministic part of the ``run`` block (stats.json and Parquet metadata): same input and
-    config, same block; ``started`` and ``wall_s`` are added to stats.json by the launcher."""
-    digest = hashlib.sha256("\n".join(files).encode()).hexdigest()
-    return {"config": config, "version": package_version(), "runner": runner,
-            "inputs": {"count": len(files), "sha256": digest, "first": files[0] if files else None}}
-
-
 def run(input_spec: str | None, output: str, config_name: str = "text_corpus", limit: int | None = None,
         overrides: list[str] = (), beam_args: list[str] = (), dataflow_config: str = "dataflow") -> dict:
     """Run the job; returns {"stats": stats.json content, "seconds": per stage, "wall_s": ...}."""
@@ -549,7 +540,7 @@ def run(input_spec: str | None, output: str, config_name: str = "text_corpus", l
     LOG.info("text corpus: %d input files -> %s (%s)", len(files), output, runner)
     start = time.perf_counter()
     storage.retire_completion_marker(storage.join(output, STATS_FILE), log=LOG.info)
-    run_info = provenance(configured, files, runner)
+    run_info = run_provenance(configured, files, runner)
     with progress_bar(runner, len(files), "files", phases=(("documents", "documents_read"),)) as channel:
         pipeline = beam.Pipeline(options=options)
         build_pipeline(pipeline, files, config, output, run_info, channel)

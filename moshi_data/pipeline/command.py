@@ -98,6 +98,16 @@ def package_version() -> str:
     return __version__ + (f" (git {commit})" if commit else "")
 
 
+def run_provenance(config: dict, inputs: list[str], runner: str) -> dict:
+    """The deterministic part of a job's ``run`` block: same input and config, same block
+    (``started`` and ``wall_s`` are added to stats.json by the launcher when the run ends)."""
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(inputs).encode()).hexdigest()
+    return {"config": config, "version": package_version(), "runner": runner,
+            "inputs": {"count": len(inputs), "sha256": digest, "first": inputs[0] if inputs else None}}
+
+
 def version_line() -> str:
     return f"{PROG} {package_version()}"
 

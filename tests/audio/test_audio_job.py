@@ -18,9 +18,19 @@ TWO_WORKERS = ["--runner=DirectRunner", "--direct_running_mode=multi_processing"
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    """Every output file but report.html (it holds wall-clock RTF figures)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+    """Every output file but report.html (it holds wall-clock RTF figures); stats.json without the
+    run's ``started`` and ``wall_s``."""
+    return {str(p.relative_to(folder)): _timeless(p) for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name != "report.html"}
+
+
+def _timeless(path: Path) -> bytes:
+    if path.name != "stats.json":
+        return path.read_bytes()
+    stats = json.loads(path.read_text())
+    for key in ("started", "wall_s"):
+        stats["run"].pop(key)
+    return json.dumps(stats, sort_keys=True).encode()
 
 
 def test_job_on_diarization_clips_interface_counts_and_export(shared_data, bad_inputs, small_tokenizer, tmp_path):
@@ -38,6 +48,9 @@ def test_job_on_diarization_clips_interface_counts_and_export(shared_data, bad_i
     stats = audio_shards.run(str(manifest), str(output), config, IN_PROCESS)
 
     assert stats == json.loads((output / "stats.json").read_text())
+    run = stats["run"]  # provenance, as the text job writes it
+    assert run["runner"] == "DirectRunner" and run["inputs"]["count"] == 6 and run["wall_s"] > 0
+    assert run["config"]["text"]["tokenizer"] == config["text"]["tokenizer"] and run["version"].startswith("0.")
     recordings = stats["recordings"]
     assert recordings["in"] == 6
     assert recordings["kept"] == 2
