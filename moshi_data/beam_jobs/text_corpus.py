@@ -550,6 +550,8 @@ def run(input_spec: str | None, output: str, config_name: str = "text_corpus", l
     stats = json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))
     stats["run"].update({"started": started.isoformat(timespec="seconds"), "wall_s": round(wall, 3)})
     storage.write_bytes_atomic(storage.join(output, STATS_FILE), (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
+    # the page again with the run's date and wall time: what ``text-report`` rebuilds from stats.json
+    storage.write_bytes_atomic(storage.join(output, REPORT_FILE), build_report(output, stats, config))
     return {"stats": stats, "seconds": stage_seconds(result), "wall_s": round(wall, 3), "files": len(files),
             **run_metrics(result)}
 

@@ -3,8 +3,9 @@
 Built only from what the run wrote: ``stats.json`` (funnel per stage, filter reasons, detected
 languages, LID and quality score histograms, the ``run`` block when present), the line samples
 (most frequent removed lines), the dropped-document examples and the first kept documents of the
-Parquet shards; thresholds come from the job's config. The job and ``moshi-data text-report
---output DIR`` both call :func:`build_report` on those files, so the rebuild gives the same bytes.
+Parquet shards; thresholds come from the job's config. The job's launcher (once stats.json holds the
+run's date and wall time) and ``moshi-data text-report --output DIR`` both call :func:`build_report`
+on those files, so the rebuild gives the same bytes.
 """
 from __future__ import annotations
 
@@ -292,8 +293,6 @@ def build_report(output: str, stats: Mapping[str, Any], config: Mapping[str, Any
     """report.html of the run in ``output`` from its files (line samples, dropped examples, Parquet
     shards) and ``stats``; what the job writes and what ``text-report`` rebuilds."""
     report = config["report"]
-    if "run" in stats:  # the page is the same bytes whatever time the run started or took
-        stats = {**stats, "run": {k: v for k, v in stats["run"].items() if k not in ("started", "wall_s")}}
     samples = read_jsonl(storage.join(output, *SAMPLES_PATH))
     page = render_html(stats, thresholds(config), most_frequent_duplicates(samples, int(report["removed_lines"])),
                        kept_examples(output, int(report["examples_per_reason"])),
