@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
 import pytest
 from warcio.archiveiterator import ArchiveIterator
 
+from moshi_data.classifiers.evaluation import exact_dedup_survivors
 from moshi_data.classifiers.fuzzy_dedup import fuzzy_model_path, train_fuzzy
 from moshi_data.classifiers.line_samples import line_sample_records
 from moshi_data.classifiers.sources import iter_documents, resolve_root
 from moshi_data.pipeline.config import load_config
-from moshi_data.pipeline.text import line_dedup
 from moshi_data.pipeline.text.fuzzy_dedup import FuzzyDedupStage
-from moshi_data.pipeline.text.normalize import line_hashes
 
 # Municipalities of the same province: page k is the real page with its subject renamed, like the
 # pages of one wiki site that share menus and templates.
@@ -39,19 +37,6 @@ def site_pages(shared_data) -> list[list[str]]:
     return [[line.replace("Escopete", name) for line in lines] for name in NAMES]
 
 
-def exact_dedup(pages: list[list[str]], threshold: int, keep_canonical: bool) -> list[list[str]]:
-    """The text job's exact dedup (normalized 64-bit hashes counted over the group) on the pages."""
-    hashes = [line_hashes(page) for page in pages]
-    keys = np.repeat(np.arange(len(pages), dtype=np.uint64), [len(h) for h in hashes])
-    table = line_dedup.repeated(line_dedup.count_lines(np.concatenate(hashes), keys))
-    kept = []
-    for key, (page, page_hashes) in enumerate(zip(pages, hashes)):
-        counts, first = line_dedup.lookup(table, page_hashes)
-        _, remove = line_dedup.duplicate_mask(counts, first, key, threshold, keep_canonical)
-        kept.append([line for line, drop in zip(page, remove) if not drop])
-    return kept
-
-
 def test_the_real_navigation_lines_are_in_the_page(shared_data):
     lines = escopete_lines(shared_data)
     assert all(item in lines for item in NAVIGATION)
@@ -59,7 +44,7 @@ def test_the_real_navigation_lines_are_in_the_page(shared_data):
 
 def test_exact_dedup_removes_the_repeated_navigation_and_keeps_page_specific_lines(shared_data):
     pages = site_pages(shared_data)
-    deduped = exact_dedup(pages, threshold=2, keep_canonical=True)
+    deduped = exact_dedup_survivors(pages, {"threshold": 2, "keep_canonical": True})
     for name, page in zip(NAMES[1:], deduped[1:]):
         assert not set(NAVIGATION) & set(page)
         assert f"{name} - Biquipedia, a enciclopedia libre" in page
@@ -85,7 +70,7 @@ def fuzzy_stage(shared_data, tmp_path_factory):
 
 
 def test_fuzzy_dedup_removes_the_navigation_runs_left_on_the_canonical_page(shared_data, fuzzy_stage):
-    canonical = exact_dedup(site_pages(shared_data), threshold=2, keep_canonical=True)[0]
+    canonical = exact_dedup_survivors(site_pages(shared_data), {"threshold": 2, "keep_canonical": True})[0]
     mask = fuzzy_stage.removed_line_mask(canonical)
     removed = {line for line, drop in zip(canonical, mask) if drop}
     assert "Ir al contenido" in removed and "Menú principal" in removed
