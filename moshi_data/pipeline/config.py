@@ -50,6 +50,16 @@ def is_packaged(path: Path) -> bool:
     return path.resolve().parent == CONFIG_DIR.resolve()
 
 
+def get_dotted(mapping: Mapping[str, Any], dotted: str) -> Any:
+    """``mapping[a][b]`` for ``dotted == "a.b"``; ``None`` when a step is missing."""
+    node: Any = mapping
+    for key in dotted.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     """Recursively merge ``update`` into a copy of ``base`` (no checks: see :func:`merge_checked`)."""
     merged = copy.deepcopy(dict(base))

