@@ -21,8 +21,9 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-# The checkout holding the package (models/, out/ and ../shared live beside it in development).
-REPO_ROOT = PACKAGE_ROOT.parent
+# Where relative paths of the configs (models/, out/, ../shared) resolve: the checkout holding the
+# package in development; for a package installed from a wheel (site-packages), the working folder.
+REPO_ROOT = PACKAGE_ROOT.parent if (PACKAGE_ROOT.parent / "pyproject.toml").is_file() else Path.cwd()
 CONFIG_DIR = PACKAGE_ROOT / "configs"
 
 # Dotted paths (in any config) of tables whose keys are data, not settings.

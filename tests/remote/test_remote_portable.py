@@ -64,10 +64,12 @@ def _objects(s3, prefix: str) -> dict[str, bytes]:
 def test_wheel_carries_configs_and_its_cli_runs_from_any_folder(worker_site, tmp_path):
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path),
            "PYTHONPATH": f"{worker_site}:{sysconfig.get_paths()['purelib']}"}
-    probe = ("import moshi_data; from moshi_data.pipeline.config import load_config; "
-             "print(moshi_data.__file__); print(sorted(load_config('text_corpus')['language']))")
+    probe = ("import moshi_data; from moshi_data.pipeline.config import REPO_ROOT, load_config; "
+             "print(moshi_data.__file__); print(sorted(load_config('text_corpus')['language'])); print(REPO_ROOT)")
     shown = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
-    assert shown.stdout.splitlines() == [str(worker_site / "moshi_data" / "__init__.py"), "['languages', 'model', 'threshold']"]
+    # relative config paths (models/, out/) resolve in the working folder, not in site-packages
+    assert shown.stdout.splitlines() == [str(worker_site / "moshi_data" / "__init__.py"), "['languages', 'model', 'threshold']",
+                                         str(tmp_path)]
     help_text = subprocess.run([sys.executable, str(worker_site / "bin" / "moshi-data"), "text-corpus", "--help"],
                                cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
     assert "--input" in help_text and "--output" in help_text
