@@ -44,12 +44,12 @@ def _main(args) -> dict[str, int]:
     rejects, rejects_tmp = _atomic_writer(rejects_path)
     counts = {"in": 0, "scored": 0, "rejected": 0}
     with out, rejects:
-        for number, raw in enumerate(tqdm(read_bytes(args.input).decode("utf-8").split("\n"), desc="score", unit="rec"), 1):
-            if not raw.strip():
+        for number, line in enumerate(tqdm(read_bytes(args.input).split(b"\n"), desc="score", unit="rec"), 1):
+            if not line.strip():
                 continue
             counts["in"] += 1
-            try:
-                record = json.loads(raw)
+            try:  # a line that is not UTF-8 (UnicodeDecodeError is a ValueError) is one reject, not the end
+                record = json.loads(line.decode("utf-8"))
                 if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                     raise ValueError("record is not a JSON object with a string 'text' field")
             except ValueError as error:

