@@ -9,8 +9,8 @@ each chunk's normalized line hashes (uint64 arrays) travel to their (shard group
 key, the key counts them and sends each chunk the totals of its repeated lines, joined back to the
 chunk by chunk id (CoGroupByKey) -> remove duplicate lines -> per-document stage chain ->
 cross-document transforms -> one Parquet shard per chunk, rejects/rejects-<file>.jsonl per input
-file with rejects, stale files of an earlier run deleted -> line_samples/, report, stats.json
-(written last). No side input grows with the documents or lines: tallies are summed by a
+file with rejects, stale files of an earlier run deleted -> line_samples/, stats.json (written last
+by the job; the launcher then adds the run's timing to it and writes report.html). No side input grows with the documents or lines: tallies are summed by a
 CombineFn, samples and examples are bounded by config.
 
 WHERE A NEW STAGE PLUGS IN
@@ -41,7 +41,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
 from moshi_data.beam_jobs import minhash
-from moshi_data.beam_jobs.options import build_pipeline_options, prepare_workers, runner_name
+from moshi_data.beam_jobs.options import build_pipeline_options, is_remote, prepare_workers, runner_name
 from moshi_data.beam_jobs.progress import mark, progress_bar
 from moshi_data.classifiers.models import attach_classifiers
 from moshi_data.pipeline import storage
@@ -408,7 +408,6 @@ class Finalize(beam.DoFn):
         examples = {kind: [example for _, example in sorted(rows)] for kind, rows in sorted(examples)}
         dropped = [example for kind, rows in examples.items() if kind != "kept" for example in rows]
         self._write_jsonl(EXAMPLES_DIR, DROPPED_FILE, dropped)
-        storage.write_bytes_atomic(storage.join(self.output, REPORT_FILE), build_report(self.output, stats, self.config))
         storage.write_bytes_atomic(storage.join(self.output, STATS_FILE),
                                    (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
         storage.remove_temporaries(self.output)
@@ -518,6 +517,16 @@ def check_inputs(files: list[str], input_spec: str) -> None:
         raise UserError(f"input not found: {local[0]}" + (f" (and {len(local) - 1} more)" if len(local) > 1 else ""))
 
 
+def check_reachable_by_workers(options, files: list[str], output: str) -> None:
+    """On a remote runner, inputs and output must be in object storage: workers cannot see this disk."""
+    if not is_remote(options):
+        return
+    local = [path for path in files if storage.is_local(path)]
+    if local or storage.is_local(output):
+        where = f"input {local[0]}" + (f" (and {len(local) - 1} more)" if len(local) > 1 else "") if local else f"output {output}"
+        raise UserError(f"{where} is on this machine, which remote workers cannot read: use s3:// or gs:// paths")
+
+
 def run(input_spec: str | None, output: str, config_name: str = "text_corpus", limit: int | None = None,
         overrides: list[str] = (), beam_args: list[str] = (), dataflow_config: str = "dataflow") -> dict:
     """Run the job; returns {"stats": stats.json content, "seconds": per stage, "wall_s": ...}."""
@@ -535,6 +544,7 @@ def run(input_spec: str | None, output: str, config_name: str = "text_corpus", l
         limit = limit if limit is not None else default_limit
     files = [normalise_source(path) for path in storage.expand_inputs(input_spec, limit)]
     check_inputs(files, input_spec)
+    check_reachable_by_workers(options, files, output)
     build_stages(config)  # fail fast on a bad stage list, before starting workers
     runner = runner_name(list(beam_args), config["runner"])
     LOG.info("text corpus: %d input files -> %s (%s)", len(files), output, runner)

@@ -12,6 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from moshi_data.beam_jobs import text_corpus
 from moshi_data.beam_jobs.options import RemoteRunnerError, prepare_workers
+from moshi_data.pipeline.command import UserError
 from moshi_data.pipeline import models, storage
 
 BUCKET = "remote-staging"
@@ -74,6 +75,9 @@ def test_text_job_fails_in_one_line_before_workers_start(beam_s3, tmp_path, shar
     with pytest.raises(RemoteRunnerError, match="--temp_location") as error:
         text_corpus.run(wet, f"s3://{BUCKET}/out", beam_args=[*PORTABLE, *beam_s3])
     assert "\n" not in str(error.value)
+    with pytest.raises(UserError, match="remote workers cannot read") as error:  # a path only this disk has
+        text_corpus.run(wet, f"s3://{BUCKET}/out", beam_args=[*PORTABLE, *beam_s3, f"--temp_location=s3://{BUCKET}/tmp"])
+    assert "whirlwind.warc.wet.gz" in str(error.value)
     with pytest.raises(models.ModelError, match="quality.model: model s3://"):
         text_corpus.run(wet, str(tmp_path / "out"), beam_args=[*IN_PROCESS, *beam_s3],
                         overrides=[f"quality.model=s3://{BUCKET}/models/quality.bin"])
