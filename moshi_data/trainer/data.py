@@ -14,7 +14,12 @@ Order of work (each step seeded, none depends on the worker count):
 
 The DataLoader returns workers' items round-robin, so the item sequence is the same for any worker
 count; the trainer counts the items it consumed, which is the data position saved in checkpoints.
-Resuming skips that many raw records without decoding them.
+Resuming skips that many raw records without decoding them. With several ranks the items after a
+:class:`StreamOrigin` are dealt round-robin; a resume with another rank count starts from the
+origin the checkpoint's per-rank positions amount to, so no item is repeated or skipped.
+
+s3 objects are read with one boto3 client per process (:func:`s3_client`), built from Beam's S3
+options (``--s3_endpoint_url``, ``--s3_region_name``, credentials) as the Beam jobs take them.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import io
 import logging
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
@@ -37,15 +43,43 @@ from moshi_data.pipeline.audio.shards import REQUIRED_KEYS, Sample, decode_sampl
 LOG = logging.getLogger(__name__)
 
 
-# ------------------------------------------------------------------------------------------- shards
-def _gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, **kw):
-    """webdataset opener for ``s3://bucket/key`` (boto3; endpoint from AWS_ENDPOINT_URL when set)."""
-    import boto3
+# ----------------------------------------------------------------------------------- object storage
+# Beam's S3Options (apache_beam.options.pipeline_options), the flags the Beam jobs take: the trainer
+# takes the same ones (tests check the names against Beam's) without importing Beam for local runs.
+S3_OPTIONS = ("s3_access_key_id", "s3_secret_access_key", "s3_session_token", "s3_endpoint_url",
+              "s3_region_name", "s3_api_version", "s3_verify", "s3_disable_ssl")
+_S3_CLIENTS: dict = {}
 
+
+def s3_client(options: Optional[Mapping[str, Any]] = None):
+    """This process's boto3 s3 client for ``options`` (Beam's S3 options by name; unset ones fall
+    back to boto3's environment, e.g. ``AWS_ENDPOINT_URL_S3``), built once per process (a forked
+    DataLoader worker builds its own) with Beam's S3 client, as Beam's filesystem and pipeline/storage.py do."""
+    options = {k: v for k, v in (options or {}).items() if v not in (None, False)}
+    unknown = sorted(set(options) - set(S3_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown s3 option(s) {', '.join(unknown)}; known: {', '.join(S3_OPTIONS)}")
+    key = (os.getpid(), tuple(sorted(options.items())))
+    if key not in _S3_CLIENTS:
+        from apache_beam.io.aws.clients.s3.boto3_client import Client
+
+        _S3_CLIENTS[key] = Client(options=options).client
+    return _S3_CLIENTS[key]
+
+
+def split_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> ``(bucket, key)``."""
+    bucket, _, key = url[len("s3://") :].partition("/")
+    return bucket, key
+
+
+# ------------------------------------------------------------------------------------------- shards
+def _gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, s3: Optional[Mapping[str, Any]] = None, **kw):
+    """webdataset opener for ``s3://bucket/key`` (this process's client for the ``s3`` options)."""
     if mode != "rb":
         raise ValueError(f"{url}: s3 shards are read-only here (mode {mode!r})")
-    bucket, _, key = url[len("s3://") :].partition("/")
-    return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+    bucket, key = split_s3_url(url)
+    return s3_client(s3).get_object(Bucket=bucket, Key=key)["Body"]
 
 
 def _register_s3() -> None:
@@ -54,14 +88,12 @@ def _register_s3() -> None:
     gopen_schemes.setdefault("s3", _gopen_s3)
 
 
-def list_shards(source: str, pattern: str) -> list[str]:
+def list_shards(source: str, pattern: str, s3: Optional[Mapping[str, Any]] = None) -> list[str]:
     """Sorted shard URLs under ``source``: a folder, a glob, a single file, or ``s3://bucket/prefix``."""
     if source.startswith("s3://"):
-        import boto3
-
-        bucket, _, prefix = source[len("s3://") :].partition("/")
+        bucket, prefix = split_s3_url(source)
         prefix = prefix.rstrip("/") + "/" if prefix and not fnmatch.fnmatch(Path(prefix).name, pattern) else prefix
-        paginator = boto3.client("s3").get_paginator("list_objects_v2")
+        paginator = s3_client(s3).get_paginator("list_objects_v2")
         keys = [
             obj["Key"]
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
@@ -91,9 +123,9 @@ def split_eval(shards: list[str], eval_shards: int) -> tuple[list[str], list[str
 
 
 # ----------------------------------------------------------------------------------- raw records
-def shard_records(url: str) -> Iterator[tuple[str, Optional[dict], Optional[str]]]:
+def shard_records(url: str, s3: Optional[Mapping[str, Any]] = None) -> Iterator[tuple[str, Optional[dict], Optional[str]]]:
     """Yield ``(url, record, None)`` per raw record, then ``(url, None, error)`` if the shard was damaged."""
-    from webdataset.tariterators import tarfile_samples
+    from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 
     _register_s3()
     errors: list[str] = []
@@ -102,7 +134,9 @@ def shard_records(url: str) -> Iterator[tuple[str, Optional[dict], Optional[str]
         errors.append(f"{type(error).__name__}: {error.args[0] if error.args else error}")
         return True
 
-    for record in tarfile_samples([{"url": url}], handler=keep_going):
+    # webdataset's tarfile_samples, with the s3 options handed to the opener
+    streams = url_opener([{"url": url}], handler=keep_going, **({"s3": s3} if url.startswith("s3://") else {}))
+    for record in group_by_keys(tar_file_expander(streams, handler=keep_going), handler=keep_going):
         yield url, record, None
     if errors:
         yield url, None, "shard read error: " + " | ".join(dict.fromkeys(errors))
@@ -126,12 +160,13 @@ def buffer_shuffle(items: Iterator[Any], size: int, rng: np.random.Generator) ->
         yield buffer[slot]
 
 
-def raw_items(shards: list[str], seed: int, shuffle_shards: bool, buffer_size: int, epochs: Optional[int]):
+def raw_items(shards: list[str], seed: int, shuffle_shards: bool, buffer_size: int, epochs: Optional[int],
+              s3: Optional[Mapping[str, Any]] = None):
     """Raw record stream over ``epochs`` passes (``None`` = forever), each pass seeded by ``(seed, epoch)``."""
     for epoch in count() if epochs is None else range(epochs):
         rng = np.random.default_rng([seed, epoch])
         order = list(rng.permutation(len(shards))) if shuffle_shards else list(range(len(shards)))
-        records = (item for index in order for item in shard_records(shards[index]))
+        records = (item for index in order for item in shard_records(shards[index], s3))
         seen = 0
         for item in buffer_shuffle(records, buffer_size, rng):
             seen += item[1] is not None
@@ -228,12 +263,85 @@ def decode_without_audio(record: dict[str, Any]) -> Sample:
     return Sample(key=key, audio=np.zeros((2, 0), np.float32), words=[], text=text, meta={}, codes=codes)
 
 
+# ------------------------------------------------------------------------------ rank positions
+@dataclass(frozen=True)
+class StreamOrigin:
+    """Where a run's item stream starts, whatever the number of ranks that consumed it before.
+
+    Items are numbered over the whole stream, epoch after epoch. Every item before ``next`` and
+    every item in ``done`` was consumed; ``partial`` holds ``(item, tokens already used)`` for text
+    documents a checkpoint cut. The other items, in order, are dealt round-robin: the ``j``-th
+    remaining one goes to rank ``j % world_size``, and a rank's position is how many of its items
+    it consumed (plus, for text, the tokens used of the next one). ``done`` and ``partial`` hold
+    only the items between the slowest and the fastest rank, so the origin does not grow with the
+    amount of data consumed.
+    """
+
+    next: int = 0
+    done: tuple[int, ...] = ()
+    partial: tuple[tuple[int, int], ...] = ()
+
+    def to_state(self) -> dict[str, Any]:
+        return {"next": self.next, "done": list(self.done), "partial": [list(p) for p in self.partial]}
+
+    @classmethod
+    def from_state(cls, state: Optional[Mapping[str, Any]]) -> "StreamOrigin":
+        if not state:
+            return cls()
+        return cls(int(state["next"]), tuple(int(i) for i in state["done"]),
+                   tuple((int(i), int(o)) for i, o in state["partial"]))
+
+    def dealer(self, rank: int, world_size: int) -> Callable[[int], bool]:
+        """``mine(item)``, to be called with item numbers 0, 1, 2, ... in order: whether this rank takes it."""
+        done, dealt = set(self.done), count()
+
+        def mine(item: int) -> bool:
+            if item < self.next or item in done:
+                return False
+            return next(dealt) % world_size == rank
+
+        return mine
+
+    def _remaining(self, j: int) -> Iterator[int]:
+        """Item numbers of the remaining items ``j``, ``j + 1``, ... (after the origin, not done)."""
+        item = self.next + j
+        for done in self.done:  # sorted: item = the j-th number >= next that is not done
+            if done > item:
+                break
+            item += 1
+        done = set(self.done)
+        while True:
+            if item not in done:
+                yield item
+            item += 1
+
+    def after(self, positions: list[tuple[int, int]]) -> "StreamOrigin":
+        """The origin of a run that follows one started here whose ranks ended at ``positions``
+        (``[(items consumed, tokens used of the next one)]``, one per rank: the world size)."""
+        world_size = len(positions)
+        current = [rank + consumed * world_size for rank, (consumed, _) in enumerate(positions)]
+        low, high = min(current), max(current)
+        items = dict(zip(range(low, high + 1), self._remaining(low)))
+        start = items[low]
+        done = {item for item in self.done if item >= start}
+        partial = {item: used for item, used in self.partial if item >= start}
+        for j in range(low, high):
+            if j < current[j % world_size]:  # dealt to a rank that is past it
+                done.add(items[j])
+                partial.pop(items[j], None)
+        for j, (_, used) in zip(current, positions):
+            if used:
+                partial[items[j]] = used
+        return StreamOrigin(start, tuple(sorted(done)), tuple(sorted(partial.items())))
+
+
 # ------------------------------------------------------------------------------------- dataset
 class ShardStream(IterableDataset):
     """Items ``{"index", "tokens" | None, "key", "url", "reason" | None}`` in a worker-independent order.
 
-    ``train=True``: endless, shuffled, random windows, starting after ``start`` items of this rank.
-    ``train=False``: one ordered pass, windows from the start of each sample (evaluation).
+    ``train=True``: endless, shuffled, random windows, starting after ``start`` items of this rank
+    (of the items after ``origin``). ``train=False``: one ordered pass, windows from the start of
+    each sample (evaluation). ``s3``: Beam's S3 options (see :func:`s3_client`).
     """
 
     def __init__(
@@ -244,6 +352,8 @@ class ShardStream(IterableDataset):
         start: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        origin: StreamOrigin = StreamOrigin(),
+        s3: Optional[Mapping[str, Any]] = None,
     ):
         self.shards = list(shards)
         self.data = config["data"]
@@ -254,6 +364,8 @@ class ShardStream(IterableDataset):
         self.start = start
         self.rank = rank
         self.world_size = world_size
+        self.origin = origin
+        self.s3 = dict(s3 or {})
         self.frames = int(round(float(self.data["window_seconds"]) * float(self.data["frame_rate"])))
         self.streams = str(self.model["streams"])
         if self.streams == "single" and not self.data["decode_audio"]:
@@ -266,9 +378,11 @@ class ShardStream(IterableDataset):
             bool(self.data["shuffle_shards"]) and self.train,
             int(self.data["shuffle_buffer"]) if self.train else 0,
             None if self.train else 1,
+            self.s3,
         )
+        mine = self.origin.dealer(self.rank, self.world_size)
         for global_index, item in enumerate(items):
-            if global_index % self.world_size == self.rank:
+            if mine(global_index):
                 yield global_index, item
 
     def __iter__(self):

@@ -4,19 +4,23 @@ Moshi trains part of its batches on text only, from Helium's data (``text.ratio`
 
 1. files: a text-corpus output folder (its ``documents/``), a folder, a glob, one file or
    ``s3://bucket/prefix`` of ``*.parquet``, sorted; s3 objects are read by byte range (footer and
-   row groups only), local files directly;
+   row groups only) with one client per process (``trainer.data.s3_client``: Beam's S3 options),
+   local files directly;
 2. document *addresses* ``(file, row)`` per epoch: file order shuffled from ``(seed, epoch)``, rows
    counted from each file's footer, a seeded shuffle buffer over the addresses (integers only);
-   with several ranks, rank ``r`` takes the addresses ``i % world_size == r``;
+   addresses are numbered over all epochs; with several ranks the addresses after the run's
+   :class:`~moshi_data.trainer.data.StreamOrigin` are dealt round-robin;
 3. each address's row is read (a small cache of decoded row groups), decoded as UTF-8, held out for
    eval or not (a hash of its ``id_column``, so the split is by document), optionally kept with a
    probability from its quality scores (``text.quality``), tokenized with the SentencePiece model
    of the audio text stream, followed by EOS;
 4. the token stream is cut into sequences of ``length`` tokens (the temporal context).
 
-The position after a sequence is ``[documents consumed, tokens of the next document already used]``.
-Resuming replays the address stream of step 2 (no file is read but footers) and drops that many
-tokens of the next document, so a resumed run sees the same sequences as an uninterrupted one.
+The position after a sequence is ``[documents consumed, tokens of the next document already used]``
+(documents of this rank, after the origin). Resuming replays the address stream of step 2 (no file
+is read but footers) and drops that many tokens of the next document, so a resumed run sees the same
+sequences as an uninterrupted one. A resume with another rank count starts at the origin the ranks'
+positions amount to (``StreamOrigin.after``): every document is used once per epoch, none skipped.
 Every document comes with an event: ``used``, or why it was skipped (``held_out``, ``sampled_out``,
 ``invalid_utf8``, ``empty_text``, ``empty_file``), so documents in = used + skipped.
 """
@@ -35,7 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from moshi_data.trainer.data import LoaderBatches, buffer_shuffle, list_shards
+from moshi_data.trainer.data import LoaderBatches, StreamOrigin, buffer_shuffle, list_shards, s3_client, split_s3_url
 
 LOG = logging.getLogger(__name__)
 
@@ -43,22 +47,20 @@ TEXT_TYPES = ("string", "large_string", "binary", "large_binary")
 
 
 # ------------------------------------------------------------------------------------- files
-def list_text_files(source: str, pattern: str) -> list[str]:
+def list_text_files(source: str, pattern: str, s3: Optional[Mapping[str, Any]] = None) -> list[str]:
     """Sorted Parquet files of ``source``; a text-corpus output folder means its ``documents/``."""
     documents = os.path.join(source, "documents")
     if not source.startswith("s3://") and os.path.isdir(documents):
         source = documents
-    return list_shards(source, pattern)
+    return list_shards(source, pattern, s3)
 
 
 class S3RangeFile(io.RawIOBase):
-    """Seekable read-only view of an s3 object; each read is one ranged GET (boto3)."""
+    """Seekable read-only view of an s3 object; each read is one ranged GET with ``client`` (boto3)."""
 
-    def __init__(self, url: str):
-        import boto3
-
-        self.bucket, _, self.key = url[len("s3://"):].partition("/")
-        self.client = boto3.client("s3")
+    def __init__(self, url: str, client):
+        self.bucket, self.key = split_s3_url(url)
+        self.client = client
         self.size = self.client.head_object(Bucket=self.bucket, Key=self.key)["ContentLength"]
         self.offset = 0
 
@@ -86,13 +88,14 @@ class S3RangeFile(io.RawIOBase):
         return len(body)
 
 
-def open_parquet(url: str):
-    """A ``pyarrow.parquet.ParquetFile`` of a local path or an s3 object; a bad file raises ValueError."""
+def open_parquet(url: str, s3: Optional[Mapping[str, Any]] = None):
+    """A ``pyarrow.parquet.ParquetFile`` of a local path or an s3 object (``s3``: Beam's S3 options);
+    a bad file raises ValueError."""
     import pyarrow.parquet as pq
 
     try:
         if url.startswith("s3://"):
-            return pq.ParquetFile(io.BufferedReader(S3RangeFile(url), buffer_size=1 << 20))
+            return pq.ParquetFile(io.BufferedReader(S3RangeFile(url, s3_client(s3)), buffer_size=1 << 20))
         return pq.ParquetFile(url)
     except Exception as error:  # not Parquet, truncated, empty (0 bytes), unreadable object
         raise ValueError(f"text file {url}: not a readable Parquet file ({type(error).__name__}: {error})") from error
@@ -150,9 +153,10 @@ def keep_probability(scores: Optional[Mapping[str, float]], weights: Mapping[str
 class ParquetDocuments:
     """Rows of Parquet files by address, through a small LRU cache of decoded row groups."""
 
-    def __init__(self, urls: list[str], settings: TextSettings):
+    def __init__(self, urls: list[str], settings: TextSettings, s3: Optional[Mapping[str, Any]] = None):
         self.urls = urls
         self.settings = settings
+        self.s3 = s3
         self._files: OrderedDict = OrderedDict()
         self._groups: OrderedDict = OrderedDict()
         self._row_starts: dict[int, np.ndarray] = {}
@@ -161,7 +165,7 @@ class ParquetDocuments:
         if index in self._files:
             self._files.move_to_end(index)
             return self._files[index]
-        parquet = open_parquet(self.urls[index])
+        parquet = open_parquet(self.urls[index], self.s3)
         self._check_schema(index, parquet.schema_arrow)
         self._files[index] = parquet
         if len(self._files) > max(2, self.settings.cache_row_groups):
@@ -223,13 +227,17 @@ EMPTY_FILE_ROW = -1  # the address of a file without rows (one skipped "document
 
 
 def document_addresses(documents: ParquetDocuments, seed: int, shuffle_files: bool, buffer: int,
-                       epochs: Optional[int], rank: int, world_size: int) -> Iterator[tuple[int, int, int]]:
-    """``(epoch, file, row)`` addresses of this rank, per epoch shuffled from ``(seed, epoch)``.
+                       epochs: Optional[int], rank: int, world_size: int,
+                       origin: StreamOrigin = StreamOrigin()) -> Iterator[tuple[int, int, int, int]]:
+    """``(epoch, file, row, number)`` addresses of this rank, per epoch shuffled from ``(seed, epoch)``;
+    ``number`` counts the addresses of every epoch (the item number of :class:`StreamOrigin`).
 
     A file without rows gives one address with row :data:`EMPTY_FILE_ROW`, so it is reported in
     stream order like a skipped document.
     """
     files = len(documents.urls)
+    mine = origin.dealer(rank, world_size)
+    numbers = count()
     for epoch in count() if epochs is None else range(epochs):
         rng = np.random.default_rng([seed, epoch, 0x7E47])
         order = [int(i) for i in rng.permutation(files)] if shuffle_files else list(range(files))
@@ -239,25 +247,28 @@ def document_addresses(documents: ParquetDocuments, seed: int, shuffle_files: bo
                 rows = documents.rows(index)
                 yield from ((index, row) for row in range(rows)) if rows else [(index, EMPTY_FILE_ROW)]
 
-        emitted = 0
-        for global_index, (index, row) in enumerate(buffer_shuffle(addresses(), buffer, rng)):
-            if global_index % world_size == rank:
+        emitted, first = 0, None
+        for index, row in buffer_shuffle(addresses(), buffer, rng):
+            number = next(numbers)
+            first = number if first is None else first
+            if mine(number):
                 emitted += row != EMPTY_FILE_ROW
-                yield epoch, index, row
-        if emitted == 0:
+                yield epoch, index, row, number
+        if emitted == 0 and first >= origin.next:  # an epoch the origin did not cut short
             raise RuntimeError(f"no document in {files} text file(s) for rank {rank} (epoch {epoch})")
 
 
 class TextStream(IterableDataset):
     """Items ``{"tokens": int64 [length], "position": [docs, offset], "events": [...]}`` in a fixed order.
 
-    ``train=True``: endless, shuffled, training documents only, starting at ``position``.
-    ``train=False``: one ordered pass over the held-out documents (evaluation); the last partial
-    sequence is padded with -1.
+    ``train=True``: endless, shuffled, training documents only, starting at ``position`` (of this
+    rank's documents after ``origin``). ``train=False``: one ordered pass over the held-out
+    documents (evaluation); the last partial sequence is padded with -1. ``s3``: Beam's S3 options.
     """
 
     def __init__(self, urls: list[str], config: Mapping[str, Any], length: int, train: bool = True,
-                 position: tuple[int, int] = (0, 0), rank: int = 0, world_size: int = 1):
+                 position: tuple[int, int] = (0, 0), rank: int = 0, world_size: int = 1,
+                 origin: StreamOrigin = StreamOrigin(), s3: Optional[Mapping[str, Any]] = None):
         self.urls = list(urls)
         self.settings = TextSettings.from_config(config["text"])
         self.tokenizer_path = str(config["text"]["tokenizer"])
@@ -267,26 +278,29 @@ class TextStream(IterableDataset):
         self.train = train
         self.position = (int(position[0]), int(position[1])) if train else (0, 0)
         self.rank, self.world_size = (rank, world_size) if train else (0, 1)
+        self.origin = origin if train else StreamOrigin()
+        self.s3 = dict(s3 or {})
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         import sentencepiece
 
         settings = self.settings
         tokenizer = sentencepiece.SentencePieceProcessor(model_file=self.tokenizer_path)
-        documents = ParquetDocuments(self.urls, settings)
+        documents = ParquetDocuments(self.urls, settings, self.s3)
         events: list[dict[str, Any]] = []
         addresses = document_addresses(
             documents, self.seed, settings.shuffle_files and self.train, settings.shuffle_buffer if self.train else 0,
-            None if self.train else 1, self.rank, self.world_size,
+            None if self.train else 1, self.rank, self.world_size, self.origin,
         )
+        used_before = dict(self.origin.partial)  # documents a checkpoint cut: tokens already used
         number, drop = self.position  # documents already used, tokens of the next one already used
         for _ in range(number):  # resume: replay the addresses (footers only, no row is read)
             next(addresses)
         pending: list[int] = []
-        for epoch, index, row in addresses:
+        for epoch, index, row, address in addresses:
+            base, drop = drop or used_before.get(address, 0), 0
             # a document already partly used before a resume was counted then: its event is not repeated
-            tokens = self._document_tokens(documents, tokenizer, epoch, index, row, [] if drop else events)
-            base, drop = drop, 0
+            tokens = self._document_tokens(documents, tokenizer, epoch, index, row, address, [] if base else events)
             tokens = tokens[base:]
             start = 0
             while len(pending) + len(tokens) - start >= self.length:
@@ -303,7 +317,7 @@ class TextStream(IterableDataset):
             yield {"tokens": np.asarray(sequence, dtype=np.int64), "position": [number, 0], "events": events}
 
     def _document_tokens(self, documents: ParquetDocuments, tokenizer, epoch: int, index: int, row: int,
-                         events: list[dict[str, Any]]) -> list[int]:
+                         address: int, events: list[dict[str, Any]]) -> list[int]:
         """Token ids of one document followed by EOS, or ``[]`` (with an event) when it is skipped.
 
         Bad input (empty file or text, invalid UTF-8) is reported in the first epoch only.
@@ -337,7 +351,7 @@ class TextStream(IterableDataset):
         tokens = tokenizer.encode(text) + [settings.eos_id]
         if max(tokens) >= self.vocab:
             raise ValueError(f"text tokenizer {self.tokenizer_path}: id {max(tokens)} >= model.text_vocab_size {self.vocab}")
-        events.append({"reason": "used"})
+        events.append({"reason": "used", "address": address})
         return tokens
 
 

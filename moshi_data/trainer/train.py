@@ -10,7 +10,9 @@ Writes ``OUTPUT/log.jsonl`` (one object per step, ``batch``: audio | text), ``OU
 ``OUTPUT/rejects.jsonl`` (every rejected record or text document with its reason),
 ``OUTPUT/config.yaml`` (the resolved config), ``OUTPUT/checkpoints/step_XXXXXXXX.pt`` and
 ``OUTPUT/report.json``. Running again with the same OUTPUT resumes exactly from the latest
-checkpoint (model, both optimizers, RNG, audio and text stream positions).
+checkpoint (model, both optimizers, RNG, audio and text stream positions); with another number of
+processes the stream positions are re-mapped (no sample or document repeated or skipped).
+s3 paths use Beam's S3 options (``--s3_endpoint_url``, ``--s3_region_name``, credentials).
 """
 from __future__ import annotations
 
@@ -23,21 +25,23 @@ import random
 import time
 from collections import Counter
 from contextlib import nullcontext
+from itertools import islice
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import torch
 import yaml
 
 from moshi_data.pipeline.config import REPO_ROOT, ConfigError, apply_overrides, deep_merge, load_config
-from moshi_data.trainer.data import Batches, ShardStream, list_shards, split_eval
+from moshi_data.trainer.data import S3_OPTIONS, Batches, LoaderBatches, ShardStream, StreamOrigin, list_shards, split_eval
 from moshi_data.trainer.model import RQTransformer, count_parameters, rq_loss, text_loss
 from moshi_data.trainer.text_data import ParquetDocuments, TextBatches, TextSettings, TextStream, list_text_files
 
 LOG = logging.getLogger("trainer")
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_FORMAT = "step_{:08d}.pt"
+REJECTS_FILES = "rejects*.jsonl"
 
 
 # ------------------------------------------------------------------------------------ config
@@ -170,6 +174,11 @@ def latest_checkpoint(output: Path) -> Optional[Path]:
     return paths[-1] if paths else None
 
 
+def rejects_name(rank: int, world_size: int) -> str:
+    """The rejects file of ``rank``: ``rejects.jsonl`` in a single-process run."""
+    return "rejects.jsonl" if world_size == 1 else f"rejects-rank{rank}.jsonl"
+
+
 def save_checkpoint(output: Path, state: dict[str, Any], keep: int) -> Path:
     directory = output / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
@@ -240,20 +249,56 @@ def autocast(device: torch.device, bf16: bool):
 
 
 # ------------------------------------------------------------------------------------ train
-def evaluate(model, raw_model, shards, config, device, dist) -> dict[str, Any]:
-    """Mean loss over the first ``train.eval_batches`` batches of the held-out shards (ordered).
+class HeldOutBatches:
+    """The first ``limit`` batches of a held-out stream, read at the first eval and kept for the
+    later ones: an eval reads no file again, and every eval of a run (resumed or not) sees the same
+    batches. Bounded: ``train.eval_batches`` x ``train.batch_size`` windows (a few MB at 100m).
 
-    Every rank evaluates the same batches, so the collective means line up.
+    ``open_batches(on_reject)`` opens the batch iterator; ``rejected`` keeps what it rejected.
     """
-    dataset = ShardStream(shards, config, train=False)
-    rejected: list[dict] = []
-    batches = Batches(dataset, int(config["train"]["batch_size"]), 0, 1,
-                      int(config["data"]["max_consecutive_rejects"]), rejected.append, drop_last=False)
+
+    def __init__(self, open_batches: Callable[[Callable[[dict], None]], LoaderBatches], limit: int):
+        self.open_batches = open_batches
+        self.limit = limit
+        self.rejected: list[dict] = []
+        self._batches: Optional[list[torch.Tensor]] = None
+
+    def __iter__(self):
+        if self._batches is None:
+            batches = self.open_batches(self.rejected.append)
+            try:
+                self._batches = list(islice(batches, self.limit))
+            finally:
+                batches.close()
+        return iter(self._batches)
+
+
+def held_out_audio(shards: list[str], config: Mapping[str, Any], s3: Mapping[str, Any]) -> HeldOutBatches:
+    """The held-out shards' first ``train.eval_batches`` batches (ordered; the same on every rank)."""
+    def open_batches(on_reject):
+        return Batches(ShardStream(shards, config, train=False, s3=s3), int(config["train"]["batch_size"]), 0, 1,
+                       int(config["data"]["max_consecutive_rejects"]), on_reject, drop_last=False)
+
+    return HeldOutBatches(open_batches, int(config["train"]["eval_batches"]))
+
+
+def held_out_text(files: list[str], config: Mapping[str, Any], s3: Mapping[str, Any]) -> HeldOutBatches:
+    """The first ``train.eval_batches`` batches of the held-out documents (ordered; the same on every rank)."""
+    def open_batches(_):
+        dataset = TextStream(files, config, frames_per_window(config), train=False, s3=s3)
+        return TextBatches(dataset, int(config["train"]["batch_size"]), 0, 1, lambda event: None, drop_last=False)
+
+    return HeldOutBatches(open_batches, int(config["train"]["eval_batches"]))
+
+
+def evaluate(model, raw_model, held_out: HeldOutBatches, config, device, dist) -> dict[str, Any]:
+    """Mean loss over the held-out audio batches. Every rank evaluates the same batches, so the
+    collective means line up."""
     totals: dict[str, float] = {}
     count = 0
     model.eval()
     with torch.no_grad():
-        for _, tokens in zip(range(int(config["train"]["eval_batches"])), batches):
+        for tokens in held_out:
             with autocast(device, bool(config["train"]["bf16"])):
                 text_logits, audio_logits, delayed = model(tokens.to(device))
             loss, metrics = rq_loss(text_logits, audio_logits, delayed, raw_model, config["loss"],
@@ -263,18 +308,17 @@ def evaluate(model, raw_model, shards, config, device, dist) -> dict[str, Any]:
             count += 1
     model.train()
     result = {f"eval_{name}": value / max(count, 1) for name, value in totals.items()}
-    result.update(eval_batches=count, eval_rejected=[{"key": r["key"], "url": r["url"], "reason": r["reason"]} for r in rejected])
+    result.update(eval_batches=count,
+                  eval_rejected=[{"key": r["key"], "url": r["url"], "reason": r["reason"]} for r in held_out.rejected])
     return result
 
 
-def evaluate_text(text_model, raw_model, files, config, device, dist) -> dict[str, Any]:
-    """Mean text loss over the first ``train.eval_batches`` batches of the held-out documents."""
-    dataset = TextStream(files, config, frames_per_window(config), train=False)
-    batches = TextBatches(dataset, int(config["train"]["batch_size"]), 0, 1, lambda event: None, drop_last=False)
+def evaluate_text(text_model, raw_model, held_out: HeldOutBatches, config, device, dist) -> dict[str, Any]:
+    """Mean text loss over the held-out text batches."""
     total, count = 0.0, 0
     raw_model.eval()
     with torch.no_grad():
-        for _, text in zip(range(int(config["train"]["eval_batches"])), batches):
+        for text in held_out:
             with autocast(device, bool(config["train"]["bf16"])):
                 logits = text_model(text.to(device))
             loss, _ = text_loss(logits, text.to(device), raw_model.text_vocab)
@@ -305,14 +349,14 @@ def check_tokenizer(config: Mapping[str, Any]) -> None:
                          f"{config['model']['text_vocab_size']}")
 
 
-def check_same_tokenizer(shard: str, tokenizer: str) -> None:
+def check_same_tokenizer(shard: str, tokenizer: str, s3: Optional[Mapping[str, Any]] = None) -> None:
     """Text batches and the audio text stream must share one SentencePiece model: the first record's
     ``meta.json`` ``model_versions.tokenizer`` (``name sha256:<digest>``, written by the audio job)
     must name the text tokenizer's digest. Shards without it (e.g. reference shards) are not checked."""
     from moshi_data.pipeline.audio.recording import file_digest
     from moshi_data.trainer.data import shard_records
 
-    record = next((record for _, record, _ in shard_records(shard) if record is not None), None)
+    record = next((record for _, record, _ in shard_records(shard, s3) if record is not None), None)
     if record is None or "meta.json" not in record:
         return
     stored = json.loads(record["meta.json"]).get("model_versions", {}).get("tokenizer", "")
@@ -331,8 +375,35 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return resolve_config(args.config, args.preset, overrides)
 
 
+def s3_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The Beam S3 options given on the command line (``--s3_endpoint_url``, ...)."""
+    return {name: getattr(args, name) for name in S3_OPTIONS if getattr(args, name, None) not in (None, False)}
+
+
+def remap_positions(state: Mapping[str, Any], path: Path, world_size: int) -> dict[str, Any]:
+    """A checkpoint written by another number of ranks, for ``world_size`` ranks: the stream origins
+    its ranks' positions amount to, positions from 0 there, the text counts of the old ranks summed
+    onto ``old rank % world_size``."""
+    saved = len(state["data_positions"])
+    if "data_origin" not in state:
+        raise SystemExit(f"{path} was written by {saved} rank(s) before stream origins were saved; "
+                         f"resume with {saved} rank(s)")
+    text_counts = [Counter() for _ in range(world_size)]
+    for rank, counts in enumerate(state["text_counts"]):
+        text_counts[rank % world_size].update(counts)
+    return {
+        "data_origin": StreamOrigin.from_state(state["data_origin"]).after(
+            [(p, 0) for p in state["data_positions"]]).to_state(),
+        "text_origin": StreamOrigin.from_state(state["text_origin"]).after(
+            [tuple(p) for p in state["text_positions"]]).to_state(),
+        "data_positions": [0] * world_size, "text_positions": [[0, 0]] * world_size,
+        "text_counts": [dict(c) for c in text_counts],
+    }
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     config = config_from_args(args)
+    s3 = s3_options(args)
     if args.steps is not None:
         config["train"]["steps"] = args.steps
     steps = int(config["train"]["steps"])
@@ -341,10 +412,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     dist = Distributed()
     text_cfg = config["text"]
     text_ratio = float(text_cfg["ratio"]) if text_cfg["source"] else 0.0
-    text_files = list_text_files(str(text_cfg["source"]), text_cfg["pattern"]) if text_ratio > 0 else []
+    text_files = list_text_files(str(text_cfg["source"]), text_cfg["pattern"], s3) if text_ratio > 0 else []
     if text_files:
         check_tokenizer(config)
-        ParquetDocuments(text_files[:1], TextSettings.from_config(text_cfg)).rows(0)  # fail fast: schema
+        ParquetDocuments(text_files[:1], TextSettings.from_config(text_cfg), s3).rows(0)  # fail fast: schema
     if dist.main:
         output.mkdir(parents=True, exist_ok=True)
         check_same_run(output, config)
@@ -368,22 +439,30 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     def lr_at(step: int) -> float:
         return lr_factor(step, int(optim_cfg["warmup_steps"]), schedule_steps, float(optim_cfg["min_lr_ratio"]))
 
-    start_step, positions, rejects_written = 0, [0] * dist.world_size, [0] * dist.world_size
+    start_step, positions, rejects_written = 0, [0] * dist.world_size, {}
     text_positions = [[0, 0]] * dist.world_size
+    data_origin = text_origin = StreamOrigin()
     text_counts: Counter = Counter()
     checkpoint_path = latest_checkpoint(output)
     if checkpoint_path is not None:
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        saved_ranks = len(state["data_positions"])
+        if saved_ranks != dist.world_size:
+            state = {**state, **remap_positions(state, checkpoint_path, dist.world_size)}
+            LOG.info("%s was written by %d rank(s): stream positions re-mapped to %d", checkpoint_path, saved_ranks,
+                     dist.world_size)
         raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if text_optimizer is not None:
             text_optimizer.load_state_dict(state["text_optimizer"])
-        set_rng_state(state["rng"][dist.rank])
-        start_step, positions, rejects_written = state["step"], state["data_positions"], state["rejects_written"]
-        text_positions = state["text_positions"]
+        set_rng_state(state["rng"][dist.rank % saved_ranks])
+        start_step, positions, text_positions = state["step"], state["data_positions"], state["text_positions"]
+        data_origin = StreamOrigin.from_state(state.get("data_origin"))
+        text_origin = StreamOrigin.from_state(state.get("text_origin"))
         text_counts = Counter(state["text_counts"][dist.rank])
-        if len(positions) != dist.world_size:
-            raise SystemExit(f"{checkpoint_path} was written by {len(positions)} rank(s); resume with as many")
+        rejects_written = state["rejects_written"]
+        if isinstance(rejects_written, list):  # per rank (checkpoints written before per-file counts)
+            rejects_written = {rejects_name(r, saved_ranks): n for r, n in enumerate(rejects_written)}
         LOG.info("resuming from %s (step %d, data position %s, text position %s)", checkpoint_path, start_step,
                  positions, text_positions)
     if start_step >= stop_at:
@@ -396,8 +475,16 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if dist.main:  # drop log lines written after the checkpoint (a killed run)
         truncate_jsonl(output / "log.jsonl", lambda line, _: line["step"] <= start_step)
         truncate_jsonl(output / "eval.jsonl", lambda line, _: line["step"] <= start_step)
-    rejects_path = output / ("rejects.jsonl" if dist.world_size == 1 else f"rejects-rank{dist.rank}.jsonl")
-    rejects_count = truncate_jsonl(rejects_path, lambda _, index: index < rejects_written[dist.rank])
+    # each rank's rejects file back to its checkpointed length; files of ranks a re-mapped run no
+    # longer has (rank 0 sees to them) too
+    rejects_names = [rejects_name(rank, dist.world_size) for rank in range(dist.world_size)]
+    rejects_path = output / rejects_names[dist.rank]
+    rejects_count = truncate_jsonl(rejects_path, lambda _, index: index < rejects_written.get(rejects_path.name, 0))
+    earlier_rejects = {name: n for name, n in rejects_written.items() if name not in rejects_names}
+    if dist.main:
+        for path in sorted(output.glob(REJECTS_FILES)):
+            if path.name not in rejects_names:
+                truncate_jsonl(path, lambda _, index, n=earlier_rejects.get(path.name, 0): index < n)
 
     model = raw_model
     text_model = raw_model.text_forward
@@ -407,12 +494,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if dist.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
 
-    shards = list_shards(args.shards, config["data"]["shard_pattern"])
+    shards = list_shards(args.shards, config["data"]["shard_pattern"], s3)
     train_shards, eval_shards = split_eval(shards, int(config["data"]["eval_shards"]))
     if args.eval_shards:
-        train_shards, eval_shards = shards, list_shards(args.eval_shards, config["data"]["shard_pattern"])
+        train_shards, eval_shards = shards, list_shards(args.eval_shards, config["data"]["shard_pattern"], s3)
     if text_files:
-        check_same_tokenizer(train_shards[0], text_cfg["tokenizer"])
+        check_same_tokenizer(train_shards[0], text_cfg["tokenizer"], s3)
+    held_out = held_out_audio(eval_shards, config, s3) if eval_shards else None
+    held_out_texts = held_out_text(text_files, config, s3) if text_files else None
     rejects_file = open(rejects_path, "a", encoding="utf-8")
 
     def write_reject(line: dict) -> None:
@@ -433,13 +522,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             write_reject({"kind": "text", **event})
 
     dataset = ShardStream(train_shards, config, train=True, start=positions[dist.rank], rank=dist.rank,
-                          world_size=dist.world_size)
+                          world_size=dist.world_size, origin=data_origin, s3=s3)
     batches = Batches(dataset, int(train_cfg["batch_size"]), int(config["data"]["num_workers"]),
                       int(config["data"]["prefetch_factor"]), int(config["data"]["max_consecutive_rejects"]), on_reject)
     text_batches = None
     if text_files:
         text_stream = TextStream(text_files, config, frames_per_window(config), train=True,
-                                 position=tuple(text_positions[dist.rank]), rank=dist.rank, world_size=dist.world_size)
+                                 position=tuple(text_positions[dist.rank]), rank=dist.rank, world_size=dist.world_size,
+                                 origin=text_origin, s3=s3)
         text_batches = TextBatches(text_stream, int(train_cfg["batch_size"]), int(text_cfg["num_workers"]),
                                    int(config["data"]["prefetch_factor"]), on_text_event)
     if dist.main:
@@ -518,10 +608,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         eval_every = int(train_cfg["eval_every"])
         if eval_every and (step % eval_every == 0 or step == steps) and (eval_shards or text_files):
             last_eval = {"step": step}
-            if eval_shards:
-                last_eval.update(evaluate(model, raw_model, eval_shards, config, device, dist))
-            if text_files:
-                last_eval.update(evaluate_text(text_model, raw_model, text_files, config, device, dist))
+            if held_out is not None:
+                last_eval.update(evaluate(model, raw_model, held_out, config, device, dist))
+            if held_out_texts is not None:
+                last_eval.update(evaluate_text(text_model, raw_model, held_out_texts, config, device, dist))
             if dist.main:
                 eval_file.write(json.dumps(last_eval) + "\n")
                 eval_file.flush()
@@ -530,25 +620,27 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             text_positions = dist.gather(text_batches.position if text_batches is not None else [0, 0])
             counts = dist.gather(dict(text_counts))
             rng = dist.gather(rng_state())
-            written = dist.gather(rejects_count)
+            written = dict(zip(rejects_names, dist.gather(rejects_count)))
             if dist.main:
                 save_checkpoint(output, {
                     "step": step, "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                     "text_optimizer": text_optimizer.state_dict() if text_optimizer is not None else None,
                     "rng": rng, "data_positions": positions, "text_positions": text_positions,
-                    "text_counts": counts, "rejects_written": written, "config": config,
+                    "data_origin": data_origin.to_state(), "text_origin": text_origin.to_state(),
+                    "text_counts": counts, "rejects_written": {**earlier_rejects, **written}, "config": config,
                 }, int(train_cfg["keep_checkpoints"]))
     progress.close()
     batches.close()
     if text_batches is not None:
         text_batches.close()
     rejects_file.close()
+    rejected_total = sum(earlier_rejects.values()) + sum(dist.gather(rejects_count))
     report = {
         "step": step, "steps": steps, "finished": step >= steps, "resumed_from": start_step,
         "parameters": params, "device": str(device), "world_size": dist.world_size, "streams": model_cfg["streams"],
         "train_shards": len(train_shards), "eval_shards": len(eval_shards), "text_files": len(text_files),
         "text_ratio": text_ratio, "text_documents": dict(sorted(text_counts.items())),
-        "samples_this_run": batches.kept * dist.world_size, "rejected_total": rejects_count,
+        "samples_this_run": batches.kept * dist.world_size, "rejected_total": rejected_total,
         "wall_s": time.perf_counter() - started, "last": last, "last_eval": last_eval,
     }
     if dist.main:
@@ -572,6 +664,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--text-ratio", type=float, default=None, help="probability of a text-only batch (text.ratio)")
     parser.add_argument("--eval-shards", default=None, help="held-out shards (default: last data.eval_shards shards)")
     parser.add_argument("--stop-at", type=int, default=None, help="stop (with a checkpoint) after this step")
+    storage = parser.add_argument_group("object storage (Beam's S3 options, as the Beam jobs take them; "
+                                        "unset: boto3's environment, e.g. AWS_ENDPOINT_URL_S3)")
+    for name in S3_OPTIONS:
+        if name == "s3_disable_ssl":
+            storage.add_argument(f"--{name}", action="store_true", help="do not use SSL with s3")
+        else:
+            storage.add_argument(f"--{name}", default=None, metavar=name.removeprefix("s3_").upper())
     return run_command(parser, argv, _main)
 
 

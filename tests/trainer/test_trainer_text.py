@@ -210,3 +210,35 @@ def test_text_tokenizer_must_be_the_audio_text_streams(tmp_path, spm_tokenizer):
     check_same_tokenizer(shard("none.tar", {}), str(spm_tokenizer))  # no record of it: not checked
     with pytest.raises(ValueError, match="is not the one of the audio shards' text stream"):
         check_same_tokenizer(shard("other.tar", {"tokenizer": "spm.model sha256:0123456789abcdef"}), str(spm_tokenizer))
+
+
+def test_held_out_batches_are_read_once(tmp_path, trainer_shards, text_corpus, spm_tokenizer, monkeypatch):
+    """Evals at steps 2, 4 and 6 read the held-out documents and shards once (the first eval keeps
+    its batches), and an unchanged model (lr 0) gets the same figures at every eval."""
+    from collections import Counter
+
+    from moshi_data.trainer.data import ShardStream
+
+    opened: Counter = Counter()
+
+    def counted(cls):
+        original = cls.__iter__
+
+        def iterate(self):
+            opened[cls.__name__, self.train] += 1
+            return original(self)
+
+        monkeypatch.setattr(cls, "__iter__", iterate)
+
+    counted(TextStream)
+    counted(ShardStream)
+    output = tmp_path / "run"
+    train_main(["--shards", str(trainer_shards), "--output", str(output), "--steps", "6", "--preset", "tiny",
+                *text_args(text_corpus, spm_tokenizer), "--set", "text.num_workers=0", "--set", "train.eval_every=2",
+                "--set", "optim.lr=0.0"])
+    evals = read_jsonl(output / "eval.jsonl")
+    assert [e["step"] for e in evals] == [2, 4, 6] and evals[0]["eval_text_batches"] >= 1
+    assert opened == {("TextStream", False): 1, ("ShardStream", False): 1, ("TextStream", True): 1,
+                      ("ShardStream", True): 1}
+    for name in ("eval_text_loss", "eval_loss"):
+        assert evals[0][name] == evals[1][name] == evals[2][name], name
