@@ -6,9 +6,13 @@ Wiring only; the stages live in ``pipeline/audio`` (:class:`pipeline.audio.recor
         [--set key=value ...] [beam runner args, e.g. --direct_running_mode=multi_processing --direct_num_workers=2]
 
 Writes ``OUTPUT/shards/shard-%06d.tar``, ``OUTPUT/annotations/<id>.rttm`` and ``<id>.words.json``,
-``OUTPUT/stats.json`` and ``OUTPUT/rejects.jsonl``. Same input and config give byte-identical
-outputs whatever the runner's worker count; every file is written atomically and files a killed or
-earlier run left behind are removed at the end.
+``OUTPUT/rejects/part-%06d.jsonl``, ``OUTPUT/stats.json`` and (from the launcher) ``OUTPUT/report.html``.
+Same input and config give byte-identical outputs whatever the runner's worker count; every file is
+written atomically and files a killed or earlier run left behind are removed before stats.json is
+written. Scale: samples are grouped for writing into buckets of about one shard's worth (the bucket
+count comes from the run's total sample bytes), reject lines into parts of at most
+``shards.rejects_recordings_per_part`` recordings, and the stats and report are sums of fixed-size
+per-recording tallies (a CombineFn): no step holds state that grows with the number of recordings.
 """
 from __future__ import annotations
 
@@ -23,133 +27,216 @@ from typing import Any, Iterator, Mapping
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from moshi_data.beam_jobs.options import prepare_workers, runner_name, with_dataflow  # noqa: E402
+from moshi_data.beam_jobs.options import is_remote, prepare_workers, runner_name, with_dataflow  # noqa: E402
 from moshi_data.beam_jobs.progress import mark, progress_bar  # noqa: E402
+from moshi_data.beam_jobs.stale_files import RemoveStale  # noqa: E402
 from moshi_data.classifiers.tokenizer import model_path, train_tokenizer  # noqa: E402
+from moshi_data.pipeline import storage  # noqa: E402
 from moshi_data.pipeline.audio.decode import AudioSource, list_sources  # noqa: E402
-from moshi_data.pipeline.audio.outputs import (REJECTS_FILE, STATS_FILE, annotation_files, bucket_of, build_stats,  # noqa: E402
-                                    join, rejects_jsonl, stale_outputs, write_bucket, write_bytes_atomic)
+from moshi_data.pipeline.audio.outputs import (ANNOTATIONS_DIR, REJECTS_DIR, SHARDS_DIR, STATS_FILE,  # noqa: E402
+                                               annotation_files, bucket_of, build_stats, listing_reject_tally,
+                                               record_bytes, recording_tally, reject_parts, rejects_jsonl,
+                                               rejects_part_name, shard_buckets, write_bucket)
 from moshi_data.pipeline.audio.recording import RecordingProcessor, resolve_repo_path  # noqa: E402
-from moshi_data.pipeline.audio.report import recording_report, write_run_report  # noqa: E402
+from moshi_data.pipeline.audio.report import add_sums, finish_sums, recording_report, write_run_report  # noqa: E402
 from moshi_data.pipeline.command import (RunFailed, UserError, breakdown, command_parser, exit_status,  # noqa: E402
                                          rejects_summary, run_command, run_provenance, table)
 from moshi_data.pipeline.config import REPO_ROOT, apply_overrides  # noqa: E402
 from moshi_data.pipeline.models import localize_models  # noqa: E402
-from moshi_data.pipeline.storage import retire_completion_marker  # noqa: E402
 
 LOG = logging.getLogger("moshi_data.audio_shards")
+NAMESPACE = "audio_shards"
 DEFAULT_INPUT = REPO_ROOT.parent / "shared" / "data" / "diarization"
+LEGACY_REJECTS_FILE = "rejects.jsonl"  # one file before rejects/ had parts: removed from an output folder reused
 # Config keys that may name a model file or folder: staged to object storage for remote workers
 # (beam_jobs/options.py) and fetched into the worker's model cache in setup().
 MODEL_KEYS = ("text.tokenizer", "asr.model", "align.wav2vec2_model", "diarization.pipeline",
               "diarization.segmentation_model", "diarization.embedding_model", "codes.codec.weights")
 DATAFLOW_CONFIG = "dataflow_audio"  # GPU worker settings used with --runner=DataflowRunner
+# Config sections the processor never reads: runs that differ only there share its loaded models.
+OUTPUT_SECTIONS = ("shards", "report", "export", "runner")
 
 
-_PROCESSORS: dict[tuple[str, int], RecordingProcessor] = {}
+_PROCESSORS: dict[str, tuple[RecordingProcessor, threading.Lock]] = {}
 _PROCESSORS_LOCK = threading.Lock()
 
 
-def shared_processor(config: Mapping[str, Any]) -> RecordingProcessor:
-    """A set-up processor per (config, thread), reused across bundles and pipeline runs in a process.
+def shared_processor(config: Mapping[str, Any]) -> tuple[RecordingProcessor, threading.Lock]:
+    """The set-up processor of ``config`` in this process, and the lock its calls hold.
 
-    Loading the models costs tens of seconds; threads never share one processor (the aligner and
-    the timing counters are not thread-safe).
+    One per process (not per thread), so an SDK worker process running many harness threads loads the
+    models (tens of seconds, GBs) once; a thread that asks while another loads waits for that load.
+    Calls are serialized by the lock: the aligner and the timing counters are not thread-safe, and
+    each call already runs the models on ``cpu_threads`` threads.
     """
-    key = (json.dumps(config, sort_keys=True, default=str), threading.get_ident())
+    key = json.dumps({k: v for k, v in config.items() if k not in OUTPUT_SECTIONS}, sort_keys=True, default=str)
     with _PROCESSORS_LOCK:
-        processor = _PROCESSORS.get(key)
-    if processor is None:
-        processor = RecordingProcessor(config)
-        processor.setup()
-        with _PROCESSORS_LOCK:
-            _PROCESSORS[key] = processor
-    return processor
+        if key not in _PROCESSORS:
+            processor = RecordingProcessor(config)
+            processor.setup()
+            _PROCESSORS[key] = (processor, threading.Lock())
+        return _PROCESSORS[key]
 
 
 class ProcessRecording(beam.DoFn):
-    """Runs every stage on one recording; models load once per worker in setup()."""
+    """Runs every stage on one recording; models load once per worker process in setup().
+
+    Main output: the recording's fixed-size tally (pipeline/audio/outputs.py); tagged outputs: its
+    samples (recording id, (key, record)), annotation files and (reject part, line) reject lines."""
 
     RECORDS = "records"
     ANNOTATIONS = "annotations"
+    REJECTS = "rejects"
 
-    def __init__(self, config: Mapping[str, Any]):
+    def __init__(self, config: Mapping[str, Any], rejects_parts: int):
         self.config = dict(config)
+        self.rejects_parts = rejects_parts
         self.processor: RecordingProcessor | None = None
-        self.outcomes = {name: Metrics.counter("audio_shards", f"recordings_{name}") for name in ("kept", "filtered", "rejected")}
-        self.segments_kept = Metrics.counter("audio_shards", "segments_kept")
+        self.lock: threading.Lock | None = None
+        self.outcomes = {name: Metrics.counter(NAMESPACE, f"recordings_{name}") for name in ("kept", "filtered", "rejected")}
+        self.segments_kept = Metrics.counter(NAMESPACE, "segments_kept")
 
     def setup(self) -> None:
-        self.processor = shared_processor(localize_models(self.config, MODEL_KEYS))
+        self.processor, self.lock = shared_processor(localize_models(self.config, MODEL_KEYS))
 
     def process(self, source: AudioSource) -> Iterator[Any]:
-        before = dict(self.processor.timings)
-        result = self.processor.process(source)
-        seconds = {stage: spent - before.get(stage, 0.0) for stage, spent in self.processor.timings.items()}
+        with self.lock:
+            before = dict(self.processor.timings)
+            result = self.processor.process(source)
+            seconds = {stage: spent - before.get(stage, 0.0) for stage, spent in self.processor.timings.items()}
+        for stage, spent in seconds.items():
+            Metrics.counter(NAMESPACE, f"ms_{stage}").inc(int(round(1000 * spent)))
         LOG.info("%s: %s%s, %d segments kept", source.recording_id, result.outcome,
                  f" ({result.reason})" if result.reason else "", result.counters["segments_kept"])
         self.outcomes[result.outcome].inc()
         self.segments_kept.inc(result.counters["segments_kept"])
-        buckets = int(self.config["shards"]["buckets"])
+        counters = dict(result.counters)
+        counters["sample_bytes"] = 0
         for key, record in result.records:
-            yield beam.pvalue.TaggedOutput(self.RECORDS, (bucket_of(result.recording_id, buckets), (key, record)))
-        for path, payload in annotation_files(result.recording_id, result.rttm, result.words_json):
+            counters["sample_bytes"] += record_bytes(record)
+            yield beam.pvalue.TaggedOutput(self.RECORDS, (result.recording_id, (key, record)))
+        annotations = annotation_files(result.recording_id, result.rttm, result.words_json)
+        for path, payload in annotations:
             yield beam.pvalue.TaggedOutput(self.ANNOTATIONS, (path, payload))
-        yield {"id": result.recording_id, "outcome": result.outcome, "reason": result.reason,
-               "counters": dict(result.counters), "rejects": result.rejects,
-               "report": recording_report(result, seconds, self.config)}
+        part = bucket_of(result.recording_id, self.rejects_parts)
+        for line in result.rejects:
+            yield beam.pvalue.TaggedOutput(self.REJECTS, (part, line))
+        yield recording_tally(result.recording_id, result.outcome, result.reason, counters, bool(annotations),
+                              recording_report(result, self.config))
 
 
-def _write_file(item: tuple[str, bytes], output: str) -> str:
+class SumTallies(beam.CombineFn):
+    """Nested tallies -> their sum (keys are reasons, stages and fixed histogram bins: bounded; floats
+    summed exactly, so the result does not depend on how the runner splits the work)."""
+
+    def create_accumulator(self) -> dict:
+        return {}
+
+    def add_input(self, accumulator: dict, tally: Mapping) -> dict:
+        return add_sums(accumulator, tally)
+
+    def merge_accumulators(self, accumulators) -> dict:
+        merged: dict = {}
+        for accumulator in accumulators:
+            add_sums(merged, accumulator)
+        return merged
+
+    def extract_output(self, accumulator: dict) -> dict:
+        return finish_sums(accumulator)
+
+
+def _write_file(item: tuple[str, bytes], output: str) -> tuple[str, str]:
     path, payload = item
-    write_bytes_atomic(join(output, path), payload)
-    return path
+    storage.write_bytes_atomic(storage.join(output, path), payload)
+    folder, name = path.split("/", 1)
+    return folder, name
 
 
-def _write_summary(summaries: list[dict], shards: list[list[str]], output: str, listing_rejects: list[dict],
-                   config: Mapping[str, Any], _annotations_written: int) -> dict:
-    shard_names = sorted(name for names in shards for name in names)
-    stats = build_stats(sorted(summaries, key=lambda s: s["id"]), listing_rejects, shard_names)
-    stats["recording_ids"] = sorted(s["id"] for s in summaries if s["outcome"] != "rejected")
-    lines = list(listing_rejects) + [line for s in summaries for line in s["rejects"]]
-    write_bytes_atomic(join(output, REJECTS_FILE), rejects_jsonl(lines))
-    write_bytes_atomic(join(output, STATS_FILE), (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode("utf-8"))
-    write_run_report(output, stats, [s["report"] for s in summaries], config)
-    return stats
+def _write_rejects(part: int, lines, output: str) -> dict:
+    """One part's reject lines (its recordings' and listing rejects) -> rejects/part-%06d.jsonl."""
+    payload = rejects_jsonl(lines)
+    storage.write_bytes_atomic(storage.join(output, REJECTS_DIR, rejects_part_name(part)), payload)
+    return {"name": rejects_part_name(part), "lines": payload.count(b"\n")}
+
+
+class Finalize(beam.DoFn):
+    """Runs once, after every write and stale-file deletion: stats.json from bounded sums."""
+
+    def __init__(self, output: str):
+        self.output = output
+
+    def process(self, _, total, outputs, first_shard, buckets, stale_removed) -> Iterator[dict]:
+        stats = build_stats(total, outputs, first_shard[0] if first_shard else None, buckets)
+        storage.write_bytes_atomic(storage.join(self.output, STATS_FILE),
+                                   (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+        yield stats
 
 
 def build_pipeline(pipeline: beam.Pipeline, sources: list[AudioSource], listing_rejects: list[dict], config: Mapping[str, Any],
-                   output: str, progress: str | None = None) -> None:
-    """Attach the job's transforms to ``pipeline`` (``progress``: the local channel, beam_jobs/progress.py)."""
+                   output: str, progress: str | None = None) -> dict[str, beam.PCollection]:
+    """Attach the job's transforms to ``pipeline`` (``progress``: the local channel, beam_jobs/progress.py).
+
+    Returns the PCollections tests look at: ``stats`` (one dict), ``shards`` ((name, bytes) per shard),
+    ``rejects`` ({name, lines} per reject part) and ``buckets`` (the shard bucket count)."""
     shards_config = config["shards"]
+    max_bytes, stride = int(shards_config["max_bytes"]), int(shards_config["bucket_stride"])
+    parts = reject_parts(len(sources) + len(listing_rejects), int(shards_config["rejects_recordings_per_part"]))
     results = (
         pipeline
         | "Sources" >> beam.Create(sources)
         | "Spread" >> beam.Reshuffle()
-        | "Process" >> beam.ParDo(ProcessRecording(config)).with_outputs(
-            ProcessRecording.RECORDS, ProcessRecording.ANNOTATIONS, main="summaries")
+        | "Process" >> beam.ParDo(ProcessRecording(config, parts)).with_outputs(
+            ProcessRecording.RECORDS, ProcessRecording.ANNOTATIONS, ProcessRecording.REJECTS, main="tallies")
     )
-    shard_names = (
-        results[ProcessRecording.RECORDS]
-        | "ByBucket" >> beam.GroupByKey()
-        | "WriteShards" >> beam.MapTuple(lambda bucket, records: write_bucket(
-            output, bucket, records, int(shards_config["max_bytes"]), int(shards_config["bucket_stride"])))
-    )
-    annotations_written = (results[ProcessRecording.ANNOTATIONS] | "WriteAnnotations" >> beam.Map(_write_file, output)
-                           | "CountAnnotations" >> beam.combiners.Count.Globally())
     if progress:
-        _ = results.summaries | "Progress" >> beam.Map(lambda summary: mark(summary, progress, recordings=1))
-    _ = (
-        results.summaries
-        | "AllSummaries" >> beam.combiners.ToList()
-        | "WriteStats" >> beam.Map(_write_summary, beam.pvalue.AsList(shard_names), output, listing_rejects, config,
-                                   beam.pvalue.AsSingleton(annotations_written))
+        _ = results.tallies | "Progress" >> beam.Map(lambda tally: mark(tally, progress, recordings=1))
+    listing = pipeline | "ListingRejects" >> beam.Create(listing_rejects)
+    tallies = ((results.tallies, listing | "ListingTallies" >> beam.Map(listing_reject_tally))
+               | "AllTallies" >> beam.Flatten())
+    total = tallies | "SumTallies" >> beam.CombineGlobally(SumTallies())
+
+    # shards: buckets of about one shard's worth of samples, each written in key order
+    buckets = (results.tallies
+               | "SampleBytes" >> beam.Map(lambda tally: tally["counters"].get("sample_bytes", 0))
+               | "SumSampleBytes" >> beam.CombineGlobally(sum)
+               | "Buckets" >> beam.Map(shard_buckets, max_bytes))
+    shards = (results[ProcessRecording.RECORDS]
+              | "ToBucket" >> beam.Map(lambda item, n: (bucket_of(item[0], n), item[1]), beam.pvalue.AsSingleton(buckets))
+              | "ByBucket" >> beam.GroupByKey()
+              | "WriteShards" >> beam.FlatMapTuple(
+                  lambda bucket, records: write_bucket(output, bucket, records, max_bytes, stride)))
+    annotations = results[ProcessRecording.ANNOTATIONS] | "WriteAnnotations" >> beam.Map(_write_file, output)
+    rejects = (
+        (results[ProcessRecording.REJECTS],
+         listing | "KeyListingRejects" >> beam.Map(lambda r: (bucket_of(str(r.get("id") or r.get("path")), parts), r)))
+        | "AllRejects" >> beam.Flatten()
+        | "ByRejectPart" >> beam.GroupByKey()
+        | "WriteRejects" >> beam.MapTuple(lambda part, lines: _write_rejects(part, lines, output))
     )
+    written = ((shards | "ShardFiles" >> beam.MapTuple(lambda name, _: (SHARDS_DIR, name)),
+                annotations,
+                rejects | "RejectFiles" >> beam.Map(lambda part: (REJECTS_DIR, part["name"])))
+               | "WrittenFiles" >> beam.Flatten())
+    stale_removed = written | "RemoveStale" >> RemoveStale(output, [SHARDS_DIR, ANNOTATIONS_DIR, REJECTS_DIR])
+    outputs = ((shards | "ShardTallies" >> beam.MapTuple(lambda _, size: {"shards": {"count": 1, "bytes": size}}),
+                rejects | "RejectTallies" >> beam.Map(lambda part: {"rejects": {"parts": 1, "lines": part["lines"]}}))
+               | "OutputTallies" >> beam.Flatten()
+               | "SumOutputs" >> beam.CombineGlobally(SumTallies()))
+    first_shard = shards | "ShardNames" >> beam.Keys() | "FirstShard" >> beam.combiners.Top.Smallest(1)
+    stats = (pipeline
+             | "Once" >> beam.Create([None])
+             | "Finalize" >> beam.ParDo(Finalize(output), total=beam.pvalue.AsSingleton(total),
+                                        outputs=beam.pvalue.AsSingleton(outputs),
+                                        first_shard=beam.pvalue.AsSingleton(first_shard),
+                                        buckets=beam.pvalue.AsSingleton(buckets),
+                                        stale_removed=beam.pvalue.AsSingleton(stale_removed)))
+    return {"stats": stats, "shards": shards, "rejects": rejects, "buckets": buckets}
 
 
 def ensure_tokenizer(config: Mapping[str, Any]) -> None:
@@ -163,45 +250,69 @@ def ensure_tokenizer(config: Mapping[str, Any]) -> None:
     train_tokenizer(config)
 
 
-def remove_stale(output: str, stats: Mapping[str, Any]) -> list[str]:
-    """Delete outputs this run did not produce (partial files of a killed run, shards of an earlier run)."""
-    stale = stale_outputs(output, stats["shards"], stats["recording_ids"])
-    if stale:
-        from apache_beam.io.filesystems import FileSystems
+def check_reachable_by_workers(options: PipelineOptions, sources: list[AudioSource], output: str,
+                               config: Mapping[str, Any]) -> None:
+    """On a remote runner, inputs, output and report references must be in object storage: workers
+    cannot see this machine's disk (one line, before any worker starts)."""
+    if not is_remote(options):
+        return
+    local = [source.path for source in sources if storage.is_local(source.path)]
+    references = config["report"]["references"]
+    if local:
+        where = f"input {local[0]}" + (f" (and {len(local) - 1} more)" if len(local) > 1 else "")
+    elif storage.is_local(output):
+        where = f"output {output}"
+    elif references and storage.is_local(references):
+        where = f"report.references {references}"
+    else:
+        return
+    raise UserError(f"{where} is on this machine, which remote workers cannot read: use s3:// or gs:// paths")
 
-        FileSystems.delete(stale)
-    return stale
+
+def stage_seconds(result) -> dict[str, float]:
+    """Compute seconds per stage from the job's counters (summed over workers)."""
+    counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    seconds: dict[str, float] = {}
+    for counter in counters:
+        name = counter.key.metric.name
+        value = counter.committed if counter.committed is not None else counter.attempted
+        if name.startswith("ms_") and value:
+            seconds[name[3:]] = seconds.get(name[3:], 0.0) + value / 1000
+    return seconds
 
 
 def run(input_spec: str, output: str, config: Mapping[str, Any], runner_args: list[str]) -> dict:
     """Run the job; returns the stats written to ``OUTPUT/stats.json``."""
-    from apache_beam.io.filesystems import FileSystems
-
     args, dataflow_overrides = with_dataflow([*config["runner"]["args"], *runner_args], DATAFLOW_CONFIG)
     config = apply_overrides(config, dataflow_overrides)  # e.g. device=cuda on GPU workers
     options = PipelineOptions(args)
-    FileSystems.set_options(options)  # s3 endpoint/credentials for listing and the final reads in the driver
+    storage.configure(options)  # s3 endpoint/credentials for listing and the final reads in the driver
     sources, listing_rejects = list_sources(input_spec, list(config["ingest"]["extensions"]))
     if not sources:  # before any model loads
         raise UserError(f"no recording in {input_spec}" + (f" ({breakdown(_reasons(listing_rejects))})" if listing_rejects else
                         f" (audio extensions: {', '.join(config['ingest']['extensions'])})"))
+    check_reachable_by_workers(options, sources, output, config)
     LOG.info("%d recordings, %d rejected while listing", len(sources), len(listing_rejects))
     ensure_tokenizer(config)  # on the launcher, before its file is staged for remote workers
-    configured = config  # provenance names the models as configured, not where this runner staged them
+    configured = config  # provenance and the report name the models as configured, not where this runner staged them
     config = prepare_workers(options, config, MODEL_KEYS, output, log=LOG.info)
-    retire_completion_marker(join(output, STATS_FILE), log=LOG.info)
+    storage.retire_completion_marker(storage.join(output, STATS_FILE), log=LOG.info)
     runner = runner_name(args, {"runner": "DirectRunner"})
     started, start = datetime.now(timezone.utc), time.perf_counter()
     with progress_bar(runner, len(sources), "recordings") as channel:
-        with beam.Pipeline(options=options) as pipeline:
-            build_pipeline(pipeline, sources, listing_rejects, config, output, channel)
-    with FileSystems.open(join(output, STATS_FILE)) as handle:
-        stats = json.loads(handle.read())
+        pipeline = beam.Pipeline(options=options)
+        build_pipeline(pipeline, sources, listing_rejects, config, output, channel)
+        result = pipeline.run()
+        result.wait_until_finish()
+    stats = json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))
     stats["run"] = {**run_provenance(configured, [source.path for source in sources], runner),
                     "started": started.isoformat(timespec="seconds"), "wall_s": round(time.perf_counter() - start, 3)}
-    write_bytes_atomic(join(output, STATS_FILE), (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode("utf-8"))
-    for path in remove_stale(output, stats):
-        LOG.info("removed stale output %s", path)
+    write_run_report(output, stats, configured, stage_seconds(result))
+    storage.write_bytes_atomic(storage.join(output, STATS_FILE), (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+    legacy = storage.join(output, LEGACY_REJECTS_FILE)
+    if storage.exists(legacy):
+        storage.delete([legacy])
+    storage.remove_temporaries(output)
     return stats
 
 
@@ -220,8 +331,20 @@ def summary(stats: Mapping[str, Any], output: str) -> str:
             ("segments in", segments["in"], ""), ("  kept", segments["kept"], ""),
             ("  filtered", sum(segments["filtered"].values()), breakdown(segments["filtered"])),
             ("audio hours decoded", hours["decoded"], ""), ("  kept", hours["kept"], "")]
-    return "\n".join([table(rows), "", f"  output: {join(output, 'shards')}/ ({len(stats['shards'])} shards), "
-                      f"{STATS_FILE}, {REJECTS_FILE}, annotations/"])
+    return "\n".join([table(rows), "", f"  output: {storage.join(output, SHARDS_DIR)}/ ({stats['shards']['count']} shards), "
+                      f"{STATS_FILE}, {REJECTS_DIR}/, annotations/, report.html"])
+
+
+def first_rejects(output: str, limit: int) -> list[dict]:
+    """The first ``limit`` reject lines of the run (reading only the parts needed)."""
+    rows: list[dict] = []
+    for path in storage.list_folder(storage.join(output, REJECTS_DIR)):
+        if len(rows) >= limit:
+            break
+        if path.endswith(".jsonl"):
+            lines = storage.read_bytes(path).decode("utf-8").splitlines()
+            rows += [json.loads(line) for line in lines[:limit - len(rows)] if line.strip()]
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,22 +362,15 @@ def _main(args) -> int:
     print(summary(stats, output))
     recordings = stats["recordings"]
     rejected = sum(recordings["rejected"].values())
+    folder = storage.join(output, REJECTS_DIR)
     if rejected:
-        rows = [json.loads(line) for line in _read_text(join(output, REJECTS_FILE)).splitlines() if line.strip()]
         shown = [f"rejected {r.get('id') or r.get('path')}: {r['reason']} ({str(r.get('detail', ''))[:120]})"
-                 for r in rows[:5]]
-        for line in rejects_summary(shown, rejected, join(output, REJECTS_FILE)):
+                 for r in first_rejects(output, 5)]
+        for line in rejects_summary(shown, rejected, f"{folder}/"):
             LOG.warning(line)
     if recordings["in"] == rejected:
-        raise RunFailed(f"no recording could be read ({breakdown(recordings['rejected'])}; see {join(output, REJECTS_FILE)})")
+        raise RunFailed(f"no recording could be read ({breakdown(recordings['rejected'])}; see {folder}/)")
     return 0
-
-
-def _read_text(path: str) -> str:
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(path) as handle:
-        return handle.read().decode("utf-8")
 
 
 if __name__ == "__main__":

@@ -5,41 +5,61 @@
 Reads ``INPUT/shards/shard-*.tar`` and writes ``DIR/data_stereo/<key>.wav`` (left main, right other,
 24 kHz), ``DIR/data_stereo/<key>.json`` (``{"alignments": [[word, [start, end], speaker], ...]}``) and
 ``DIR/index.jsonl`` (``{"path", "duration"}``), every file atomically; deterministic output.
+
+Each worker streams one shard (one sample in memory at a time, local or object storage) and writes
+that shard's index lines to ``DIR/.index-parts/<shard>.jsonl``; the launcher then streams the parts,
+in shard order, into ``index.jsonl`` and deletes them: no step holds the whole index.
 """
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
-from typing import Any, Iterator, Mapping
+import tempfile
+from typing import Any, Mapping
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from moshi_data.pipeline import storage
 from moshi_data.pipeline.audio.export import export_sample, index_jsonl
-from moshi_data.pipeline.audio.outputs import SHARDS_DIR, join, write_bytes_atomic
+from moshi_data.pipeline.audio.outputs import SHARDS_DIR
 from moshi_data.pipeline.command import RunFailed, UserError, command_parser, exit_status, run_command
 
 LOG = logging.getLogger("moshi_data.moshi_finetune_export")
+INDEX_PARTS_DIR = ".index-parts"
 
 
-def _export_shard(path: str, output: str, audio_dir: str, main_label: str) -> Iterator[dict[str, Any]]:
-    from apache_beam.io.filesystems import FileSystems
+def index_part(output: str, shard_path: str) -> str:
+    return storage.join(output, INDEX_PARTS_DIR, os.path.basename(shard_path.rstrip("/")) + ".jsonl")
 
-    from moshi_data.pipeline.audio.shards import iter_shard
 
-    if "://" in path:
-        import tempfile
+def export_shard(path: str, output: str, audio_dir: str, main_label: str) -> int:
+    """Export every sample of one shard, read as a stream; writes its index part; returns its sample count."""
+    from moshi_data.pipeline.audio.shards import decode_sample, stream_records
 
-        with tempfile.NamedTemporaryFile(suffix=".tar") as local, FileSystems.open(path) as remote:
-            local.write(remote.read())
-            local.flush()
-            yield from _export_shard(local.name, output, audio_dir, main_label)
-        return
-    for sample in iter_shard(path):
-        line, files = export_sample(sample, audio_dir, main_label)
-        for relative, payload in files:
-            write_bytes_atomic(join(output, relative), payload)
-        yield line
+    lines = []
+    with storage.open_read(path) as handle:
+        for record in stream_records(handle):
+            line, files = export_sample(decode_sample(record), audio_dir, main_label)
+            for relative, payload in files:
+                storage.write_bytes_atomic(storage.join(output, relative), payload)
+            lines.append(line)  # one shard's lines: bounded by the shard size
+    storage.write_bytes_atomic(index_part(output, path), index_jsonl(lines))
+    return len(lines)
+
+
+def concatenate_index(output: str, shards: list[str], index: str) -> None:
+    """Stream the index parts of ``shards``, in that order, into ``index`` (atomic), then delete the parts."""
+    with tempfile.NamedTemporaryFile(suffix=".jsonl") as local:
+        for shard in shards:
+            with storage.open_read(index_part(output, shard)) as part:
+                shutil.copyfileobj(part, local, length=storage.COPY_CHUNK_BYTES)
+        local.flush()
+        storage.upload_file(local.name, storage.join(output, index))
+    parts = storage.join(output, INDEX_PARTS_DIR)
+    storage.delete([parts] if storage.is_local(parts) else storage.list_tree(parts))  # a local folder goes whole
 
 
 def run(input_dir: str, output: str, config: Mapping[str, Any], runner_args: list[str]) -> int:
@@ -48,21 +68,22 @@ def run(input_dir: str, output: str, config: Mapping[str, Any], runner_args: lis
 
     export = config["export"]
     options = PipelineOptions(list(config["runner"]["args"]) + list(runner_args))
-    FileSystems.set_options(options)
-    shards = sorted(m.path for m in FileSystems.match([join(input_dir, SHARDS_DIR, "shard-*.tar")])[0].metadata_list)
+    storage.configure(options)
+    shards = sorted(m.path for m in FileSystems.match([storage.join(input_dir, SHARDS_DIR, "shard-*.tar")])[0].metadata_list)
     if not shards:
-        raise UserError(f"no shards under {join(input_dir, SHARDS_DIR)} (give the output folder of audio-shards)")
-    with beam.Pipeline(options=options) as pipeline:
-        _ = (
-            pipeline
-            | "Shards" >> beam.Create(shards)
-            | "Spread" >> beam.Reshuffle()
-            | "Export" >> beam.FlatMap(_export_shard, output, export["audio_dir"], export["main_label"])
-            | "Index" >> beam.combiners.ToList()
-            | "WriteIndex" >> beam.Map(lambda lines: write_bytes_atomic(join(output, export["index"]), index_jsonl(lines)))
-        )
-    with FileSystems.open(join(output, export["index"])) as handle:
-        return sum(1 for line in handle.read().splitlines() if line.strip())
+        raise UserError(f"no shards under {storage.join(input_dir, SHARDS_DIR)} (give the output folder of audio-shards)")
+    pipeline = beam.Pipeline(options=options)
+    _ = (pipeline
+         | "Shards" >> beam.Create(shards)
+         | "Spread" >> beam.Reshuffle()
+         | "Export" >> beam.Map(export_shard, output, export["audio_dir"], export["main_label"]))
+    pipeline.run().wait_until_finish()
+    concatenate_index(output, shards, export["index"])
+    count = 0
+    with storage.open_read(storage.join(output, export["index"])) as handle:
+        for line in handle:
+            count += bool(line.strip())
+    return count
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args) -> int:
     count = run(args.input.rstrip("/"), args.output.rstrip("/"), args.cfg, args.beam_args)
-    print(f"exported {count} samples to {args.output} (index: {join(args.output, args.cfg['export']['index'])})")
+    print(f"exported {count} samples to {args.output} (index: {storage.join(args.output, args.cfg['export']['index'])})")
     if not count:
         raise RunFailed(f"the shards under {args.input} hold no sample")
     return 0

@@ -153,7 +153,18 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
 def upload_file(local_path: str, path: str) -> None:
     """Copy a local file to ``path`` (atomic like :func:`write_bytes_atomic`), streaming large files."""
     size = os.path.getsize(local_path)
-    if is_local(path) or (path.startswith("s3://") and size < S3_MIN_PART_BYTES):
+    if is_local(path):
+        local = _local(path)
+        folder, name = os.path.split(local)
+        os.makedirs(folder or ".", exist_ok=True)
+        tmp = os.path.join(folder, f"{TMP_PREFIX}{name}-{uuid.uuid4().hex}")
+        with open(local_path, "rb") as source, open(tmp, "wb") as target:
+            shutil.copyfileobj(source, target, length=COPY_CHUNK_BYTES)
+            target.flush()
+            os.fsync(target.fileno())
+        os.replace(tmp, local)
+        return
+    if path.startswith("s3://") and size < S3_MIN_PART_BYTES:
         with open(local_path, "rb") as handle:
             write_bytes_atomic(path, handle.read())
         return

@@ -12,7 +12,8 @@ def test_shards_load_with_plain_webdataset(conversation_run):
     import webdataset as wds
 
     output, stats = conversation_run["output"], conversation_run["stats"]
-    urls = [str(output / "shards" / name) for name in stats["shards"]]
+    urls = sorted(str(path) for path in (output / "shards").glob("shard-*.tar"))
+    assert len(urls) == stats["shards"]["count"]
     samples = list(wds.WebDataset(urls, shardshuffle=False))
     assert len(samples) == stats["segments"]["samples"] > 0
     for sample in samples:

@@ -6,8 +6,9 @@ import json
 import pytest
 
 from moshi_data.pipeline.audio.decode import AudioRejected, decode, list_sources
-from moshi_data.pipeline.audio.outputs import stale_outputs, write_bucket, write_bytes_atomic
-from moshi_data.pipeline.audio.shards import iter_shard
+from moshi_data.pipeline.audio.outputs import write_bucket
+from moshi_data.pipeline.audio.shards import iter_shard, stream_records
+from moshi_data.pipeline.storage import open_read, write_bytes_atomic
 from moshi_data.pipeline.config import load_config
 
 BUCKET = "audio-test"
@@ -49,11 +50,26 @@ def test_s3_manifest_glob_decode_and_atomic_outputs(s3_endpoint, s3_client, bad_
 
     records = [(f"k{i}", encode_sample(Sample(f"k{i}", np.zeros((2, 2400), np.float32), [], np.full(1, 3, np.int32), {"i": i})))
                for i in (1, 0)]
-    assert write_bucket(output, 0, records, max_bytes=10**6, stride=1000) == ["shard-000000.tar"]
+    [(name, size)] = write_bucket(output, 0, records, max_bytes=10**6, stride=1000)
+    assert name == "shard-000000.tar"
     local = tmp_path / "shard.tar"
     local.write_bytes(client.get_object(Bucket=BUCKET, Key="out/shards/shard-000000.tar")["Body"].read())
-    assert [s.key for s in iter_shard(local)] == ["k0", "k1"]
+    assert [s.key for s in iter_shard(local)] == ["k0", "k1"] and local.stat().st_size == size
+    with open_read(f"{output}/shards/shard-000000.tar") as stream:  # what the export and the report read
+        assert [record["__key__"] for record in stream_records(stream)] == ["k0", "k1"]
+
+    # files of an earlier run that this run did not write go, by the join of the pipeline
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from moshi_data.beam_jobs.stale_files import RemoveStale
+
     client.put_object(Bucket=BUCKET, Key="out/shards/shard-000009.tar", Body=b"stale")
+    client.put_object(Bucket=BUCKET, Key="out/rejects/part-000003.jsonl", Body=b"{}\n")
+    with TestPipeline(runner="DirectRunner", options=FileSystems._pipeline_options) as pipeline:
+        removed = (pipeline | beam.Create([("shards", "shard-000000.tar")])
+                   | RemoveStale(output, ["shards", "annotations", "rejects"]))
+        assert_that(removed, equal_to([2]))
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="out/")["Contents"])
-    assert keys == ["out/shards/shard-000000.tar", "out/shards/shard-000009.tar", "out/stats.json"]
-    assert stale_outputs(output, ["shard-000000.tar"], []) == [f"{output}/shards/shard-000009.tar"]
+    assert keys == ["out/shards/shard-000000.tar", "out/stats.json"]

@@ -57,8 +57,14 @@ def test_upload_file(bucket, tmp_path, size):
 
 
 def test_audio_outputs_write_empty_rejects_and_shards_to_s3(bucket, tmp_path):
-    from moshi_data.pipeline.audio.outputs import write_bytes_atomic
+    storage.write_bytes_atomic(f"s3://{BUCKET}/audio/rejects/part-000000.jsonl", b"")
+    assert storage.read_bytes(f"s3://{BUCKET}/audio/rejects/part-000000.jsonl") == b""
+    assert storage.list_folder(f"s3://{BUCKET}/audio/rejects") == [f"s3://{BUCKET}/audio/rejects/part-000000.jsonl"]  # no .tmp left
 
-    write_bytes_atomic(f"s3://{BUCKET}/audio/rejects.jsonl", b"")
-    assert storage.read_bytes(f"s3://{BUCKET}/audio/rejects.jsonl") == b""
-    assert storage.list_folder(f"s3://{BUCKET}/audio") == [f"s3://{BUCKET}/audio/rejects.jsonl"]  # no .tmp left
+
+def test_upload_file_to_a_local_path_streams_through_a_temporary(tmp_path):
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(3 * storage.COPY_CHUNK_BYTES + 7))
+    target = tmp_path / "out" / "index.jsonl"
+    storage.upload_file(str(source), str(target))
+    assert target.read_bytes() == source.read_bytes() and sorted(p.name for p in target.parent.iterdir()) == ["index.jsonl"]

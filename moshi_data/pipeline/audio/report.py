@@ -1,10 +1,12 @@
 """Run report of the audio job: ``OUTPUT/report.html`` beside stats.json, one self-contained page.
 
 Each recording's contribution is a small, fixed-size dict (:func:`recording_report`: histograms with
-fixed bins, sums, per-stage seconds, DER and word-timing error sums when references are configured),
-made in the worker that processed it; :func:`merge_reports` adds them up, so the report's state
-does not grow with the number of segments. :func:`render_report` draws the page from that, the job's
-stats.json, the filter thresholds of the config and the pictures of the first few samples.
+fixed bins, sums, DER and word-timing error sums when references are configured), made in the worker
+that processed it; the job sums them in a CombineFn (:func:`add_sums`: floats are added as exact
+fractions, so the sum does not depend on the order) into stats.json's ``report``, so the report's
+state does not grow with the number of recordings or segments. The launcher draws the page once
+(:func:`write_run_report`) from stats.json, the per-stage seconds of the job's counters, the filter
+thresholds of the config and the pictures of the first few samples.
 
 The page holds wall-clock figures (RTF per stage), so unlike the shards it differs between runs.
 """
@@ -13,9 +15,10 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 import json
-import tarfile
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Optional, Sequence
+from fractions import Fraction
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -44,17 +47,31 @@ def histogram(name: str, values: Iterable[float]) -> list[int]:
     return np.histogram(data, bins=bins, range=(low, high))[0].astype(int).tolist()
 
 
-def _add(into: dict, other: Mapping) -> dict:
-    """Recursive sum of numbers, lists (element-wise) and dicts."""
+def _exact(value):
+    return Fraction(value) if isinstance(value, float) else value
+
+
+def add_sums(into: dict, other: Mapping) -> dict:
+    """Recursive sum into ``into`` of numbers, lists (element-wise) and dicts; floats become exact
+    fractions (:func:`finish_sums` turns them back), so any summation order gives the same bytes."""
     for key, value in other.items():
         if isinstance(value, Mapping):
-            _add(into.setdefault(key, {}), value)
+            add_sums(into.setdefault(key, {}), value)
         elif isinstance(value, list):
             current = into.get(key)
-            into[key] = list(value) if current is None else [a + b for a, b in zip(current, value)]
+            into[key] = [_exact(v) for v in value] if current is None else [a + _exact(b) for a, b in zip(current, value)]
         else:
-            into[key] = into.get(key, 0) + value
+            into[key] = into.get(key, 0) + _exact(value)
     return into
+
+
+def finish_sums(total: Any) -> Any:
+    """A summed report with its exact fractions rounded back to floats (JSON-ready)."""
+    if isinstance(total, Mapping):
+        return {key: finish_sums(value) for key, value in total.items()}
+    if isinstance(total, list):
+        return [finish_sums(value) for value in total]
+    return float(total) if isinstance(total, Fraction) else total
 
 
 def _main_share(words: Sequence[Mapping[str, Any]], main: Optional[str]) -> Optional[float]:
@@ -103,13 +120,11 @@ def reference_scores(recording_id: str, rttm: Optional[str], words_json: Optiona
     return out
 
 
-def recording_report(result, seconds: Mapping[str, float], config: Mapping[str, Any]) -> dict:
-    """The fixed-size contribution of one processed recording (a ``RecordingResult``) to the run report."""
+def recording_report(result, config: Mapping[str, Any]) -> dict:
+    """The fixed-size contribution of one processed recording (a ``RecordingResult``) to the run report
+    (no wall-clock figure: it is part of stats.json)."""
     counters = result.counters
-    report: dict[str, Any] = {
-        "audio_s": counters["audio_samples_in"] / OUTPUT_SAMPLE_RATE,
-        "stage_s": {stage: round(value, 6) for stage, value in seconds.items()},
-    }
+    report: dict[str, Any] = {"audio_s": counters["audio_samples_in"] / OUTPUT_SAMPLE_RATE}
     if result.outcome == "rejected":
         return report
     speakers = len({line.split()[7] for line in (result.rttm or "").splitlines() if line.startswith("SPEAKER")})
@@ -142,46 +157,24 @@ def recording_report(result, seconds: Mapping[str, float], config: Mapping[str, 
 
 
 def merge_reports(reports: Iterable[Mapping[str, Any]]) -> dict:
-    """Sum of recording reports (order-independent up to float rounding)."""
+    """Sum of recording reports, the same whatever their order."""
     total: dict[str, Any] = {}
     for report in reports:
-        _add(total, report)
-    return total
+        add_sums(total, report)
+    return finish_sums(total)
 
 
 # ------------------------------------------------------------------------------------------ samples
-def first_records(stream: BinaryIO, limit: int) -> Iterator[dict[str, bytes]]:
-    """The first ``limit`` complete records of a WebDataset tar read as a stream (no seeking)."""
-    current: dict[str, Any] = {}
-    done = 0
-    with tarfile.open(fileobj=stream, mode="r|") as archive:
-        for member in archive:
-            if not member.isfile():
-                continue
-            name = member.name.rsplit("/", 1)[-1]
-            key, _, extension = name.partition(".")
-            if current and current["__key__"] != key:
-                yield current
-                done += 1
-                if done >= limit:
-                    return
-                current = {}
-            current["__key__"] = key
-            current[extension] = archive.extractfile(member).read()
-    if current and done < limit:
-        yield current
-
-
 def sample_pictures(shard_path: str, limit: int, annotations: Optional[str], tokenizer: Optional[str]) -> list[tuple[str, dict, bytes]]:
     """(key, inspect row, PNG) of the first ``limit`` samples of a shard (local or remote)."""
     from moshi_data.pipeline import storage
     from moshi_data.pipeline.audio.inspect import render_sample_png, rttm_turns, sample_row, tokenizer_pieces
-    from moshi_data.pipeline.audio.shards import decode_sample
+    from moshi_data.pipeline.audio.shards import decode_sample, stream_records
 
     pieces = tokenizer_pieces(tokenizer)
     pictures = []
-    with storage.open_read(shard_path) as handle:
-        for record in first_records(handle, limit):
+    with storage.open_read(shard_path) as handle:  # a stream: a big (remote) shard costs little
+        for record in itertools.islice(stream_records(handle), limit):
             sample = decode_sample(record)
             rttm = None
             if annotations:
@@ -263,16 +256,18 @@ def _outcomes(section: Mapping[str, Any], unit: str) -> list[tuple]:
 
 
 def render_report(stats: Mapping[str, Any], report: Mapping[str, Any], config: Mapping[str, Any],
-                  pictures: Sequence[tuple[str, dict, bytes]] = ()) -> bytes:
-    """The self-contained report page (plots and sample pictures embedded as data URIs)."""
+                  pictures: Sequence[tuple[str, dict, bytes]] = (), stage_seconds: Mapping[str, float] = ()) -> bytes:
+    """The self-contained report page (plots and sample pictures embedded as data URIs);
+    ``stage_seconds``: compute seconds per stage summed over workers (the job's counters)."""
+    stage_seconds = dict(stage_seconds)
     filters = config.get("filters", {})
     plots = render_plots(report, filters)
     hours = stats.get("audio_hours", {})
     rec, seg = stats["recordings"], stats["segments"]
     audio_s = report.get("audio_s", 0.0)
     stage_rows = [(stage, f"{seconds:.2f}", f"{seconds / audio_s:.4f}" if audio_s else "-")
-                  for stage, seconds in sorted(report.get("stage_s", {}).items(), key=lambda kv: -kv[1]) if seconds > 0]
-    total_s = sum(report.get("stage_s", {}).values())
+                  for stage, seconds in sorted(stage_seconds.items(), key=lambda kv: -kv[1]) if seconds > 0]
+    total_s = sum(stage_seconds.values())
     stage_rows.append(("all stages", f"{total_s:.2f}", f"{total_s / audio_s:.4f}" if audio_s else "-"))
     speakers = sorted(report.get("speakers_per_recording", {}).items(), key=lambda kv: int(kv[0]))
     kept_minutes = hours.get("kept", 0) * 60
@@ -285,7 +280,7 @@ def render_report(stats: Mapping[str, Any], report: Mapping[str, Any], config: M
         f"<p><b>{hours.get('kept', 0):.3f} h</b> kept of {hours.get('decoded', 0):.3f} h decoded "
         f"({100 * hours.get('kept', 0) / max(hours.get('decoded', 0), 1e-12):.1f} %); {rec['kept']} of {rec['in']} recordings and "
         f"{seg['kept']} of {seg['in']} segments kept; {seg.get('samples', report.get('samples', 0))} samples in "
-        f"{len(stats.get('shards', []))} shard(s); {report.get('words_kept', 0):,} words kept "
+        f"{stats.get('shards', {}).get('count', 0)} shard(s); {report.get('words_kept', 0):,} words kept "
         f"({report.get('words_kept', 0) / kept_minutes:.0f} per minute).</p>" if kept_minutes else
         f"<p>No audio kept: {rec['in']} recordings in, {seg['in']} segments.</p>",
         "<h2>Recordings by outcome</h2>", _table(["outcome", "reason", "recordings", "share"], _outcomes(rec, "recordings")),
@@ -322,19 +317,38 @@ def render_report(stats: Mapping[str, Any], report: Mapping[str, Any], config: M
     return "\n".join(parts).encode("utf-8")
 
 
-def write_run_report(output: str, stats: Mapping[str, Any], reports: Iterable[Mapping[str, Any]],
-                     config: Mapping[str, Any]) -> str:
-    """Render and write ``OUTPUT/report.html``: the merged recording reports plus pictures of the
-    first ``report.samples`` samples of the first shard (read as a stream, so a big shard costs little)."""
+def tokenizer_file(spec: Optional[str]) -> Optional[str]:
+    """A local file of the configured tokenizer (a repository path, or fetched from object storage),
+    or None when it cannot be had: the pictures then show token ids."""
     from moshi_data.pipeline import storage
     from moshi_data.pipeline.audio.recording import resolve_repo_path
+    from moshi_data.pipeline.models import resolve_model
+
+    if not spec:
+        return None
+    if storage.is_local(spec):
+        path = resolve_repo_path(spec)
+        return str(path) if path.exists() else None
+    try:
+        return str(resolve_model(spec))
+    except Exception:  # noqa: BLE001 - the page is still drawn, with token ids
+        return None
+
+
+def write_run_report(output: str, stats: Mapping[str, Any], config: Mapping[str, Any],
+                     stage_seconds: Mapping[str, float] = ()) -> str:
+    """Render and write ``OUTPUT/report.html`` (on the launcher, once the job has ended): stats.json's
+    summed ``report`` plus pictures of the first ``report.samples`` samples of the first shard (read
+    as a stream, so a big shard costs little). ``config``: the launcher's (tokenizer as configured,
+    not the staged URL workers got)."""
+    from moshi_data.pipeline import storage
 
     pictures = []
     limit = int(config["report"]["samples"])
-    if limit > 0 and stats.get("shards"):
-        tokenizer = resolve_repo_path(config["text"]["tokenizer"])
-        pictures = sample_pictures(storage.join(output, "shards", stats["shards"][0]), limit,
-                                   storage.join(output, "annotations"), str(tokenizer) if tokenizer.exists() else None)
+    first = (stats.get("shards") or {}).get("first")
+    if limit > 0 and first:
+        pictures = sample_pictures(storage.join(output, "shards", first), limit, storage.join(output, "annotations"),
+                                   tokenizer_file(config["text"]["tokenizer"]))
     path = storage.join(output, REPORT_FILE)
-    storage.write_bytes_atomic(path, render_report(stats, merge_reports(reports), config, pictures))
+    storage.write_bytes_atomic(path, render_report(stats, stats.get("report", {}), config, pictures, stage_seconds))
     return path

@@ -23,11 +23,15 @@ import io
 import json
 import os
 import re
+import tarfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, BinaryIO, Iterable, Iterator, Optional
 
 import numpy as np
+
+from moshi_data.pipeline.storage import TMP_PREFIX
 
 FIXED_TAR_MTIME = 0.0
 SHARD_PATTERN = "shard-%06d.tar"
@@ -149,8 +153,8 @@ def write_shards(samples: Iterable[Sample], directory: str | Path, max_bytes: in
 def write_records(records: Iterable[dict[str, Any]], directory: str | Path, max_bytes: int, start_index: int = 0) -> list[Path]:
     """Write encoded records in order into size-bounded ``shard-%06d.tar`` files.
 
-    Each shard is written to a ``.tmp`` name and renamed when closed, so a killed run never
-    leaves a partial shard under its final name. A shard holds at least one record. Returns the
+    Each shard is written to a temporary name of its own (``.tmp-<name>-<uuid>``, fsync'ed) and
+    renamed when closed, so a killed run never leaves a partial shard under its final name. A shard holds at least one record. Returns the
     shard paths written.
     """
     import webdataset as wds
@@ -168,9 +172,11 @@ def write_records(records: Iterable[dict[str, Any]], directory: str | Path, max_
         if writer is None:
             return
         writer.close()  # TarWriter does not close a file object it was given
+        handle.flush()
+        os.fsync(handle.fileno())
         handle.close()
         final = directory / (SHARD_PATTERN % index)
-        os.replace(final.with_suffix(".tar.tmp"), final)
+        os.replace(handle.name, final)
         written.append(final)
         writer = handle = None
 
@@ -180,7 +186,7 @@ def write_records(records: Iterable[dict[str, Any]], directory: str | Path, max_
             close()
             index += 1
         if writer is None:
-            handle = open(directory / (SHARD_PATTERN % index + ".tmp"), "wb")
+            handle = open(directory / f"{TMP_PREFIX}{SHARD_PATTERN % index}-{uuid.uuid4().hex}", "wb")
             writer = wds.TarWriter(handle, mtime=FIXED_TAR_MTIME)
             size = 0
         writer.write(record)
@@ -195,3 +201,21 @@ def iter_shard(path: str | Path) -> Iterator[Sample]:
 
     for record in wds.WebDataset(str(path), shardshuffle=False, empty_check=False):
         yield decode_sample(record)
+
+
+def stream_records(stream: BinaryIO) -> Iterator[dict[str, bytes]]:
+    """The raw records of a shard read as a stream (no seeking; one record in memory at a time), so a
+    shard in object storage is read straight from its download stream."""
+    current: dict[str, Any] = {}
+    with tarfile.open(fileobj=stream, mode="r|") as archive:
+        for member in archive:
+            if not member.isfile():
+                continue
+            key, _, extension = member.name.rsplit("/", 1)[-1].partition(".")
+            if current and current["__key__"] != key:
+                yield current
+                current = {}
+            current["__key__"] = key
+            current[extension] = archive.extractfile(member).read()
+    if current:
+        yield current
