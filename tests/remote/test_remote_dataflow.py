@@ -11,6 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from moshi_data.beam_jobs import audio_shards, options, text_corpus
 from moshi_data.classifiers.models import attach_classifiers
+from moshi_data.pipeline import storage
 from moshi_data.pipeline.config import apply_overrides, load_config
 
 BUCKET = "remote-dataflow"
@@ -80,3 +81,32 @@ def test_audio_job_gpu_dataflow_flags_and_staged_tokenizer(beam_s3, tmp_path):
 
     local, local_overrides = options.with_dataflow(["--runner=DirectRunner"], audio_shards.DATAFLOW_CONFIG)
     assert local == ["--runner=DirectRunner"] and local_overrides == []
+
+
+def test_audio_report_tokenizer_and_local_paths_on_a_remote_runner(beam_s3, tmp_path):
+    """The launcher draws the report with the tokenizer as configured (a local file, or fetched from
+    object storage); a local input, output or report.references is refused before workers start."""
+    from moshi_data.pipeline.audio.decode import AudioSource
+    from moshi_data.pipeline.audio.report import tokenizer_file
+    from moshi_data.pipeline.command import UserError
+
+    tokenizer = tmp_path / "spm.model"
+    tokenizer.write_bytes(b"a tokenizer trained on the launcher")
+    remote = f"s3://{BUCKET}/models/spm.model"
+    storage.write_bytes_atomic(remote, tokenizer.read_bytes())
+    assert tokenizer_file(str(tokenizer)) == str(tokenizer)
+    assert Path(tokenizer_file(remote)).read_bytes() == tokenizer.read_bytes()
+    assert tokenizer_file(str(tmp_path / "missing.model")) is None and tokenizer_file(None) is None
+
+    portable = PipelineOptions(["--runner=PortableRunner"])
+    config = load_config("audio_shards")
+    remote_source = [AudioSource("a", f"s3://{BUCKET}/audio/a.wav")]
+    audio_shards.check_reachable_by_workers(portable, remote_source, f"s3://{BUCKET}/out", config)
+    audio_shards.check_reachable_by_workers(PipelineOptions([]), [AudioSource("a", "/local/a.wav")], "out", config)
+    cases = [([AudioSource("a", "/local/a.wav")], f"s3://{BUCKET}/out", config, "input /local/a.wav"),
+             (remote_source, "out", config, "output out"),
+             (remote_source, f"s3://{BUCKET}/out", apply_overrides(config, [f"report.references={tmp_path}"]),
+              f"report.references {tmp_path}")]
+    for sources, output, case_config, where in cases:
+        with pytest.raises(UserError, match=f"^{re.escape(where)} is on this machine, which remote workers cannot read"):
+            audio_shards.check_reachable_by_workers(portable, sources, output, case_config)

@@ -160,5 +160,13 @@ def test_audio_job_on_isolated_workers_matches_direct_runner(stack, s3, s3_args,
                               [*stack.beam_args, *s3_args, f"--temp_location=s3://{BUCKET}/tmp"])
     assert remote["recordings"] == direct["recordings"] and remote["recordings"]["in"] == 1
     assert remote["segments"] == direct["segments"] and remote["shards"] == direct["shards"]
+    assert _without_run(remote) == _without_run(direct)  # counts, rejects, summed report histograms
+    direct_files, remote_files = _objects(s3, "audio-direct/"), _objects(s3, "audio-portable/")
+    page = remote_files.pop("report.html").decode()
+    for files in (direct_files, remote_files):
+        files.pop("stats.json")
+        files.pop("report.html", None)
+    assert direct_files == remote_files and any(key.startswith("shards/") for key in remote_files)  # same bytes (meta.json too)
+    assert "<h2>Samples</h2>" in page and "<td>transcribe</td>" in page  # pictures, and RTF from the workers' counters
     staged = [key for key in _objects(s3, "tmp/moshi-data/models/") if key.endswith("-spm.model")]
     assert len(staged) == 1

@@ -132,7 +132,8 @@ class RecordingProcessor:
         if not tokenizer_path.exists():
             raise FileNotFoundError(f"text.tokenizer {tokenizer_path} missing: run `make tokenizer`")
         self.tokenizer = SentencePieceTokenizer(str(tokenizer_path))
-        self.tokenizer_version = f"{tokenizer_path.name} sha256:{file_digest(tokenizer_path)}"
+        # by content only: a remote worker's copy has a staged name, and outputs must not depend on the runner
+        self.tokenizer_version = f"sentencepiece sha256:{file_digest(tokenizer_path)}"
         self.transcriber = Transcriber(self.config)
         self.transcriber.setup()
         self.diarizer = Diarizer(self.config)
