@@ -19,6 +19,7 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
 from moshi_data.pipeline.text.accounting import add_to_funnel
+from moshi_data.pipeline.text.chunk import pack_chunk, unpack_chunk
 from moshi_data.pipeline.text.minhash import (UNSETTLED, MinHasher, UnionFind, final_label, large_star, node_status,
                                               salt_of, small_star, star_edges)
 
@@ -335,45 +336,6 @@ class NearDuplicateClusters(beam.PTransform):
         return {"tags": cluster_tags(components["labels"], components["sizes"]), "summary": components["summary"]}
 
 
-class TagByClusterFn(beam.DoFn):
-    """Routes each document: the representative (or a singleton) to ``kept`` as (doc, cluster size),
-    the other members to ``removed`` as (doc, representative id)."""
-
-    def __init__(self):
-        self.removed = Metrics.counter("minhash", "near_duplicates_removed")
-        self.clustered = Metrics.counter("minhash", "kept_with_near_duplicates")
-
-    def process(self, item):
-        _, grouped = item
-        tags = dict(grouped["tags"])
-        for element in grouped["docs"]:
-            if REMOVED in tags:
-                self.removed.inc()
-                yield pvalue.TaggedOutput(REMOVED, (element, tags[REMOVED]))
-            else:
-                size = tags.get(KEPT, 1)
-                if size > 1:
-                    self.clustered.inc()
-                yield element, size
-
-
-class MinHashDedup(beam.PTransform):
-    """Near-duplicate removal; returns outputs ``kept`` ((doc, cluster size)) and ``removed``
-    ((doc, representative id)). ``id_fn``/``text_fn`` read a document's unique id and text; documents
-    meet their tags by id (CoGroupByKey), never through a side input."""
-
-    def __init__(self, config: Mapping[str, Any], components: Mapping[str, Any], id_fn: Callable, text_fn: Callable):
-        super().__init__()
-        self.config, self.components, self.id_fn, self.text_fn = dict(config), dict(components), id_fn, text_fn
-
-    def expand(self, docs):
-        clusters = docs | "Clusters" >> NearDuplicateClusters(self.config, self.components, self.id_fn, self.text_fn)
-        keyed = docs | "KeyById" >> beam.Map(lambda doc: (self.id_fn(doc), doc))
-        return ({"docs": keyed, "tags": clusters["tags"]}
-                | "JoinTags" >> beam.CoGroupByKey()
-                | "TagByCluster" >> beam.ParDo(TagByClusterFn()).with_outputs(REMOVED, main=KEPT))
-
-
 # ------------------------------------------------------------------ the text job's cross-document stage
 STAGE = "minhash"
 COMPONENTS = "minhash_components"  # text_corpus.yaml section: rounds, salts, residue_max_edges
@@ -398,7 +360,7 @@ class DropNearDuplicatesFn(beam.DoFn):
     def process(self, item):
         _, grouped = item
         start = time.perf_counter()
-        chunk = grouped["chunk"][0]
+        chunk = unpack_chunk(grouped["chunk"][0])
         tags = dict(grouped["tags"])  # doc key -> (kind, value); at most the chunk's documents
         kept = []
         for doc in chunk.docs:
@@ -421,6 +383,13 @@ def chunk_nodes(chunk) -> list:
     return [((doc.doc_key, chunk.chunk_index), doc.text) for doc in chunk.docs]
 
 
+def packed_by_id(chunk, level: int) -> tuple:
+    """(chunk id, packed chunk): a chunk on its way to meet its cluster tags."""
+    packed = pack_chunk(chunk, level)
+    Metrics.counter("minhash", "shuffle_bytes_chunks_minhash").inc(len(packed))
+    return chunk.chunk_id, packed
+
+
 def route_to_chunk(item) -> tuple:
     (doc_key, chunk_index), (kind, value) = item
     if kind == REMOVED:
@@ -435,7 +404,7 @@ def minhash_chunks(chunks, config: Mapping[str, Any], metrics_namespace: str):
     clusters = texts | "MinHashClusters" >> NearDuplicateClusters(
         config[STAGE], config[COMPONENTS], id_fn=lambda item: item[0], text_fn=lambda item: item[1])
     tags = clusters["tags"] | "RouteToChunk" >> beam.Map(route_to_chunk)
-    keyed = chunks | "KeyChunks" >> beam.Map(lambda chunk: (chunk.chunk_id, chunk))
+    keyed = chunks | "KeyChunks" >> beam.Map(packed_by_id, int(config["shuffle"]["compression_level"]))
     kept = ({"chunk": keyed, "tags": tags}
             | "JoinClusterTags" >> beam.CoGroupByKey()
             | "DropNearDuplicates" >> beam.ParDo(DropNearDuplicatesFn(metrics_namespace)))

@@ -49,7 +49,8 @@ from moshi_data.pipeline.command import RunFailed, UserError, breakdown, command
 from moshi_data.pipeline.config import REPO_ROOT, load_config
 from moshi_data.pipeline.text import line_dedup
 from moshi_data.pipeline.text.accounting import check_invariant, to_stats
-from moshi_data.pipeline.text.chunk import ChunkProcessor, DocChunk, chunk_line_counts, hash_documents
+from moshi_data.pipeline.text.chunk import (ChunkProcessor, DocChunk, chunk_line_counts, hash_documents, pack_chunk,
+                                            unpack_chunk)
 from moshi_data.pipeline.text.document import Reject
 from moshi_data.pipeline.text.jsonl import JsonlFormat, read_jsonl
 from moshi_data.pipeline.text.output import documents_schema, documents_table, parquet_bytes, run_metadata
@@ -150,10 +151,11 @@ def count_partition(item) -> Iterator:
     """((group, partition), [(chunk id, chunk counts)]) -> (chunk id, group totals of the chunk's
     repeated lines) for every chunk that has one, and the partition's size as a 'summary'.
 
-    Memory: this key's share of the group's unique lines (``line_dedup.partitions`` sets it)."""
+    Memory: this key's share of the group's unique lines (``line_dedup.partitions`` sets it): the
+    chunks' counts are merged as they stream past, then streamed again (grouped values are
+    re-iterable) to answer each chunk."""
     _, parts = item
-    parts = list(parts)
-    merged = line_dedup.merge_counts([counts for _, counts in parts])
+    merged = line_dedup.merge_incrementally(counts for _, counts in parts)
     table = line_dedup.repeated(merged)
     for chunk_id, counts in parts:
         answer = line_dedup.repeated_in(table, counts.hashes)
@@ -185,20 +187,33 @@ class CombineDedupSummaries(beam.CombineFn):
         return accumulator
 
 
+def packed_by_id(chunk: DocChunk, level: int) -> tuple:
+    """(chunk id, packed chunk): a chunk on its way into a join."""
+    packed = pack_chunk(chunk, level)
+    Metrics.counter(NAMESPACE, "shuffle_bytes_chunks").inc(len(packed))
+    return chunk.chunk_id, packed
+
+
 class JoinRepeatedLines(beam.PTransform):
     """Exact line dedup as a shuffle join: chunks + their per-partition line counts ->
-    (chunk, that chunk's repeated-line table) and a summary of the partitions (``summary``)."""
+    (chunk, that chunk's repeated-line table) and a summary of the partitions (``summary``).
+    Chunks travel packed (``pack_chunk``, level ``shuffle.compression_level``)."""
+
+    def __init__(self, compression_level: int):
+        super().__init__()
+        self.level = compression_level
 
     def expand(self, inputs):
         chunks, counts = inputs
         counted = (counts
                    | "GroupByPartition" >> beam.GroupByKey()
                    | "CountPartition" >> beam.FlatMap(count_partition).with_outputs("summary", main="answers"))
-        keyed = chunks | "KeyByChunk" >> beam.Map(lambda chunk: (chunk.chunk_id, chunk))
+        keyed = chunks | "KeyByChunk" >> beam.Map(packed_by_id, self.level)
         joined = ({"chunk": keyed, "repeated": counted.answers}
                   | "JoinByChunk" >> beam.CoGroupByKey()
                   | "ChunkTable" >> beam.MapTuple(
-                      lambda _, grouped: (grouped["chunk"][0], line_dedup.merge_counts(list(grouped["repeated"])))))
+                      lambda _, grouped: (unpack_chunk(grouped["chunk"][0]),
+                                          line_dedup.merge_counts(list(grouped["repeated"])))))
         summary = counted.summary | "SumPartitions" >> beam.CombineGlobally(CombineDedupSummaries())
         return {"chunks": joined, "summary": summary}
 
@@ -432,7 +447,7 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
             | "FileList" >> beam.Create(specs)
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadInput" >> beam.ParDo(ReadInputChunks(config)).with_outputs("rejects", "counts", "files", main="chunks"))
-    dedup = (read.chunks, read.counts) | "CountLines" >> JoinRepeatedLines()
+    dedup = (read.chunks, read.counts) | "CountLines" >> JoinRepeatedLines(int(config["shuffle"]["compression_level"]))
     processed = dedup["chunks"] | "Dedup+Stages" >> beam.ParDo(ProcessChunks(config)).with_outputs("samples", main="chunks")
     chunks, stage_summaries = processed.chunks, []
     for name in config["cross_document_stages"]:

@@ -8,7 +8,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from moshi_data.beam_jobs.minhash import KEPT, REMOVED, MinHashDedup
+from moshi_data.beam_jobs.minhash import KEPT, REMOVED, NearDuplicateClusters
 from moshi_data.pipeline.config import load_config
 from moshi_data.pipeline.text.minhash import MinHasher, cluster_texts, clusters_from_edges, shingles
 
@@ -54,15 +54,17 @@ def test_connected_components_join_chains_through_the_smallest_id():
     }
 
 
-def test_beam_transform_keeps_one_representative_per_cluster_with_its_size():
+def test_beam_transform_tags_one_representative_per_cluster_with_its_size():
+    """The job's clustering transform: the smallest id of a cluster is kept with the cluster size, the
+    other members are removed with their representative, documents without near duplicates get no tag."""
     docs = sorted(corpus().items())
     with TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as pipeline:
-        result = (
+        clusters = (
             pipeline
             | beam.Create(docs)
-            | MinHashDedup(CONFIG, COMPONENTS, id_fn=lambda doc: doc[0], text_fn=lambda doc: doc[1])
+            | NearDuplicateClusters(CONFIG, COMPONENTS, id_fn=lambda doc: doc[0], text_fn=lambda doc: doc[1])
         )
-        kept = result[KEPT] | "KeptIds" >> beam.Map(lambda item: (item[0][0], item[1]))
-        removed = result[REMOVED] | "RemovedIds" >> beam.Map(lambda item: (item[0][0], item[1]))
-        assert_that(kept, equal_to([("doc-01", 3), ("doc-02", 1), ("doc-05", 1), ("doc-09", 1)]), label="kept")
-        assert_that(removed, equal_to([("doc-03", "doc-01"), ("doc-07", "doc-01")]), label="removed")
+        assert_that(clusters["tags"], equal_to([("doc-01", (KEPT, 3)), ("doc-03", (REMOVED, "doc-01")),
+                                                ("doc-07", (REMOVED, "doc-01"))]), label="tags")
+        summary = clusters["summary"] | beam.Map(lambda s: (s["converged"], s["largest_component"]))
+        assert_that(summary, equal_to([(True, 3)]), label="summary")

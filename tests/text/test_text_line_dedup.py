@@ -1,6 +1,8 @@
 """Exact line dedup: hash-array counting, the Beam combiner, removal rules, accounting."""
 from __future__ import annotations
 
+import pickle
+
 import apache_beam as beam
 import numpy as np
 import pytest
@@ -12,7 +14,8 @@ from moshi_data.beam_jobs.text_corpus import JoinRepeatedLines, ReadInputChunks
 from moshi_data.pipeline.config import load_config
 from moshi_data.pipeline.text import line_dedup
 from moshi_data.pipeline.text.accounting import AccountingError, check_invariant, to_stats
-from moshi_data.pipeline.text.chunk import ChunkProcessor, DocChunk, chunk_line_counts, hash_documents
+from moshi_data.pipeline.text.chunk import (ChunkProcessor, DocChunk, chunk_line_counts, hash_documents, pack_chunk,
+                                            unpack_chunk)
 from moshi_data.pipeline.text.document import Document, split_paragraphs
 from moshi_data.pipeline.text.normalize import line_hashes
 from text_helpers import IN_PROCESS, warcinfo, wet_record, write_wet
@@ -45,6 +48,29 @@ def test_count_and_merge_are_order_independent():
     assert whole.nbytes == len(whole) * line_dedup.BYTES_PER_UNIQUE_LINE
 
 
+def test_incremental_merge_equals_one_merge_whatever_the_batch():
+    rng = np.random.default_rng(0)
+    parts = [counts_of(list(zip(rng.integers(0, 60, 25).tolist(), rng.integers(0, 9, 25).tolist()))) for _ in range(70)]
+    whole = line_dedup.merge_counts(parts)
+    for every in (1, 3, 32, 100):
+        merged = line_dedup.merge_incrementally(iter(parts), every)
+        for column in ("hashes", "counts", "first"):
+            assert getattr(merged, column).tolist() == getattr(whole, column).tolist()
+    assert len(line_dedup.merge_incrementally(iter([]))) == 0
+
+
+def test_packed_chunk_round_trips_and_is_smaller():
+    docs = [doc(k, [f"line {k} {i} of a page about nothing in particular" for i in range(30)]) for k in range(50)]
+    hash_documents(docs)
+    chunk = DocChunk(3, 1, "g", "s", docs)
+    chunk.tally["documents.in"] = 50
+    back = unpack_chunk(pack_chunk(chunk, 3))
+    assert (back.chunk_id, back.group, dict(back.tally)) == (chunk.chunk_id, "g", {"documents.in": 50})
+    assert [d.lines for d in back.docs] == [d.lines for d in docs]
+    assert all((a.line_hashes == b.line_hashes).all() for a, b in zip(back.docs, docs))
+    assert len(pack_chunk(chunk, 3)) < len(pickle.dumps(chunk)) / 2
+
+
 def test_lookup_and_removal_rules():
     table = counts_of([(5, 10), (5, 11), (5, 12), (9, 11), (9, 12), (7, 12)])
     table = line_dedup.repeated(table)  # hash 7 seen once: not in the lookup table
@@ -71,6 +97,7 @@ def test_chunk_processor_removes_repeated_boilerplate_and_counts(tmp_path):
     processor.setup()
     out, samples = processor.process(chunk, table)
     assert [d.lines for d in out.docs] == [[article] for article in articles]
+    assert all(d.line_hashes is None for d in out.docs)  # used up: not carried into the MinHash join
     assert out.tally["lines.removed.exact_dedup"] == 13 and out.tally["documents.filtered.exact_dedup"] == 1
     assert {(text, count, dup) for _, text, count, dup in samples} >= {("Home", 5, True), ("About us", 4, True)}
     tally = dict(out.tally, **{"documents.kept": 4, "lines.kept": 4})
@@ -92,7 +119,7 @@ def check_join(chunks, partitions, expected):
         created = p | beam.Create(chunks)
         counts = created | beam.FlatMap(lambda c: [((c.group, part), (c.chunk_id, counts))
                                                   for part, counts in chunk_line_counts(c, fn.partitions).items()])
-        joined = (created, counts) | JoinRepeatedLines()
+        joined = (created, counts) | JoinRepeatedLines(int(config["shuffle"]["compression_level"]))
         out = joined["chunks"] | beam.MapTuple(lambda c, t: (c.chunk_id, (t.hashes.tolist(), t.counts.tolist(), t.first.tolist())))
         assert_that(out, equal_to(sorted(expected.items())))
 

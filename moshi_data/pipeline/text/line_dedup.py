@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
 BYTES_PER_UNIQUE_LINE = 8 + 4 + 8
+MERGE_EVERY = 32  # partial counts merged at once by ``merge_incrementally`` (a speed/memory trade-off only)
 HASH_SPACE = float(2**64)
 
 
@@ -89,6 +91,17 @@ def merge_counts(parts: list[LineCounts]) -> LineCounts:
         return parts[0]
     return _reduce(np.concatenate([p.hashes for p in parts]), np.concatenate([p.counts for p in parts]),
                    np.concatenate([p.first for p in parts]))
+
+
+def merge_incrementally(parts: Iterable[LineCounts], every: int = MERGE_EVERY) -> LineCounts:
+    """Merge a stream of partial counts, compacting every ``every`` parts: memory is the merged
+    table (unique lines) plus ``every`` parts, not every occurrence of the stream."""
+    merged, pending = LineCounts.empty(), []
+    for part in parts:
+        pending.append(part)
+        if len(pending) >= every:
+            merged, pending = merge_counts([merged, *pending]), []
+    return merge_counts([merged, *pending])
 
 
 def split_partitions(counts: LineCounts, partitions: int) -> dict[int, LineCounts]:
