@@ -15,7 +15,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-LOCAL_RUNNERS = ("DirectRunner", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
+from moshi_data.beam_jobs.options import LOCAL_RUNNERS
 
 
 def mark(item, path: str | None, **counts: int):

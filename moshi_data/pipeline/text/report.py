@@ -283,9 +283,12 @@ def kept_examples(output: str, limit: int) -> list[dict]:
     for shard in shards:
         if len(examples) >= limit:
             break
-        table = pq.read_table(io.BytesIO(storage.read_bytes(shard)))
-        columns = [c for c in ("url", "text", "language", "language_score", "scores") if c in table.column_names]
-        examples += [{"outcome": "kept", "reason": None, **row} for row in table.select(columns).slice(0, limit - len(examples)).to_pylist()]
+        with storage.open_read(shard) as handle:  # only the first row batch of the needed columns is read
+            parquet = pq.ParquetFile(handle)
+            columns = [c for c in ("url", "text", "language", "language_score", "scores") if c in parquet.schema_arrow.names]
+            batch = next(parquet.iter_batches(batch_size=limit - len(examples), columns=columns), None)
+        if batch is not None:
+            examples += [{"outcome": "kept", "reason": None, **row} for row in batch.to_pylist()]
     return examples
 
 
