@@ -27,9 +27,12 @@ from pathlib import Path
 from bench.text_bench import load_sources, wet_record
 from moshi_data.pipeline.config import REPO_ROOT
 
-RUN_JOB = ("import json,sys; from moshi_data.beam_jobs import text_corpus as t; "
+# The job in a fresh interpreter; argv[5]: this checkout's bench/bounded_messages.py, or "" (Beam as is).
+RUN_JOB = ("import json,runpy,sys; sys.argv[5] and runpy.run_path(sys.argv[5])['install'](); "
+           "from moshi_data.beam_jobs import text_corpus as t; "
            "r=t.run(sys.argv[1], sys.argv[2], overrides=json.loads(sys.argv[3]), beam_args=json.loads(sys.argv[4])); "
            "print('RESULT'+json.dumps(r, default=str))")
+BOUNDED_MESSAGES = Path(__file__).with_name("bounded_messages.py")
 
 
 def build_input(folder: Path, n_docs: int, docs_per_file: int, near_dup_rate: float, seed: int = 0) -> list[str]:
@@ -95,12 +98,14 @@ def _peak_and_name(pid: int) -> tuple[float, str] | None:
     return hwm / 1024, ("sdk worker" if "sdk_worker" in cmdline or "worker_pool" in cmdline else "launcher")
 
 
-def run_measured(repo: Path, paths: list[str], output: Path, overrides: list[str], beam_args: list[str]) -> dict:
-    """Run the job in a fresh interpreter of ``repo``; poll the peak RSS (VmHWM) of every process of it."""
+def run_measured(repo: Path, paths: list[str], output: Path, overrides: list[str], beam_args: list[str],
+                 bounded_messages: bool = True) -> dict:
+    """Run the job in a fresh interpreter of ``repo``; poll the peak RSS (VmHWM) of every process of it.
+    ``bounded_messages``: stage inputs reach the workers in bounded messages (bench/bounded_messages.py)."""
     env = {**os.environ, "PYTHONPATH": str(repo)}
     process = subprocess.Popen([sys.executable, "-c", RUN_JOB, ",".join(paths), str(output), json.dumps(overrides),
-                                json.dumps(beam_args)], cwd=repo, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                                json.dumps(beam_args), str(BOUNDED_MESSAGES) if bounded_messages else ""],
+                               cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peaks: dict[int, tuple[float, str]] = {}
     stop = threading.Event()
 
@@ -160,11 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default="out/bench/scale")
     parser.add_argument("--baseline-repo", help="another checkout to run on the first input, side by side")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run")
+    parser.add_argument("--beam-messages", action="store_true",
+                        help="leave the FnApiRunner as it is: a worker gets its whole share of a stage input as one "
+                             "message (worker memory then grows with the input; see bench/bounded_messages.py)")
     args = parser.parse_args(argv)
     output = (REPO_ROOT / args.output).resolve()
     beam_args = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", f"--direct_num_workers={args.workers}"]
     overrides = ["input.files_per_group=100000", *args.set]  # one shard group whatever the size
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()}; {args.workers} workers", flush=True)
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()}; {args.workers} workers; stage inputs "
+          + ("as the FnApiRunner sends them (one message per worker)" if args.beam_messages else
+             "in bounded messages (bench/bounded_messages.py)"), flush=True)
     rows = []
     for index, n_docs in enumerate(int(size) for size in args.sizes.split(",")):
         paths = build_input(output / f"input-{n_docs}", n_docs, args.docs_per_file, args.near_dup_rate)
@@ -172,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline_repo and index == 0:
             runs.append(("baseline", Path(args.baseline_repo).resolve()))
         for label, repo in runs:
-            result = run_measured(repo, paths, output / f"job-{n_docs}-{label.replace(' ', '_')}", overrides, beam_args)
+            result = run_measured(repo, paths, output / f"job-{n_docs}-{label.replace(' ', '_')}", overrides, beam_args,
+                                  bounded_messages=not args.beam_messages)
             rows.append(summarize(f"{n_docs} ({label})", n_docs, result, args.workers))
             print(f"  load average after: {os.getloadavg()}", flush=True)
     ours = [row for row in rows if "this checkout" in row["input"]]

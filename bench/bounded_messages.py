@@ -1,0 +1,70 @@
+"""Benchmark-only change to the local FnApiRunner (Beam 2.77): stage inputs reach SDK workers in
+bounded data messages, as a production runner streams them, instead of one message per worker.
+
+Why (measured, see docs/text-corpus.md "Scale"): for a stage fed by a GroupByKey the FnApiRunner
+encodes a worker's whole share of the stage input into ONE byte string (``GroupingBuffer.partition``:
+one output stream per worker), and ``BundleManager._send_input_to_worker`` writes every piece into
+one data stream without ``maybe_flush``, so it leaves as one gRPC message on close. The SDK worker
+then holds that message and a bytes copy of it (``element.data``) for the whole bundle: worker
+memory grows with (stage input / workers), whatever the job does. On the 100k-document bench input
+that was one 199 MB message per worker for the dedup join (99 MB at 50k). Dataflow's shuffle
+reader streams a bundle in bounded pieces, so this growth is the local runner's, not the job's.
+
+``install(piece_bytes)`` (called in the launcher, before the pipeline runs) changes two things and
+nothing else: a worker's share of a grouped stage input is cut into pieces of about ``piece_bytes``
+at key boundaries (a key's values stay one element, so each key's state is exactly what the job
+asks for), and each piece is flushed as its own data message. Elements, bundles, keys and their
+order per worker are unchanged. The SDK worker's receive queue (5 messages, 100 MB) then bounds
+what it buffers. Fails loudly when Beam's internals are not the expected ones.
+"""
+from __future__ import annotations
+
+PIECE_BYTES = 8 << 20
+
+
+def install(piece_bytes: int = PIECE_BYTES) -> None:
+    import apache_beam
+    from apache_beam.coders.coder_impl import create_OutputStream
+    from apache_beam.runners.portability.fn_api_runner import execution, fn_runner
+    from apache_beam.transforms.window import GlobalWindow, GlobalWindows
+    from apache_beam.utils import windowed_value
+
+    if apache_beam.__version__ != "2.77.0":
+        raise RuntimeError(f"bench/bounded_messages.py patches Beam 2.77.0 internals, found {apache_beam.__version__}")
+    grouping, manager = execution.GroupingBuffer, fn_runner.BundleManager
+    original_partition = grouping.partition
+
+    def partition(self, n: int):
+        if self._grouped_output or not self._windowing.is_default():
+            return original_partition(self, n)  # already cut, or windowed (Reshuffle): as Beam does it
+        window = GlobalWindows.windowed_value(None, timestamp=GlobalWindow().max_timestamp(), pane_info=windowed_value.PaneInfo(
+            is_first=True, is_last=True, timing=windowed_value.PaneInfoTiming.ON_TIME, index=0,
+            nonspeculative_index=0)).with_value
+        coder, key_coder = self._post_grouped_coder.get_impl(), self._key_coder.get_impl()
+        pieces: list[list[bytes]] = [[] for _ in range(n)]
+        streams = [create_OutputStream() for _ in range(n)]
+        for index, (encoded_key, values) in enumerate(self._table.items()):  # keys dealt round robin, as Beam does
+            stream = streams[index % n]
+            coder.encode_to_stream(window((key_coder.decode(encoded_key), values)), stream, True)
+            if stream.size() >= piece_bytes:
+                pieces[index % n].append(stream.get())
+                streams[index % n] = create_OutputStream()
+        for worker, stream in enumerate(streams):
+            if stream.size():
+                pieces[worker].append(stream.get())
+        self._grouped_output = pieces
+        self._table.clear()
+        return pieces
+
+    def send_input_to_worker(self, process_bundle_id, read_transform_id, byte_streams) -> None:
+        data_out = self._worker_handler.data_conn.output_stream(process_bundle_id, read_transform_id)
+        for byte_stream in byte_streams or []:
+            data_out.write(byte_stream)
+            data_out.maybe_flush()  # the one line Beam lacks: a message per ~10 MB, not per bundle
+        data_out.close()
+
+    for owner, name in ((grouping, "partition"), (manager, "_send_input_to_worker")):
+        if not callable(getattr(owner, name, None)):
+            raise RuntimeError(f"Beam internals changed: {owner.__name__}.{name} is missing")
+    grouping.partition = partition
+    manager._send_input_to_worker = send_input_to_worker
