@@ -17,7 +17,7 @@ opt = $(if $(2),$(1) $(call q,$(2)),)
 MD := $(PY) -m moshi_data
 
 .PHONY: help install-text install-audio text-corpus classifiers score-text eval-classifiers \
-        tokenizer audio-shards moshi-finetune-export eval-audio train test bench bench-scale bench-audio \
+        tokenizer audio-shards moshi-finetune-export eval-audio train test bench bench-scale bench-audio bench-audio-scale \
         bench-train inspect show-sample clean
 
 help:
@@ -76,6 +76,9 @@ eval-audio: install-audio
 
 bench-audio: install-audio
 	$(PY) -m bench.audio_bench $(call opt,--config,$(CONFIG)) $(call opt,--output,$(OUTPUT))
+
+bench-audio-scale: install-audio
+	$(PY) -m bench.audio_scale_bench $(call opt,--output,$(OUTPUT))
 
 # ---------------------------------------------------------------- trainer
 train: install-audio
