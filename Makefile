@@ -27,7 +27,7 @@ help:
 	@echo "  make tokenizer | audio-shards [INPUT=dir|glob|manifest] [OUTPUT=dir] | moshi-finetune-export INPUT=dir OUTPUT=dir"
 	@echo "  make eval-audio [REPORT_ONLY=1] | train [SHARDS=dir] [OUTPUT=dir] [STEPS=n] [PRESET=tiny|100m[,pretrain]] [TEXT=text-corpus-dir TEXT_RATIO=0.5]"
 	@echo "  make inspect INPUT=text-or-audio-output [WHERE='quality.wiki>0.5'] [REASON=] [LIMIT=] | show-sample INPUT=shard.tar KEY= OUTPUT=file.png [WAV=]"
-	@echo "  make test [PYTEST_ARGS=...] | bench | bench-audio | bench-train | clean"
+	@echo "  make test [PYTEST_ARGS=...] | bench | bench-audio | bench-audio-scale | bench-train | clean"
 	@echo "Every target also takes CONFIG=name|file.yaml and ARGS='...' (more options, e.g. ARGS='--set a.b=1 -v')."
 	@echo "Values are passed quoted: INPUT='dir/*.jsonl' reaches the program as one glob."
 
