@@ -48,7 +48,7 @@ def test_s3_manifest_glob_decode_and_atomic_outputs(s3_endpoint, s3_client, bad_
     from moshi_data.pipeline.audio.shards import Sample, encode_sample
     import numpy as np
 
-    records = [(f"k{i}", encode_sample(Sample(f"k{i}", np.zeros((2, 2400), np.float32), [], np.full(1, 3, np.int32), {"i": i})))
+    records = [(f"k{i}", encode_sample(Sample(f"k{i}", np.zeros((2, 2400), np.float32), [], np.full(1, 3, np.int32), {"i": i, "main_speaker": "A"})))
                for i in (1, 0)]
     [(name, size)] = write_bucket(output, 0, records, max_bytes=10**6, stride=1000)
     assert name == "shard-000000.tar"
@@ -57,6 +57,15 @@ def test_s3_manifest_glob_decode_and_atomic_outputs(s3_endpoint, s3_client, bad_
     assert [s.key for s in iter_shard(local)] == ["k0", "k1"] and local.stat().st_size == size
     with open_read(f"{output}/shards/shard-000000.tar") as stream:  # what the export and the report read
         assert [record["__key__"] for record in stream_records(stream)] == ["k0", "k1"]
+    from moshi_data.beam_jobs import moshi_finetune_export  # the export streams the remote shard the same way
+
+    exported = tmp_path / "export"
+    shard = f"{output}/shards/shard-000000.tar"
+    assert moshi_finetune_export.export_shard(shard, str(exported), "data_stereo", "SPEAKER_MAIN") == 2
+    moshi_finetune_export.concatenate_index(str(exported), [shard], "index.jsonl")
+    index = [json.loads(line) for line in (exported / "index.jsonl").read_text().splitlines()]
+    assert [line["path"] for line in index] == ["data_stereo/k0.wav", "data_stereo/k1.wav"]
+    assert sorted(p.name for p in exported.iterdir()) == ["data_stereo", "index.jsonl"]
 
     # files of an earlier run that this run did not write go, by the join of the pipeline
     import apache_beam as beam
