@@ -1,9 +1,10 @@
-"""K-fold cross-validation of the quality model by source document (``evaluation.folds``).
+"""K-fold cross-validation of the quality model by source document (``evaluation.folds``), on the
+documents outside the held-out test split (``quality.holdout_percent``), which no fold uses.
 
 Fold k holds out the documents whose id hashes to k, trains on the others with the shipped settings,
-and scores the held-out documents with the text job's scorer. Every document is scored once, by a
-model that never saw it, so document-level AUCs and the calibration of the filtering threshold use
-all real CC documents instead of one validation share. Fold models are cached like the shipped one.
+and scores the held-out documents with the text job's scorer. Every document outside the test split is
+scored once, by a model that never saw it: the figures settings are chosen by, and the scores the
+filtering threshold is calibrated on. Fold models are cached like the shipped one.
 """
 from __future__ import annotations
 
@@ -11,26 +12,38 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from moshi_data.classifiers.common import cache_key, models_dir
-from moshi_data.classifiers.quality import build_label_data, label_documents, quality_model_spec, train_quality
+from moshi_data.classifiers.quality import (
+    build_label_data,
+    label_documents,
+    label_sources,
+    quality_model_spec,
+    train_quality,
+)
+from moshi_data.classifiers.sources import language_filter
 from moshi_data.pipeline.text.quality import QualityScorer
 
 
-def fold_model_path(config: Mapping[str, Any], fold: int, folds: int) -> Path:
+def fold_model_path(config: Mapping[str, Any], fold: int, folds: int, spec: Mapping[str, Any] | None = None) -> Path:
+    """Cache path of fold model ``fold`` of ``folds`` (``spec``: the quality model spec, if computed)."""
     suffix = ".ftz" if config["quality"]["quantize"] else ".bin"
-    key = cache_key([quality_model_spec(config), "fold", fold, folds])
+    key = cache_key([quality_model_spec(config) if spec is None else spec, "fold", fold, folds])
     return models_dir(config) / f"quality-cv{fold}of{folds}-{key}{suffix}"
 
 
-def out_of_fold_scores(config: Mapping[str, Any], log: Callable[[str], None] = print) -> list[dict]:
-    """``{"label", "id", "fold", "scores"}`` of every held-out document of every fold (capped per
-    label and fold by ``quality.max_valid_documents_per_label``), in a stable order."""
+def out_of_fold_scores(config: Mapping[str, Any], documents: Mapping[str, list[tuple[str, str]]] | None = None,
+                       log: Callable[[str], None] = print) -> list[dict]:
+    """``{"label", "id", "fold", "scores"}`` of every document outside the held-out test split, each
+    scored by the fold model that did not train on it (capped per label and fold by
+    ``quality.max_valid_documents_per_label``), in a stable order. ``documents``: the label
+    documents, if already read (sources are read and hashed once)."""
     folds = int(config["evaluation"]["folds"])
     quality = config["quality"]
-    documents = label_documents(config)
+    documents = label_documents(config) if documents is None else documents
+    spec = quality_model_spec(config)
     records = []
     for fold in range(folds):
         data = build_label_data(config, documents, fold=(fold, folds))
-        path = fold_model_path(config, fold, folds)
+        path = fold_model_path(config, fold, folds, spec)
         if not path.exists():
             log(f"training quality model, cross-validation fold {fold + 1}/{folds} -> {path}")
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,19 +56,28 @@ def out_of_fold_scores(config: Mapping[str, Any], log: Callable[[str], None] = p
     return records
 
 
-def english_rand_ids(config: Mapping[str, Any]) -> set[str]:
+def english_rand_ids(config: Mapping[str, Any], documents: Mapping[str, list[tuple[str, str]]] | None = None) -> set[str]:
     """Ids of the rand documents the text job's English LID keeps (the documents the quality stage sees)."""
-    from moshi_data.classifiers.quality import label_sources
-    from moshi_data.classifiers.sources import iter_identified_documents
+    if documents is None:
+        from moshi_data.classifiers.sources import iter_identified_documents
 
-    sources, root = label_sources(config)
-    return {doc_id for source in sources["rand"]
-            for doc_id, _ in iter_identified_documents({**source, "languages": ["en"]}, root)}
+        sources, root = label_sources(config)
+        rand = [doc for source in sources["rand"] for doc in iter_identified_documents(source, root)]
+    else:
+        rand = documents["rand"]
+    english = language_filter(["en"])
+    return {doc_id for doc_id, text in rand if english(text)}
+
+
+def english_only(records: list[dict], english: set[str]) -> list[dict]:
+    """The records of curated labels and of English rand documents."""
+    return [record for record in records if record["label"] != "rand" or record["id"] in english]
 
 
 def main(argv=None) -> dict:
-    """Cross-validated document figures of one setting (``--set`` overrides), rand restricted to the
-    English CC documents: the command used to choose between settings without the DCLM labels."""
+    """Cross-validated document figures of one setting (``--set`` overrides) on the documents outside
+    the held-out test split, rand restricted to the English CC documents: the command settings are
+    chosen by (the held-out split and the DCLM labels are not used)."""
     import argparse
     import json
 
@@ -67,8 +89,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set)
-    english = english_rand_ids(config)
-    records = [r for r in out_of_fold_scores(config) if r["label"] != "rand" or r["id"] in english]
+    documents = label_documents(config)
+    records = english_only(out_of_fold_scores(config, documents), english_rand_ids(config, documents))
     figures = document_figures([(r["label"], r["scores"]) for r in records], config["quality"]["labels"])
     summary = {name: round(figures[name], 4) for name in ("wiki_vs_rand_doc_auc", "curated_vs_rand_doc_auc", "macro_f1")}
     summary["english_rand_documents"] = figures["documents"]["rand"]

@@ -47,12 +47,20 @@ def quality_metrics(model_path: Path, valid_path: Path, labels: list[str]) -> di
     return metrics
 
 
-def document_metrics(model_path: Path, valid_documents: list[dict], config: Mapping[str, Any]) -> dict:
-    """Document-level figures of the validation documents, scored exactly as the text job scores."""
+def held_out_document_metrics(model_path: Path, valid_documents: list[dict], config: Mapping[str, Any],
+                              english: set[str]) -> dict:
+    """Document-level figures of the held-out test split, scored exactly as the text job scores: rand =
+    its English CC documents (what the quality stage sees); under ``all_languages``, rand of every language."""
     quality = config["quality"]
     scorer = QualityScorer(str(model_path), quality["labels"], quality["decimals"])
     scorer.setup()
-    return document_figures([(doc["label"], scorer.scores(doc["text"])) for doc in valid_documents], quality["labels"])
+    scored = [(doc["label"], doc["id"], scorer.scores(doc["text"])) for doc in valid_documents]
+    figures = document_figures([(label, scores) for label, doc_id, scores in scored
+                                if label != "rand" or doc_id in english], quality["labels"])
+    figures["all_languages"] = document_figures([(label, scores) for label, _, scores in scored], quality["labels"])
+    figures["english_rand_scores"] = [scores["rand"] for label, doc_id, scores in scored
+                                      if label == "rand" and doc_id in english]
+    return figures
 
 
 def document_figures(scored: list[tuple[str, Mapping[str, float]]], labels: list[str]) -> dict:
@@ -90,22 +98,22 @@ def human_label_auc(model_path: Path, labelled_jsonl: Path, config: Mapping[str,
             "bad": len(bad), "rand_scores": {"good": good, "bad": bad}}
 
 
-def rand_documents_kept(model_path: Path, config: Mapping[str, Any], english: set[str]) -> dict:
+def rand_documents_kept(model_path: Path, config: Mapping[str, Any], documents: Mapping[str, list[tuple[str, str]]],
+                        english: set[str]) -> dict:
     """What the default ``make text-corpus`` run can show of the quality rule: the English rand
     documents (its default input's CC pages) scored by the shipped model, split by whether the
-    document was held out of that model's training (``quality.valid_percent``, by document hash)
-    or trained on (scored in-sample); ``{side: {documents, kept, kept_share}}`` at the configured
-    ``quality.filter.max_rand_score``."""
-    from moshi_data.classifiers.quality import is_valid_document, label_documents, training_lines
+    document is in the held-out test split (never trained on) or was trained on (scored in-sample);
+    ``{side: {documents, kept, kept_share}}`` at the configured ``quality.filter.max_rand_score``."""
+    from moshi_data.classifiers.quality import is_held_out, training_lines
 
     quality = config["quality"]
     scorer = QualityScorer(str(model_path), quality["labels"], quality["decimals"])
     scorer.setup()
     threshold = quality["filter"]["max_rand_score"]
     sides: dict[str, list[bool]] = {"held_out": [], "trained_on": []}
-    for doc_id, text in label_documents(config)["rand"]:
+    for doc_id, text in documents["rand"]:
         if doc_id in english and training_lines(text, quality["min_line_chars"]):
-            side = "held_out" if is_valid_document(doc_id, quality["valid_percent"]) else "trained_on"
+            side = "held_out" if is_held_out(quality, "rand", doc_id) else "trained_on"
             sides[side].append(scorer.scores(text)["rand"] <= threshold)
     return {side: {"documents": len(kept), "kept": sum(kept), "kept_share": sum(kept) / len(kept) if kept else 0.0}
             for side, kept in sides.items()}
@@ -120,17 +128,22 @@ def check_targets(figures: Mapping[str, float], targets: Mapping[str, float]) ->
     return checked
 
 
-def ensure_models_with_metrics(config: Mapping[str, Any], line_samples: str | None = None) -> tuple[dict, dict, dict]:
+def ensure_models_with_metrics(config: Mapping[str, Any], line_samples: str | None = None,
+                               documents: Mapping[str, list[tuple[str, str]]] | None = None,
+                               english: set[str] | None = None) -> tuple[dict, dict, dict]:
     """Train missing models (or reuse cached ones) and compute both validation reports.
 
     Returns (model paths, fuzzy-dedup metrics, quality metrics); the quality metrics hold the
-    line-level figures and, under ``documents``, the document-level ones.
-    """
+    line-level figures and, under ``documents``, those of the held-out test documents. ``documents``
+    and ``english``: the label documents and the English rand ids, if already computed."""
+    from moshi_data.classifiers.crossval import english_rand_ids
     from moshi_data.classifiers.models import ensure_models
-    from moshi_data.classifiers.quality import read_valid_documents, valid_documents_path, valid_split_path
+    from moshi_data.classifiers.quality import label_documents, read_valid_documents, valid_documents_path, valid_split_path
     from moshi_data.pipeline.text.fuzzy_dedup import DUP_LABEL, KEEP_LABEL
 
-    paths = ensure_models(config, line_samples)
+    documents = label_documents(config) if documents is None else documents
+    english = english_rand_ids(config, documents) if english is None else english
+    paths = ensure_models(config, line_samples, quality_documents=documents)
     fuzzy, (valid, matrix) = split_metrics(paths["fuzzy_dedup"], Path(f"{paths['fuzzy_dedup']}.valid.txt"),
                                            [DUP_LABEL, KEEP_LABEL])
     threshold = config["fuzzy_dedup"]["threshold"]
@@ -138,8 +151,8 @@ def ensure_models_with_metrics(config: Mapping[str, Any], line_samples: str | No
     at_threshold = precision_recall_f1([label for label, _ in valid], flagged, [DUP_LABEL, KEEP_LABEL])
     fuzzy["at_threshold"] = {"threshold": threshold, **at_threshold["per_label"][DUP_LABEL]}
     quality = quality_metrics(paths["quality"], valid_split_path(paths["quality"]), config["quality"]["labels"])
-    quality["documents"] = document_metrics(
-        paths["quality"], read_valid_documents(valid_documents_path(paths["quality"])), config)
+    quality["documents"] = held_out_document_metrics(
+        paths["quality"], read_valid_documents(valid_documents_path(paths["quality"])), config, english)
     return paths, fuzzy, quality
 
 

@@ -2,7 +2,9 @@
 
 ``rand`` = random lines of real Common Crawl documents; the 8 other labels = lines of curated sources
 (configs/quality_labels.yaml). The train/validation split is by source document (a stable hash of the
-document id), never by line, so no document has lines on both sides. Lines shorter than
+document id), never by line, so no document has lines on both sides. A fixed hash share of every
+label's documents is the held-out test split (``quality.holdout_percent``): the shipped model is
+validated on it, cross-validation folds are cut from the other documents only. Lines shorter than
 ``min_line_chars`` are skipped; a line found under two labels is dropped from both; a validation line
 also present in a training document (text repeated across documents) stays on the training side only;
 each label is capped by a deterministic hash sample (train and validation separately); smaller labels
@@ -30,7 +32,7 @@ from moshi_data.classifiers.sources import iter_identified_documents, resolve_ro
 from moshi_data.pipeline.config import load_config
 from moshi_data.pipeline.text.fasttext_model import model_text
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 def label_sources(config: Mapping[str, Any]) -> tuple[dict[str, list], Any]:
@@ -50,7 +52,7 @@ def training_lines(text: str, min_chars: int) -> list[str]:
 
 
 def is_valid_document(doc_id: str, valid_percent: float) -> bool:
-    """Stable train/validation assignment of a whole document by the hash of its id."""
+    """Stable assignment of a whole document to a held-out share by the hash of its id."""
     return stable_hash(doc_id, "document-split:") % 10000 < valid_percent * 100
 
 
@@ -59,13 +61,33 @@ def document_fold(doc_id: str, folds: int) -> int:
     return stable_hash(doc_id, "document-fold:") % folds
 
 
-def held_out_rule(config: Mapping[str, Any], fold: tuple[int, int] | None) -> Callable[[str], bool]:
-    """Which documents are held out: the shipped model's validation share, or fold ``(k, folds)``."""
+def holdout_percent(quality: Mapping[str, Any], label: str) -> float:
+    """Share of a label's documents in the held-out test split (``quality.holdout_percent``, per label
+    ``quality.holdout_percent_by_label``)."""
+    return float((quality.get("holdout_percent_by_label") or {}).get(label, quality["holdout_percent"]))
+
+
+def is_held_out(quality: Mapping[str, Any], label: str, doc_id: str) -> bool:
+    """Whether a document is in the held-out test split: outside every cross-validation fold, never
+    trained on by any model the evaluation compares or calibrates with; the targets are read there."""
+    return is_valid_document(doc_id, holdout_percent(quality, label))
+
+
+def document_sides(config: Mapping[str, Any], fold: tuple[int, int] | None) -> Callable[[str, str], str | None]:
+    """``side(label, doc_id)``: "valid", "train" or None (not used). ``fold`` None: the shipped model,
+    trained on every document outside the held-out test split, validated on that split; ``(k, folds)``:
+    cross-validation fold k of the documents outside the held-out split (the split itself is not used)."""
+    quality = config["quality"]
     if fold is None:
-        valid_percent = config["quality"]["valid_percent"]
-        return lambda doc_id: is_valid_document(doc_id, valid_percent)
+        return lambda label, doc_id: "valid" if is_held_out(quality, label, doc_id) else "train"
     index, folds = fold
-    return lambda doc_id: document_fold(doc_id, folds) == index
+
+    def side(label: str, doc_id: str) -> str | None:
+        if is_held_out(quality, label, doc_id):
+            return None
+        return "valid" if document_fold(doc_id, folds) == index else "train"
+
+    return side
 
 
 @dataclass
@@ -88,10 +110,10 @@ def label_documents(config: Mapping[str, Any]) -> dict[str, list[tuple[str, str]
 def build_label_data(config: Mapping[str, Any], documents: Mapping[str, list[tuple[str, str]]] | None = None,
                      fold: tuple[int, int] | None = None) -> dict[str, LabelData]:
     """Document-split, conflict-free, capped lines per label (see the module docstring); ``fold``
-    (k, folds) holds out cross-validation fold k instead of the validation share."""
+    (k, folds): cross-validation fold k of the documents outside the held-out test split."""
     quality = config["quality"]
     documents = label_documents(config) if documents is None else documents
-    held_out = held_out_rule(config, fold)
+    side_of = document_sides(config, fold)
     sides: dict[str, dict[str, set[str]]] = {}
     valid_docs: dict[str, list[tuple[str, str]]] = {}
     doc_counts: dict[str, dict[str, int]] = {}
@@ -100,8 +122,8 @@ def build_label_data(config: Mapping[str, Any], documents: Mapping[str, list[tup
         valid_docs[label] = []
         doc_counts[label] = {"train": 0, "valid": 0}
         for doc_id, text in docs:
-            side = "valid" if held_out(doc_id) else "train"
-            lines = training_lines(text, quality["min_line_chars"])
+            side = side_of(label, doc_id)
+            lines = training_lines(text, quality["min_line_chars"]) if side else []
             if not lines:
                 continue
             doc_counts[label][side] += 1
@@ -173,7 +195,8 @@ def quality_model_spec(config: Mapping[str, Any]) -> dict[str, Any]:
         "max_valid_lines_per_label": quality["max_valid_lines_per_label"],
         "max_valid_documents_per_label": quality["max_valid_documents_per_label"],
         "balance": quality["balance"],
-        "valid_percent": quality["valid_percent"],
+        "holdout_percent": quality["holdout_percent"],
+        "holdout_percent_by_label": quality.get("holdout_percent_by_label") or {},
         "quantize": quality["quantize"],
         "train": quality["train"],
         "data": {label: sources_identity(items, root) for label, items in sources.items()},

@@ -242,15 +242,30 @@ def _latex(data: bytes, source: Mapping[str, Any]) -> Iterator[str]:
     yield "\n".join(lines)
 
 
-def _jsonl(data: bytes, source: Mapping[str, Any]) -> Iterator[str]:
+def _dotted(record: Mapping[str, Any], name: str) -> Any:
+    """``record["a"]["b"]`` for ``name`` "a.b" (None when a key is missing)."""
+    value: Any = record
+    for key in name.split("."):
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
+
+
+def _jsonl(data: bytes, source: Mapping[str, Any]) -> Iterator[str | None]:
     """One document per record: ``fields`` joined by newlines (list fields by ``join``, default newline);
-    ``markup: mediawiki`` strips wiki markup."""
+    ``markup: mediawiki`` strips wiki markup; ``exclude_url: REGEX`` (with ``url_field``, default
+    ``metadata.url``) yields None for a record whose URL matches (ids of the others stay)."""
     fields = source.get("fields") or ["text"]
     joiner = source.get("join", "\n")
+    exclude = re.compile(source["exclude_url"], re.IGNORECASE) if source.get("exclude_url") else None
+    url_field = source.get("url_field", "metadata.url")
     for raw in decode(data).split("\n"):
         if not raw.strip():
             continue
-        text = _field_text(json.loads(raw), fields, joiner)
+        record = json.loads(raw)
+        if exclude is not None and exclude.search(str(_dotted(record, url_field) or "")):
+            yield None
+            continue
+        text = _field_text(record, fields, joiner)
         if source.get("markup") == "mediawiki":
             text = strip_mediawiki(text)
         if text.strip():
@@ -327,15 +342,15 @@ def iter_identified_documents(source: Mapping[str, Any], root: Path) -> Iterator
     reader = READERS.get(source.get("format", "text"))
     if reader is None:
         raise ValueError(f"unknown source format {source.get('format')!r}; known: {sorted(READERS)}")
-    keep_language = _language_filter(source.get("languages"))
+    keep_language = language_filter(source.get("languages"))
     for path in expand_paths(source["path"], root):
         name = _relative_name(path, root)
         for index, text in enumerate(reader(read_bytes(path, decompress=reader is not _wet), source)):
-            if keep_language(text):
+            if text is not None and keep_language(text):
                 yield f"{name}#{index}", text
 
 
-def _language_filter(languages) -> Callable[[str], bool]:
+def language_filter(languages) -> Callable[[str], bool]:
     """``languages: [en]`` on a source keeps the documents the text job's LID stage would keep (its
     model and threshold, configs/text_corpus.yaml), so a per-language model learns that language."""
     if not languages:

@@ -28,9 +28,10 @@ def _main(args) -> dict:
     print("quality lines per label (train/valid used; documents train/valid): " + "; ".join(
         f"{label} {c['train_lines']}/{c['valid_lines']} ({c['train_documents']}/{c['valid_documents']})"
         for label, c in info["per_label"].items()))
-    print(f"wiki vs rand AUC: validation lines {quality['wiki_vs_rand_line_auc']:.4f}, "
-          f"held-out documents {quality['documents']['wiki_vs_rand_doc_auc']:.4f}; curated vs rand (1 - rand) "
-          f"held-out documents {quality['documents']['curated_vs_rand_doc_auc']:.4f}")
+    print(f"wiki vs rand AUC: held-out lines {quality['wiki_vs_rand_line_auc']:.4f}, held-out test documents "
+          f"{quality['documents']['wiki_vs_rand_doc_auc']:.4f}; curated vs rand (1 - rand) held-out test documents "
+          f"{quality['documents']['curated_vs_rand_doc_auc']:.4f} (rand = {quality['documents']['documents']['rand']} "
+          "English CC documents)")
     if args.output:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,10 @@ import sys
 
 import pytest
 
+from moshi_data import cli
 from moshi_data.classifiers import evaluate, score, train
 from moshi_data.classifiers.models import ensure_models
+from moshi_data.pipeline.command import exit_status
 from moshi_data.pipeline.config import REPO_ROOT, load_config
 
 TINY = ["quality.max_lines_per_label=1500", "quality.max_valid_documents_per_label=40", "quality.train.epoch=5",
@@ -51,7 +53,7 @@ def test_evaluate_prints_the_targets_calibration_and_exit_status(tiny, capsys):
         assert text in out
     assert set(result["targets"]) == {"wiki_vs_rand_doc_auc", "curated_vs_rand_doc_auc", "human_labels_auc"}
     assert result["targets_passed"] == all(t["value"] >= t["min"] for t in result["targets"].values())
-    assert evaluate.exit_status(result) == (0 if result["targets_passed"] else 1)
+    assert exit_status(result) == 0  # --report-only: exit 0 after printing, passed or not
     assert result["cross_validation"]["wiki_vs_rand_doc_auc"] > 0.9  # tiny models, out-of-fold documents
     assert result["human_labels"]["good"] == 152 and result["human_labels"]["bad"] == 129
     calibration = result["calibration"]
@@ -59,7 +61,11 @@ def test_evaluate_prints_the_targets_calibration_and_exit_status(tiny, capsys):
     assert 0.0 <= calibration["chosen_max_rand_score"] <= 1.0
     assert calibration["rules"]["calibrated"]["cc_kept_share"] >= 0.5
     kept = result["rand_documents_kept"]  # English rand documents split by the shipped model's document hash
-    assert "held out of its training" in out and kept["held_out"]["documents"] > 0
+    assert "held-out split (never trained on)" in out and kept["held_out"]["documents"] > 0
+    held_out = result["held_out"]  # the targets are read on the held-out test split, not on the folds
+    assert result["targets"]["wiki_vs_rand_doc_auc"]["value"] == held_out["wiki_vs_rand_doc_auc"]
+    assert 0 < held_out["documents"]["rand"] <= kept["held_out"]["documents"]
+    assert calibration["held_out_cc_documents"] == held_out["documents"]["rand"]
     assert kept["held_out"]["documents"] + kept["trained_on"]["documents"] >= calibration["cc_documents"]
     assert all(0 <= side["kept"] <= side["documents"] for side in kept.values())
     pages = result["fuzzy_wet_pages"]
@@ -109,7 +115,11 @@ def test_evaluate_exits_1_when_a_bar_is_missed_unless_report_only(tiny, capsys):
     error = capsys.readouterr().err
     [line] = [line for line in error.splitlines() if line.startswith("moshi-data eval-classifiers: error: ")]
     assert "targets missed:" in line and "human_labels_auc" in line
-    assert evaluate.main([*args, "--report-only"])["targets"]["human_labels_auc"]["passed"] is False
+    report = evaluate.main([*args, "--report-only"])
+    assert report["targets"]["human_labels_auc"]["passed"] is False
+    # python -m moshi_data.classifiers.evaluate and moshi-data eval-classifiers: one exit status
+    assert exit_status(report) == 0 == cli.main(["eval-classifiers", *args, "--report-only"])
+    assert cli.main(["eval-classifiers", *args]) == 1
 
 
 def test_score_cli_adds_nine_scores_and_fuzzy_counts_and_rejects_bad_records(tiny, shared_data, tmp_path):

@@ -8,7 +8,6 @@ import pytest
 
 from moshi_data.classifiers.calibration import calibrate, choose_max_rand, kept_share
 from moshi_data.classifiers.common import precision_recall_f1, roc_auc
-from moshi_data.classifiers.evaluate import exit_status
 from moshi_data.classifiers.evaluation import check_targets
 from moshi_data.classifiers.fuzzy_dedup import build_examples
 from moshi_data.classifiers.quality import balance_train, build_label_data, build_label_lines
@@ -73,6 +72,7 @@ def tiny_label_sources(tmp_path):
     return load_config("classifiers.yaml", [
         f"quality.labels_config={labels_path}", "quality.labels=[rand, wiki]",
         "quality.min_line_chars=10", "quality.max_lines_per_label=100",
+        "quality.holdout_percent=0", "quality.holdout_percent_by_label.rand=0",  # every document trains
     ])
 
 
@@ -104,7 +104,7 @@ def many_documents_config(tmp_path, shared_line="boilerplate line repeated in ev
     (tmp_path / "labels.yaml").write_text(json.dumps(mapping), encoding="utf-8")
     return load_config("classifiers.yaml", [
         f"quality.labels_config={tmp_path / 'labels.yaml'}", "quality.labels=[rand, wiki]", "quality.min_line_chars=10",
-        "quality.max_lines_per_label=1000", "quality.max_valid_lines_per_label=1000", "quality.valid_percent=25"])
+        "quality.max_lines_per_label=1000", "quality.max_valid_lines_per_label=1000", "quality.holdout_percent=25"])
 
 
 def test_validation_is_split_by_document_and_never_shares_a_document_or_line_with_training(tmp_path):
@@ -125,11 +125,36 @@ def test_validation_is_split_by_document_and_never_shares_a_document_or_line_wit
     assert all("boilerplate" not in line for item in data.values() for line in item.train + item.valid)
 
 
-def test_cross_validation_folds_hold_out_every_document_exactly_once(tmp_path):
+def test_cross_validation_folds_never_use_the_held_out_split_and_hold_out_every_other_document_once(tmp_path):
     config = many_documents_config(tmp_path)
-    held_out = [doc_id for fold in range(4) for item in build_label_data(config, fold=(fold, 4)).values()
-                for doc_id, _ in item.valid_documents]
-    assert sorted(held_out) == sorted(f"{label}.jsonl#{d}" for label in ("rand", "wiki") for d in range(40))
+    test_split = {doc_id for item in build_label_data(config).values() for doc_id, _ in item.valid_documents}
+    folds = [build_label_data(config, fold=(fold, 4)) for fold in range(4)]
+    scored = [doc_id for data in folds for item in data.values() for doc_id, _ in item.valid_documents]
+    every = {f"{label}.jsonl#{d}" for label in ("rand", "wiki") for d in range(40)}
+    assert sorted(scored) == sorted(every - test_split) and test_split
+    for data in folds:  # no fold trains on a held-out test document (document d's lines name d)
+        trained = {f"{label}.jsonl#{line.split()[2]}" for label, item in data.items() for line in item.train}
+        assert trained and not trained & test_split
+        assert sum(item.counts["train_documents"] + item.counts["valid_documents"] for item in data.values()) \
+            == len(every - test_split)
+
+
+def test_a_label_can_hold_out_a_larger_share(tmp_path):
+    config = many_documents_config(tmp_path)
+    config["quality"]["holdout_percent_by_label"] = {"rand": 75}
+    counts = {label: item.counts["valid_documents"] for label, item in build_label_data(config).items()}
+    assert counts["rand"] > 2 * counts["wiki"] > 0
+
+
+def test_a_source_can_exclude_records_by_url_and_the_other_ids_stay(tmp_path):
+    records = [{"text": "a page", "metadata": {"url": "en.wikipedia.org/wiki/A"}},
+               {"text": "another page", "metadata": {"url": "fanwiki.example.com/wiki/B"}},
+               {"text": "a third page", "metadata": {"url": "commons.m.wikimedia.org/wiki/C"}}]
+    (tmp_path / "cc.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    mapping = load_config("quality_labels")
+    source = {"path": "cc.jsonl", "format": "jsonl", "exclude_url": mapping["wikimedia_projects"]}
+    assert list(iter_identified_documents(source, tmp_path)) == [("cc.jsonl#1", "another page")]
+    assert mapping["labels"]["rand"][0]["exclude_url"] == mapping["wikimedia_projects"]
 
 
 def test_training_is_balanced_by_oversampling_and_stably_shuffled():
@@ -184,10 +209,9 @@ def test_calibration_chooses_the_threshold_on_one_set_and_reports_on_the_other()
     assert len(report["curve"]) == 101 and report["curve"][-1]["cc_kept_share"] == 1.0
 
 
-def test_targets_decide_the_exit_status():
+def test_a_missing_figure_fails_its_target():
     targets = check_targets({"a": 0.99, "b": 0.5}, {"a": 0.95, "b": 0.7, "c": 0.1})
-    assert [targets[name]["passed"] for name in "abc"] == [True, False, False]  # a missing figure fails
-    assert exit_status({"targets_passed": False}) == 1 and exit_status({"targets_passed": True}) == 0
+    assert [targets[name]["passed"] for name in "abc"] == [True, False, False]
 
 
 def test_fuzzy_examples_are_balanced_distinct_and_conflict_free():
