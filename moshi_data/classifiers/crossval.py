@@ -76,12 +76,13 @@ def english_only(records: list[dict], english: set[str]) -> list[dict]:
 
 def main(argv=None) -> dict:
     """Cross-validated document figures of one setting (``--set`` overrides) on the documents outside
-    the held-out test split, rand restricted to the English CC documents: the command settings are
-    chosen by (the held-out split and the DCLM labels are not used)."""
+    the held-out test split, rand restricted to the English CC documents, and the DCLM human-label AUC
+    on the dev half of the DCLM documents (mean rand score of the fold models): the command settings
+    are chosen by (the held-out test split and the DCLM test half are not used)."""
     import argparse
     import json
 
-    from moshi_data.classifiers.evaluation import document_figures
+    from moshi_data.classifiers.evaluation import document_figures, human_label_auc, human_labelled_side
     from moshi_data.pipeline.config import load_config
 
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -93,6 +94,10 @@ def main(argv=None) -> dict:
     records = english_only(out_of_fold_scores(config, documents), english_rand_ids(config, documents))
     figures = document_figures([(r["label"], r["scores"]) for r in records], config["quality"]["labels"])
     summary = {name: round(figures[name], 4) for name in ("wiki_vs_rand_doc_auc", "curated_vs_rand_doc_auc", "macro_f1")}
+    folds, spec = int(config["evaluation"]["folds"]), quality_model_spec(config)
+    human = human_label_auc([fold_model_path(config, fold, folds, spec) for fold in range(folds)],
+                            human_labelled_side(config, "dev"), config)
+    summary["human_labels_dev_auc"] = round(human["auc_1_minus_rand"], 4)
     summary["english_rand_documents"] = figures["documents"]["rand"]
     print(json.dumps({"overrides": args.set, **summary}))
     return summary

@@ -20,10 +20,10 @@ from moshi_data.classifiers.evaluation import (
     ensure_models_with_metrics,
     fuzzy_on_wet_pages,
     human_label_auc,
+    human_labelled_side,
     rand_documents_kept,
 )
 from moshi_data.classifiers.quality import label_documents
-from moshi_data.classifiers.sources import resolve_root
 from moshi_data.pipeline.command import RunFailed, command_parser, exit_status, run_command
 
 
@@ -45,7 +45,7 @@ def _main(args) -> dict:
     english = english_rand_ids(config, documents)  # the quality stage only sees documents the LID keeps as English
     paths, fuzzy, quality = ensure_models_with_metrics(config, args.line_samples, documents, english)
     held_out = quality["documents"]
-    human = human_label_auc(paths["quality"], resolve_root(config["data_root"]) / config["evaluation"]["human_labeled"], config)
+    human = human_label_auc(paths["quality"], human_labelled_side(config, "test"), config)
     oof = english_only(out_of_fold_scores(config, documents), english)
     crossval = document_figures([(record["label"], record["scores"]) for record in oof], labels)
     pages = fuzzy_on_wet_pages(paths["fuzzy_dedup"], config)

@@ -13,7 +13,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from moshi_data.classifiers.common import precision_recall_f1, roc_auc
+from moshi_data.classifiers.common import precision_recall_f1, roc_auc, stable_hash
+from moshi_data.classifiers.sources import resolve_root
 from moshi_data.pipeline.text.fasttext_model import LABEL_PREFIX, load_model, predict_matrix
 from moshi_data.pipeline.text.quality import QualityScorer
 
@@ -86,14 +87,32 @@ def read_human_labelled(labelled_jsonl: Path) -> list[dict]:
         return [json.loads(raw) for raw in handle if raw.strip()]
 
 
-def human_label_auc(model_path: Path, labelled_jsonl: Path, config: Mapping[str, Any]) -> dict:
-    """AUC of the document quality score 1 - rand against human good (1) / bad (0) labels."""
+def human_label_side(text: str, holdout_percent: float) -> str:
+    """"test" (the human-label target is read there) or "dev" (may inform the choice of settings) for a
+    DCLM document, by a stable hash of its text (the file has no ids)."""
+    return "test" if stable_hash(text, "human-split:") % 10000 < holdout_percent * 100 else "dev"
+
+
+def human_labelled_side(config: Mapping[str, Any], side: str) -> list[dict]:
+    """The DCLM human-labelled documents of one side (``evaluation.human_labeled_holdout_percent``)."""
+    evaluation = config["evaluation"]
+    records = read_human_labelled(resolve_root(config["data_root"]) / evaluation["human_labeled"])
+    return [record for record in records
+            if human_label_side(record["text"], evaluation["human_labeled_holdout_percent"]) == side]
+
+
+def human_label_auc(model_paths: Path | list[Path], records: list[dict], config: Mapping[str, Any]) -> dict:
+    """AUC of the document quality score 1 - rand against human good (1) / bad (0) labels; with several
+    models (the cross-validation folds), the rand score is their mean."""
     quality = config["quality"]
-    scorer = QualityScorer(str(model_path), quality["labels"], quality["decimals"])
-    scorer.setup()
+    scorers = [QualityScorer(str(path), quality["labels"], quality["decimals"])
+               for path in (model_paths if isinstance(model_paths, list) else [model_paths])]
+    for scorer in scorers:
+        scorer.setup()
     good, bad = [], []  # rand scores
-    for record in read_human_labelled(labelled_jsonl):
-        (good if int(record["label"]) == 1 else bad).append(scorer.scores(record["text"])["rand"])
+    for record in records:
+        score = float(np.mean([scorer.scores(record["text"])["rand"] for scorer in scorers]))
+        (good if int(record["label"]) == 1 else bad).append(score)
     return {"auc_1_minus_rand": roc_auc([1 - s for s in good], [1 - s for s in bad]), "good": len(good),
             "bad": len(bad), "rand_scores": {"good": good, "bad": bad}}
 

@@ -32,7 +32,7 @@ from moshi_data.classifiers.sources import iter_identified_documents, resolve_ro
 from moshi_data.pipeline.config import load_config
 from moshi_data.pipeline.text.fasttext_model import model_text
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 
 def label_sources(config: Mapping[str, Any]) -> tuple[dict[str, list], Any]:
@@ -65,6 +65,11 @@ def holdout_percent(quality: Mapping[str, Any], label: str) -> float:
     """Share of a label's documents in the held-out test split (``quality.holdout_percent``, per label
     ``quality.holdout_percent_by_label``)."""
     return float((quality.get("holdout_percent_by_label") or {}).get(label, quality["holdout_percent"]))
+
+
+def max_train_lines(quality: Mapping[str, Any], label: str) -> int:
+    """Training-line cap of a label (``quality.max_lines_per_label``, per label ``quality.max_lines_by_label``)."""
+    return int((quality.get("max_lines_by_label") or {}).get(label, quality["max_lines_per_label"]))
 
 
 def is_held_out(quality: Mapping[str, Any], label: str, doc_id: str) -> bool:
@@ -141,7 +146,7 @@ def build_label_data(config: Mapping[str, Any], documents: Mapping[str, list[tup
         valid = [line for line in by_side["valid"] if owners[line] == 1 and line not in all_train]
         kept_docs = sorted(valid_docs[label], key=lambda doc: (stable_hash(doc[0], "valid-docs:"), doc[0]))
         result[label] = LabelData(
-            train=stable_sample(train, quality["max_lines_per_label"], label),
+            train=stable_sample(train, max_train_lines(quality, label), label),
             valid=stable_sample(valid, quality["max_valid_lines_per_label"], label),
             valid_documents=kept_docs[: quality["max_valid_documents_per_label"]],
             counts={"train_documents": doc_counts[label]["train"], "valid_documents": doc_counts[label]["valid"],
@@ -192,6 +197,7 @@ def quality_model_spec(config: Mapping[str, Any]) -> dict[str, Any]:
         "labels": quality["labels"],
         "min_line_chars": quality["min_line_chars"],
         "max_lines_per_label": quality["max_lines_per_label"],
+        "max_lines_by_label": quality.get("max_lines_by_label") or {},
         "max_valid_lines_per_label": quality["max_valid_lines_per_label"],
         "max_valid_documents_per_label": quality["max_valid_documents_per_label"],
         "balance": quality["balance"],

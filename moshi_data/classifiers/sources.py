@@ -253,7 +253,8 @@ def _dotted(record: Mapping[str, Any], name: str) -> Any:
 def _jsonl(data: bytes, source: Mapping[str, Any]) -> Iterator[str | None]:
     """One document per record: ``fields`` joined by newlines (list fields by ``join``, default newline);
     ``markup: mediawiki`` strips wiki markup; ``exclude_url: REGEX`` (with ``url_field``, default
-    ``metadata.url``) yields None for a record whose URL matches (ids of the others stay)."""
+    ``metadata.url``) skips a record whose URL matches. A document's index is its record's (empty and
+    excluded records yield None), so ids name records."""
     fields = source.get("fields") or ["text"]
     joiner = source.get("join", "\n")
     exclude = re.compile(source["exclude_url"], re.IGNORECASE) if source.get("exclude_url") else None
@@ -268,8 +269,7 @@ def _jsonl(data: bytes, source: Mapping[str, Any]) -> Iterator[str | None]:
         text = _field_text(record, fields, joiner)
         if source.get("markup") == "mediawiki":
             text = strip_mediawiki(text)
-        if text.strip():
-            yield text
+        yield text if text.strip() else None  # None: skipped, the record keeps its index (document id)
 
 
 def _zip(data: bytes, source: Mapping[str, Any]) -> Iterator[str]:

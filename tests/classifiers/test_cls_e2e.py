@@ -10,6 +10,7 @@ import pytest
 
 from moshi_data import cli
 from moshi_data.classifiers import evaluate, score, train
+from moshi_data.classifiers.evaluation import human_labelled_side
 from moshi_data.classifiers.models import ensure_models
 from moshi_data.pipeline.command import exit_status
 from moshi_data.pipeline.config import REPO_ROOT, load_config
@@ -55,7 +56,10 @@ def test_evaluate_prints_the_targets_calibration_and_exit_status(tiny, capsys):
     assert result["targets_passed"] == all(t["value"] >= t["min"] for t in result["targets"].values())
     assert exit_status(result) == 0  # --report-only: exit 0 after printing, passed or not
     assert result["cross_validation"]["wiki_vs_rand_doc_auc"] > 0.9  # tiny models, out-of-fold documents
-    assert result["human_labels"]["good"] == 152 and result["human_labels"]["bad"] == 129
+    config = load_config("classifiers.yaml", tiny["overrides"])
+    test, dev = human_labelled_side(config, "test"), human_labelled_side(config, "dev")
+    assert len(test) + len(dev) == 281 and not {r["text"] for r in test} & {r["text"] for r in dev}
+    assert result["human_labels"]["good"] + result["human_labels"]["bad"] == len(test)  # the target: test half only
     calibration = result["calibration"]
     assert calibration["cc_documents"] == result["cross_validation"]["documents"]["rand"] > 10
     assert 0.0 <= calibration["chosen_max_rand_score"] <= 1.0
