@@ -26,6 +26,12 @@ _TAG = re.compile(r"<[^>]+>")
 _BLOCK_END = re.compile(r"</(p|li|h[1-6]|pre|blockquote|div)>|<br\s*/?>", re.IGNORECASE)
 _LATEX_COMMAND = re.compile(r"\\[a-zA-Z@]+\*?(\[[^\]]*\])?")
 _WIKITEXT_JOINERS = {" @-@ ": "-", " @,@ ": ",", " @.@ ": "."}
+_WIKITEXT_HEADING = re.compile(r"^\s*(?:= )+(.*?)(?: =)+\s*$")
+_WIKITEXT_UNK = re.compile(r"<unk>")
+_WIKITEXT_CLITIC = re.compile(r" ('s|'re|'ve|'ll|'d|'m|n't|')(?=\s|$)")
+_WIKITEXT_BEFORE = re.compile(r" ([,.;:!?%)\]}])")
+_WIKITEXT_AFTER = re.compile(r"([(\[{$]) ")
+_WIKITEXT_SPACES = re.compile(r"[ \t]+")
 _PAGE = re.compile(r"<page>(.*?)</page>", re.DOTALL)
 _PAGE_NS = re.compile(r"<ns>([^<]*)</ns>")
 _PAGE_TITLE = re.compile(r"<title>([^<]*)</title>")
@@ -146,11 +152,31 @@ def _text(data: bytes, source: Mapping[str, Any]) -> Iterator[str]:
     yield from split_documents(unwrap_paragraphs(text) if source.get("unwrap") else text, source)
 
 
+def detokenize_wikitext(text: str) -> str:
+    """WikiText's tokenized article back to plain Wikipedia text: ``= = Heading = =`` lines become the
+    heading, no space before closing punctuation or after opening brackets, clitics joined ("it 's" ->
+    "it's"), double quotes paired ("a " b " c" -> "a "b" c"), ``<unk>`` tokens dropped."""
+    lines = []
+    for line in text.split("\n"):
+        heading = _WIKITEXT_HEADING.match(line)
+        line = heading.group(1) if heading else line
+        parts = f" {_WIKITEXT_UNK.sub('', line)} ".split(' " ')
+        line = "".join(part + ((' "' if i % 2 == 0 else '" ') if i < len(parts) - 1 else "") for i, part in enumerate(parts))
+        line = _WIKITEXT_CLITIC.sub(r"\1", line)
+        line = _WIKITEXT_BEFORE.sub(r"\1", line)
+        line = _WIKITEXT_AFTER.sub(r"\1", line)
+        lines.append(_WIKITEXT_SPACES.sub(" ", line).strip())
+    return "\n".join(lines)
+
+
 def _wikitext(data: bytes, source: Mapping[str, Any]) -> Iterator[str]:
+    """WikiText-2/103 (one document per ``split`` match); ``@-@``-style joiners undone; ``detokenize:
+    true`` also undoes the rest of its tokenization (:func:`detokenize_wikitext`)."""
     text = decode(data).replace("\r\n", "\n")
     for token, joined in _WIKITEXT_JOINERS.items():
         text = text.replace(token, joined)
-    yield from split_documents(text, source)
+    for document in split_documents(text, source):
+        yield detokenize_wikitext(document) if source.get("detokenize") else document
 
 
 def _field_text(record: Mapping[str, Any], fields, joiner: str) -> str:

@@ -234,3 +234,13 @@ def test_metrics_precision_recall_f1_confusion_and_auc():
     assert roc_auc([0.9, 0.8], [0.1, 0.2]) == 1.0
     assert roc_auc([0.5], [0.5]) == 0.5
     assert roc_auc([0.1, 0.8], [0.5, 0.9]) == 0.25
+
+
+def test_wikitext_tokenization_is_undone():
+    from moshi_data.classifiers.sources import detokenize_wikitext
+
+    tokenized = (' = = Career = = \n In 2000 he had a guest-starring role ; he portrayed " Scott Parry " in '
+                 'the episode , " In Safe Hands " . It \'s a <unk> lobster ( 24 in ) for $ 5 . They did n\'t know .')
+    assert detokenize_wikitext(tokenized) == (
+        'Career\nIn 2000 he had a guest-starring role; he portrayed "Scott Parry" in the episode, "In Safe Hands". '
+        "It's a lobster (24 in) for $5. They didn't know.")
