@@ -13,7 +13,7 @@ reader streams a bundle in bounded pieces, so this growth is the local runner's,
 ``install(piece_bytes)`` (called in the launcher, before the pipeline runs) changes two things and
 nothing else: a worker's share of a grouped stage input is cut into pieces of about ``piece_bytes``
 at key boundaries (a key's values stay one element, so each key's state is exactly what the job
-asks for), and each piece is flushed as its own data message. Elements, bundles, keys and their
+asks for), and each piece is flushed as its own data message, sent by a thread while the bundle runs. Elements, bundles, keys and their
 order per worker are unchanged. The SDK worker's receive queue (5 messages, 100 MB) then bounds
 what it buffers. Fails loudly when Beam's internals are not the expected ones.
 """
@@ -23,6 +23,8 @@ PIECE_BYTES = 8 << 20
 
 
 def install(piece_bytes: int = PIECE_BYTES) -> None:
+    import threading
+
     import apache_beam
     from apache_beam.coders.coder_impl import create_OutputStream
     from apache_beam.runners.portability.fn_api_runner import execution, fn_runner
@@ -57,11 +59,20 @@ def install(piece_bytes: int = PIECE_BYTES) -> None:
         return pieces
 
     def send_input_to_worker(self, process_bundle_id, read_transform_id, byte_streams) -> None:
+        """Stream the pieces from a thread: Beam sends a bundle's input before it starts the bundle and
+        reads its outputs, which only works when the input is one message (a queue takes one element
+        of any size); bounded messages need the sender to run alongside the bundle."""
         data_out = self._worker_handler.data_conn.output_stream(process_bundle_id, read_transform_id)
-        for byte_stream in byte_streams or []:
-            data_out.write(byte_stream)
-            data_out.maybe_flush()  # the one line Beam lacks: a message per ~10 MB, not per bundle
-        data_out.close()
+
+        def send() -> None:
+            try:
+                for byte_stream in byte_streams or []:
+                    data_out.write(byte_stream)
+                    data_out.maybe_flush()  # a message per ~10 MB, not per bundle
+            finally:
+                data_out.close()
+
+        threading.Thread(target=send, name=f"send-{read_transform_id}", daemon=True).start()
 
     for owner, name in ((grouping, "partition"), (manager, "_send_input_to_worker")):
         if not callable(getattr(owner, name, None)):

@@ -10,6 +10,11 @@ per-key state of the dedup join (``line_dedup.max_partition_bytes``) and of the 
 (the largest salted neighbourhood), the rounds, and the shuffle bytes (counted at the join keys).
 With ``--baseline-repo DIR`` the 50k input is also run by another checkout (e.g. the commit before
 the shuffle join) side by side, for the throughput ratio. Figures only, nothing asserted.
+
+Stage inputs reach the SDK workers in bounded messages (``bench/bounded_messages.py``, installed in
+the launcher only): Beam's FnApiRunner sends a worker its whole share of a stage input as one gRPC
+message, which makes worker memory grow with the input whatever the job does; Dataflow streams
+bundles. ``--beam-messages`` runs the FnApiRunner as it is.
 """
 from __future__ import annotations
 
