@@ -252,11 +252,13 @@ class SampleLines(beam.CombineFn):
         return line_dedup.smallest_samples(line_dedup.add_samples(accumulator, samples), self.max_per_class)
 
     def merge_accumulators(self, accumulators):
+        """Trimmed after each accumulator: memory is two accumulators, however many bundles fed it."""
         merged: dict = {}
         for accumulator in accumulators:
             for rows in accumulator.values():
                 line_dedup.add_samples(merged, rows.values())
-        return line_dedup.smallest_samples(merged, self.max_per_class)
+            merged = line_dedup.smallest_samples(merged, self.max_per_class)
+        return merged
 
     def extract_output(self, accumulator):
         return [(cls, sorted(rows.values())) for cls, rows in sorted(accumulator.items())]
