@@ -79,4 +79,6 @@ def test_main_stream_purity_maps_the_main_speaker_to_its_reference_speaker():
     purity = main_stream_purity(reference, hypothesis, 1.0)
     assert purity["most_speech"] == {"reference_speaker": "alice", "precision": 1.0, "recall": 0.8}
     assert purity["each"]["precision"] == pytest.approx((8 * 1.0 + 6 * 4 / 6) / 14)
-    assert main_stream_purity(reference, [], 1.0) == {"most_speech": None, "each": None}
+    assert purity["random"]["precision"] == pytest.approx((1.0 + 4 / 6) / 2)  # S0 or S1, each half the time
+    assert purity["random"]["recall"] == pytest.approx((0.8 + 1.0) / 2)
+    assert main_stream_purity(reference, [], 1.0) == {"most_speech": None, "random": None, "each": None}

@@ -25,6 +25,7 @@ from moshi_data.pipeline.audio.streams import speech_seconds
 from moshi_data.pipeline.audio.types import Turn
 
 CACHE_KEYS = ("training_cache/segmentation", "training_cache/embeddings")
+PURITY_POLICIES = ("most_speech", "random", "each")  # streams.main_speaker policies scored by main_stream_purity
 
 
 def annotation(turns: Iterable[Turn]):
@@ -59,15 +60,16 @@ def main_stream_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], mi
     Each hypothesis speaker is mapped to a reference speaker (pyannote's optimal DER mapping, else the
     one it overlaps most). ``precision`` = share of that main stream's speech that is the mapped
     speaker's; ``recall`` = share of the mapped speaker's speech that is in the main stream. Returned
-    for the speaker with most speech (``most_speech``) and speech-weighted over every eligible speaker
-    (``each``).
+    per main-speaker policy of ``streams.main_speaker``: the speaker with most speech (``most_speech``),
+    the expected value over a uniformly drawn eligible speaker (``random``) and speech-weighted over
+    every eligible speaker (``each``, one sample per speaker).
     """
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     hyp_speech = speech_seconds(hypothesis)
     eligible = sorted(s for s, seconds in hyp_speech.items() if seconds >= min_speech_s)
     if not eligible or not reference:
-        return {"most_speech": None, "each": None}
+        return {policy: None for policy in PURITY_POLICIES}
     ref_ann, hyp_ann = annotation(reference), annotation(hypothesis)
     mapping = DiarizationErrorRate().optimal_mapping(ref_ann, hyp_ann)
     scores = {}
@@ -83,7 +85,9 @@ def main_stream_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], mi
     top = min(eligible, key=lambda s: (-hyp_speech[s], s))
     weights = np.array([scores[s]["main_s"] for s in eligible])
     each = {key: float(np.average([scores[s][key] for s in eligible], weights=weights)) for key in ("precision", "recall")}
-    return {"most_speech": {k: scores[top][k] for k in ("reference_speaker", "precision", "recall")}, "each": each}
+    uniform = {key: float(np.mean([scores[s][key] for s in eligible])) for key in ("precision", "recall")}
+    return {"most_speech": {k: scores[top][k] for k in ("reference_speaker", "precision", "recall")},
+            "random": uniform, "each": each}
 
 
 def parameter_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -181,7 +185,7 @@ def summarize(per_recording: Sequence[Mapping[str, Any]], collars: Sequence[floa
             pooled = {k: sum(r["components"][key][k] for r in members) for k in ("missed", "false_alarm", "confusion", "total")}
             entry[key] = {"mean_der": float(np.mean([r[key]["der"] for r in members])),
                           "pooled": rates(pooled)}
-        for policy in ("most_speech", "each"):
+        for policy in PURITY_POLICIES:
             scored = [r["purity"][policy] for r in members if r["purity"][policy]]
             entry[f"purity_{policy}"] = ({k: float(np.mean([s[k] for s in scored])) for k in ("precision", "recall")}
                                          if scored else None)

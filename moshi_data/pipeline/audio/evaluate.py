@@ -232,7 +232,8 @@ def format_table(metrics: dict, checks) -> str:
                          f"{summary[key]['mean_der']:.3f}, pooled DER {pooled['der']:.3f} (miss {pooled['missed']:.3f}, "
                          f"FA {pooled['false_alarm']:.3f}, confusion {pooled['confusion']:.3f})")
         lines.append(f"{kind} main-stream purity (mean precision/recall): most_speech "
-                     f"{_purity_text(summary['purity_most_speech'])}, each {_purity_text(summary['purity_each'])}")
+                     f"{_purity_text(summary['purity_most_speech'])}, random {_purity_text(summary['purity_random'])}, "
+                     f"each {_purity_text(summary['purity_each'])}")
     lines.append(f"chosen per fold: {diarization['chosen_per_fold']}")
     lines.append(f"chosen on all recordings (the config default; in-sample mean DER "
                  f"{diarization['all_data_choice_in_sample_mean_der']:.3f}, not a reported figure): "
