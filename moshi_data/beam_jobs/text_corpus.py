@@ -43,6 +43,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from moshi_data.beam_jobs import minhash
 from moshi_data.beam_jobs.options import build_pipeline_options, is_remote, prepare_workers, runner_name
 from moshi_data.beam_jobs.progress import mark, progress_bar
+from moshi_data.beam_jobs.stale_files import RemoveStale
 from moshi_data.classifiers.models import attach_classifiers
 from moshi_data.pipeline import storage
 from moshi_data.pipeline.command import RunFailed, UserError, breakdown, command_parser, rejects_summary, run_command, run_provenance, table
@@ -350,44 +351,6 @@ class WriteRejects(beam.DoFn):
         yield REJECTS_DIR, name
 
 
-class ListFolder(beam.DoFn):
-    """Folder -> ((folder, name), None) for the files in it (temporaries of a killed run included);
-    runs after ``written_count`` is known, i.e. after every write of this run."""
-
-    def __init__(self, output: str):
-        self.output = output
-
-    def process(self, folder: str, written_count: int) -> Iterator:
-        for path in storage.list_folder(storage.join(self.output, folder)):
-            yield (folder, path.rstrip("/").rsplit("/", 1)[-1]), None
-
-
-class RemoveStale(beam.PTransform):
-    """Deletes the files of an earlier run in documents/ and rejects/ that this run did not write
-    (a join of the listing with the written names by name: no list of names on one worker)."""
-
-    def __init__(self, output: str):
-        super().__init__()
-        self.output = output
-
-    def expand(self, written):
-        count = written | "CountWritten" >> beam.combiners.Count.Globally()
-        listed = (written.pipeline
-                  | "Folders" >> beam.Create([DOCUMENTS_DIR, REJECTS_DIR])
-                  | "List" >> beam.ParDo(ListFolder(self.output), beam.pvalue.AsSingleton(count)))
-        keyed = written | "KeyWritten" >> beam.Map(lambda folder_name: (folder_name, None))
-        return ({"written": keyed, "listed": listed}
-                | "JoinNames" >> beam.CoGroupByKey()
-                | "Delete" >> beam.FlatMap(self._delete_stale)
-                | "CountDeleted" >> beam.combiners.Count.Globally())
-
-    def _delete_stale(self, item) -> Iterator:
-        (folder, name), grouped = item
-        if grouped["listed"] and not grouped["written"]:
-            storage.delete([storage.join(self.output, folder, name)])
-            yield name
-
-
 class Finalize(beam.DoFn):
     """Runs once after all shards, rejects and stale-file deletions: line_samples/, examples/,
     report, stats.json (written last). Every input is bounded (sums, samples, a few examples)."""
@@ -469,7 +432,7 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
                     | "GroupRejects" >> beam.GroupByKey()
                     | "WriteRejects" >> beam.ParDo(WriteRejects(output)))
     shard_files = written.shards | "ShardNames" >> beam.FlatMapTuple(lambda name, _: [(DOCUMENTS_DIR, name)] if name else [])
-    stale_removed = (shard_files, reject_files) | "WrittenFiles" >> beam.Flatten() | "RemoveStale" >> RemoveStale(output)
+    stale_removed = (shard_files, reject_files) | "WrittenFiles" >> beam.Flatten() | "RemoveStale" >> RemoveStale(output, [DOCUMENTS_DIR, REJECTS_DIR])
     tallies = (written.shards | "ShardTallies" >> beam.Values(),
                read.files | "FileTallies" >> beam.Map(file_tally),
                read.rejects | "RejectTallies" >> beam.Map(reject_tally))
