@@ -29,6 +29,14 @@ def repo_root() -> Path:
 S3_TEST_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
+@pytest.fixture
+def fake_aws_env(monkeypatch):
+    """Test credentials and region for moto's in-process ``mock_aws`` (no endpoint override)."""
+    for key, value in S3_TEST_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3-compatible HTTP server (moto) on 127.0.0.1, for the whole session."""

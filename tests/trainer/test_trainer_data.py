@@ -121,14 +121,10 @@ def test_trainer_codes_on_the_fly_equal_stored(tmp_path, trainer_shards, tiny_co
     assert len(np.unique(stored[1:9])) > 20  # the stand-in Mimi's codes vary with the audio
 
 
-def test_trainer_reads_s3_shards(trainer_shards, tiny_config, monkeypatch):
+def test_trainer_reads_s3_shards(trainer_shards, tiny_config, fake_aws_env):
     boto3 = pytest.importorskip("boto3")
     from moto import mock_aws
 
-    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
         client = boto3.client("s3")
         client.create_bucket(Bucket="data")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 import torch
 
 from moshi_data.trainer.data import StreamOrigin

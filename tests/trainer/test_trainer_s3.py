@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from moshi_data.trainer.data import S3_OPTIONS
 from moshi_data.trainer.text_data import list_text_files

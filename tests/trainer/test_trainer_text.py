@@ -147,15 +147,11 @@ def test_text_bad_input_in_a_run(tmp_path, trainer_shards, spm_tokenizer, capsys
                      capsys.readouterr().err, re.M)
 
 
-def test_text_from_s3(text_corpus, spm_tokenizer, monkeypatch):
+def test_text_from_s3(text_corpus, spm_tokenizer, fake_aws_env):
     """documents/*.parquet on s3 (byte-range reads) give the same sequences as the local folder."""
     boto3 = pytest.importorskip("boto3")
     from moto import mock_aws
 
-    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     config = resolve_config("trainer", "tiny", ["text.source=x", "text.ratio=0.5", f"text.tokenizer={spm_tokenizer}"])
     local = list_text_files(str(text_corpus), "*.parquet")
     with mock_aws():
