@@ -57,7 +57,7 @@ bench: install-text
 	$(PY) -m bench.classifiers_bench $(call opt,--config,$(CONFIG))
 
 bench-scale: install-text
-	$(PY) -m bench.scale_bench $(call opt,--sizes,$(SIZES)) $(call opt,--output,$(OUTPUT)) $(call opt,--baseline-repo,$(BASELINE))
+	$(PY) -m bench.scale_bench $(call opt,--sizes,$(SIZES)) $(call opt,--output,$(OUTPUT)) $(call opt,--baseline-repo,$(BASELINE)) $(ARGS)
 
 # ---------------------------------------------------------------- audio (Moshi recipe)
 tokenizer: install-text
@@ -78,7 +78,7 @@ bench-audio: install-audio
 	$(PY) -m bench.audio_bench $(call opt,--config,$(CONFIG)) $(call opt,--output,$(OUTPUT))
 
 bench-audio-scale: install-audio
-	$(PY) -m bench.audio_scale_bench $(call opt,--output,$(OUTPUT))
+	$(PY) -m bench.audio_scale_bench $(call opt,--output,$(OUTPUT)) $(ARGS)
 
 # ---------------------------------------------------------------- trainer
 train: install-audio

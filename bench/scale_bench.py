@@ -76,6 +76,17 @@ def build_input(folder: Path, n_docs: int, docs_per_file: int, near_dup_rate: fl
     return [str(p) for p in paths]
 
 
+def document_counts(text: str) -> list[int]:
+    """``--sizes``: comma-separated positive document counts."""
+    try:
+        sizes = [int(size) for size in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"document counts must be positive: {text!r}")
+    return sizes
+
+
 def _descendants(pid: int) -> list[int]:
     children, stack = [], [pid]
     while stack:
@@ -163,7 +174,8 @@ def summarize(label: str, n_docs: int, result: dict, cores: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Per-worker memory and throughput of the text job as the input grows.")
-    parser.add_argument("--sizes", default="50000,200000,800000", help="documents per input, comma separated")
+    parser.add_argument("--sizes", type=document_counts, default=document_counts("50000,200000,800000"),
+                        help="documents per input, comma separated")
     parser.add_argument("--docs-per-file", type=int, default=10_000)
     parser.add_argument("--near-dup-rate", type=float, default=0.05)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="SDK workers (default: one per core)")
@@ -181,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
           + ("as the FnApiRunner sends them (one message per worker)" if args.beam_messages else
              "in bounded messages (bench/bounded_messages.py)"), flush=True)
     rows = []
-    for index, n_docs in enumerate(int(size) for size in args.sizes.split(",")):
+    for index, n_docs in enumerate(args.sizes):
         paths = build_input(output / f"input-{n_docs}", n_docs, args.docs_per_file, args.near_dup_rate)
         runs = [("this checkout", REPO_ROOT)]
         if args.baseline_repo and index == 0:
