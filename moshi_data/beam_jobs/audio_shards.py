@@ -33,7 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from moshi_data.beam_jobs.options import is_remote, prepare_workers, runner_name, with_dataflow  # noqa: E402
+from moshi_data.beam_jobs.options import check_paths_reach_workers, prepare_workers, runner_name, with_dataflow  # noqa: E402
 from moshi_data.beam_jobs.progress import mark, progress_bar  # noqa: E402
 from moshi_data.beam_jobs.stale_files import RemoveStale  # noqa: E402
 from moshi_data.classifiers.tokenizer import model_path, train_tokenizer  # noqa: E402
@@ -250,25 +250,6 @@ def ensure_tokenizer(config: Mapping[str, Any]) -> None:
     train_tokenizer(config)
 
 
-def check_reachable_by_workers(options: PipelineOptions, sources: list[AudioSource], output: str,
-                               config: Mapping[str, Any]) -> None:
-    """On a remote runner, inputs, output and report references must be in object storage: workers
-    cannot see this machine's disk (one line, before any worker starts)."""
-    if not is_remote(options):
-        return
-    local = [source.path for source in sources if storage.is_local(source.path)]
-    references = config["report"]["references"]
-    if local:
-        where = f"input {local[0]}" + (f" (and {len(local) - 1} more)" if len(local) > 1 else "")
-    elif storage.is_local(output):
-        where = f"output {output}"
-    elif references and storage.is_local(references):
-        where = f"report.references {references}"
-    else:
-        return
-    raise UserError(f"{where} is on this machine, which remote workers cannot read: use s3:// or gs:// paths")
-
-
 def stage_seconds(result) -> dict[str, float]:
     """Compute seconds per stage from the job's counters (summed over workers)."""
     counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
@@ -291,7 +272,8 @@ def run(input_spec: str, output: str, config: Mapping[str, Any], runner_args: li
     if not sources:  # before any model loads
         raise UserError(f"no recording in {input_spec}" + (f" ({breakdown(_reasons(listing_rejects))})" if listing_rejects else
                         f" (audio extensions: {', '.join(config['ingest']['extensions'])})"))
-    check_reachable_by_workers(options, sources, output, config)
+    check_paths_reach_workers(options, [source.path for source in sources], output,
+                              {"report.references": config["report"]["references"]})
     LOG.info("%d recordings, %d rejected while listing", len(sources), len(listing_rejects))
     ensure_tokenizer(config)  # on the launcher, before its file is staged for remote workers
     configured = config  # provenance and the report name the models as configured, not where this runner staged them

@@ -383,10 +383,11 @@ def chunk_nodes(chunk) -> list:
     return [((doc.doc_key, chunk.chunk_index), doc.text) for doc in chunk.docs]
 
 
-def packed_by_id(chunk, level: int) -> tuple:
-    """(chunk id, packed chunk): a chunk on its way to meet its cluster tags."""
+def packed_by_id(chunk, level: int, counter: tuple[str, str] = ("minhash", "shuffle_bytes_chunks_minhash")) -> tuple:
+    """(chunk id, packed chunk): a chunk on its way into a join (here: to meet its cluster tags);
+    its packed bytes are added to ``counter`` (namespace, name)."""
     packed = pack_chunk(chunk, level)
-    Metrics.counter("minhash", "shuffle_bytes_chunks_minhash").inc(len(packed))
+    Metrics.counter(*counter).inc(len(packed))
     return chunk.chunk_id, packed
 
 

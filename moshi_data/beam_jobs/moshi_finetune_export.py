@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 import tempfile
 from typing import Any, Mapping
@@ -22,6 +21,7 @@ from typing import Any, Mapping
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from moshi_data.beam_jobs.options import check_paths_reach_workers
 from moshi_data.pipeline import storage
 from moshi_data.pipeline.audio.export import export_sample, index_jsonl
 from moshi_data.pipeline.audio.outputs import SHARDS_DIR
@@ -50,16 +50,21 @@ def export_shard(path: str, output: str, audio_dir: str, main_label: str) -> int
     return len(lines)
 
 
-def concatenate_index(output: str, shards: list[str], index: str) -> None:
-    """Stream the index parts of ``shards``, in that order, into ``index`` (atomic), then delete the parts."""
+def concatenate_index(output: str, shards: list[str], index: str) -> int:
+    """Stream the index parts of ``shards``, in that order, into ``index`` (atomic), then delete the
+    parts; returns the number of index lines (one per sample; lines are never blank)."""
+    lines = 0
     with tempfile.NamedTemporaryFile(suffix=".jsonl") as local:
         for shard in shards:
             with storage.open_read(index_part(output, shard)) as part:
-                shutil.copyfileobj(part, local, length=storage.COPY_CHUNK_BYTES)
+                while chunk := part.read(storage.COPY_CHUNK_BYTES):
+                    local.write(chunk)
+                    lines += chunk.count(b"\n")
         local.flush()
         storage.upload_file(local.name, storage.join(output, index))
     parts = storage.join(output, INDEX_PARTS_DIR)
     storage.delete([parts] if storage.is_local(parts) else storage.list_tree(parts))  # a local folder goes whole
+    return lines
 
 
 def run(input_dir: str, output: str, config: Mapping[str, Any], runner_args: list[str]) -> int:
@@ -72,18 +77,14 @@ def run(input_dir: str, output: str, config: Mapping[str, Any], runner_args: lis
     shards = sorted(m.path for m in FileSystems.match([storage.join(input_dir, SHARDS_DIR, "shard-*.tar")])[0].metadata_list)
     if not shards:
         raise UserError(f"no shards under {storage.join(input_dir, SHARDS_DIR)} (give the output folder of audio-shards)")
+    check_paths_reach_workers(options, shards, output)
     pipeline = beam.Pipeline(options=options)
     _ = (pipeline
          | "Shards" >> beam.Create(shards)
          | "Spread" >> beam.Reshuffle()
          | "Export" >> beam.Map(export_shard, output, export["audio_dir"], export["main_label"]))
     pipeline.run().wait_until_finish()
-    concatenate_index(output, shards, export["index"])
-    count = 0
-    with storage.open_read(storage.join(output, export["index"])) as handle:
-        for line in handle:
-            count += bool(line.strip())
-    return count
+    return concatenate_index(output, shards, export["index"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Mapping
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
 from moshi_data.pipeline import models, storage
+from moshi_data.pipeline.command import UserError
 from moshi_data.pipeline.config import REPO_ROOT, load_config
 
 DISTRIBUTION = "moshi-data"
@@ -136,6 +137,25 @@ def staging_root(options: PipelineOptions) -> str:
         raise RemoteRunnerError(f"--temp_location={root} is a local folder, which {runner} workers cannot read: "
                                 "use an s3:// or gs:// folder")
     return root
+
+
+def check_paths_reach_workers(options: PipelineOptions, inputs: Iterable[str], output: str,
+                              others: Mapping[str, str | None] | None = None) -> None:
+    """On a remote runner, inputs, output and ``others`` (name -> path) must be in object storage: workers
+    cannot see this machine's disk (one line, before any worker starts)."""
+    if not is_remote(options):
+        return
+    local = [path for path in inputs if storage.is_local(path)]
+    local_others = [(name, path) for name, path in (others or {}).items() if path and storage.is_local(path)]
+    if local:
+        where = f"input {local[0]}" + (f" (and {len(local) - 1} more)" if len(local) > 1 else "")
+    elif storage.is_local(output):
+        where = f"output {output}"
+    elif local_others:
+        where = "{} {}".format(*local_others[0])
+    else:
+        return
+    raise UserError(f"{where} is on this machine, which remote workers cannot read: use s3:// or gs:// paths")
 
 
 def check_reachable(folder: str, what: str) -> None:

@@ -41,7 +41,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
 from moshi_data.beam_jobs import minhash
-from moshi_data.beam_jobs.options import build_pipeline_options, is_remote, prepare_workers, runner_name
+from moshi_data.beam_jobs.options import build_pipeline_options, check_paths_reach_workers, prepare_workers, runner_name
 from moshi_data.beam_jobs.progress import mark, progress_bar
 from moshi_data.beam_jobs.stale_files import RemoveStale
 from moshi_data.classifiers.models import attach_classifiers
@@ -50,7 +50,7 @@ from moshi_data.pipeline.command import RunFailed, UserError, breakdown, command
 from moshi_data.pipeline.config import REPO_ROOT, load_config
 from moshi_data.pipeline.text import line_dedup
 from moshi_data.pipeline.text.accounting import check_invariant, to_stats
-from moshi_data.pipeline.text.chunk import (ChunkProcessor, DocChunk, chunk_line_counts, hash_documents, pack_chunk,
+from moshi_data.pipeline.text.chunk import (ChunkProcessor, DocChunk, chunk_line_counts, hash_documents,
                                             unpack_chunk)
 from moshi_data.pipeline.text.document import Reject
 from moshi_data.pipeline.text.jsonl import JsonlFormat, read_jsonl
@@ -188,13 +188,6 @@ class CombineDedupSummaries(beam.CombineFn):
         return accumulator
 
 
-def packed_by_id(chunk: DocChunk, level: int) -> tuple:
-    """(chunk id, packed chunk): a chunk on its way into a join."""
-    packed = pack_chunk(chunk, level)
-    Metrics.counter(NAMESPACE, "shuffle_bytes_chunks").inc(len(packed))
-    return chunk.chunk_id, packed
-
-
 class JoinRepeatedLines(beam.PTransform):
     """Exact line dedup as a shuffle join: chunks + their per-partition line counts ->
     (chunk, that chunk's repeated-line table) and a summary of the partitions (``summary``).
@@ -209,7 +202,7 @@ class JoinRepeatedLines(beam.PTransform):
         counted = (counts
                    | "GroupByPartition" >> beam.GroupByKey()
                    | "CountPartition" >> beam.FlatMap(count_partition).with_outputs("summary", main="answers"))
-        keyed = chunks | "KeyByChunk" >> beam.Map(packed_by_id, self.level)
+        keyed = chunks | "KeyByChunk" >> beam.Map(minhash.packed_by_id, self.level, (NAMESPACE, "shuffle_bytes_chunks"))
         joined = ({"chunk": keyed, "repeated": counted.answers}
                   | "JoinByChunk" >> beam.CoGroupByKey()
                   | "ChunkTable" >> beam.MapTuple(
@@ -497,16 +490,6 @@ def check_inputs(files: list[str], input_spec: str) -> None:
         raise UserError(f"input not found: {local[0]}" + (f" (and {len(local) - 1} more)" if len(local) > 1 else ""))
 
 
-def check_reachable_by_workers(options, files: list[str], output: str) -> None:
-    """On a remote runner, inputs and output must be in object storage: workers cannot see this disk."""
-    if not is_remote(options):
-        return
-    local = [path for path in files if storage.is_local(path)]
-    if local or storage.is_local(output):
-        where = f"input {local[0]}" + (f" (and {len(local) - 1} more)" if len(local) > 1 else "") if local else f"output {output}"
-        raise UserError(f"{where} is on this machine, which remote workers cannot read: use s3:// or gs:// paths")
-
-
 def run(input_spec: str | None, output: str, config_name: str = "text_corpus", limit: int | None = None,
         overrides: list[str] = (), beam_args: list[str] = (), dataflow_config: str = "dataflow") -> dict:
     """Run the job; returns {"stats": stats.json content, "seconds": per stage, "wall_s": ...}."""
@@ -524,7 +507,7 @@ def run(input_spec: str | None, output: str, config_name: str = "text_corpus", l
         limit = limit if limit is not None else default_limit
     files = [normalise_source(path) for path in storage.expand_inputs(input_spec, limit)]
     check_inputs(files, input_spec)
-    check_reachable_by_workers(options, files, output)
+    check_paths_reach_workers(options, files, output)
     build_stages(config)  # fail fast on a bad stage list, before starting workers
     runner = runner_name(list(beam_args), config["runner"])
     LOG.info("text corpus: %d input files -> %s (%s)", len(files), output, runner)

@@ -101,12 +101,16 @@ def test_audio_report_tokenizer_and_local_paths_on_a_remote_runner(beam_s3, tmp_
     portable = PipelineOptions(["--runner=PortableRunner"])
     config = load_config("audio_shards")
     remote_source = [AudioSource("a", f"s3://{BUCKET}/audio/a.wav")]
-    audio_shards.check_reachable_by_workers(portable, remote_source, f"s3://{BUCKET}/out", config)
-    audio_shards.check_reachable_by_workers(PipelineOptions([]), [AudioSource("a", "/local/a.wav")], "out", config)
+    def check(runner, sources, output, case_config):  # the audio job's call
+        options.check_paths_reach_workers(runner, [source.path for source in sources], output,
+                                  {"report.references": case_config["report"]["references"]})
+
+    check(portable, remote_source, f"s3://{BUCKET}/out", config)
+    check(PipelineOptions([]), [AudioSource("a", "/local/a.wav")], "out", config)
     cases = [([AudioSource("a", "/local/a.wav")], f"s3://{BUCKET}/out", config, "input /local/a.wav"),
              (remote_source, "out", config, "output out"),
              (remote_source, f"s3://{BUCKET}/out", apply_overrides(config, [f"report.references={tmp_path}"]),
               f"report.references {tmp_path}")]
     for sources, output, case_config, where in cases:
         with pytest.raises(UserError, match=f"^{re.escape(where)} is on this machine, which remote workers cannot read"):
-            audio_shards.check_reachable_by_workers(portable, sources, output, case_config)
+            check(portable, sources, output, case_config)
