@@ -5,10 +5,12 @@
 document id), never by line, so no document has lines on both sides. A fixed hash share of every
 label's documents is the held-out test split (``quality.holdout_percent``): the shipped model is
 validated on it, cross-validation folds are cut from the other documents only. Lines shorter than
-``min_line_chars`` are skipped; a line found under two labels is dropped from both; a validation line
-also present in a training document (text repeated across documents) stays on the training side only;
-each label is capped by a deterministic hash sample (train and validation separately); smaller labels
-are oversampled in the training split only. The validation documents are kept for document-level
+``min_line_chars`` are skipped; a training line found in the training documents of two labels is
+dropped from both, owners counted on the training side only (so the held-out documents, and in
+cross-validation the scored fold, never shape the training data); a validation line claimed by two
+labels' validation documents, or also present in a training document (text repeated across documents),
+is left out of the line-level validation; each label is capped by a deterministic hash sample (train
+and validation separately); smaller labels are oversampled in the training split only. The validation documents are kept for document-level
 evaluation with the text job's aggregation.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -32,7 +35,7 @@ from moshi_data.classifiers.sources import iter_identified_documents, resolve_ro
 from moshi_data.pipeline.config import load_config
 from moshi_data.pipeline.text.fasttext_model import model_text
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 
 def label_sources(config: Mapping[str, Any]) -> tuple[dict[str, list], Any]:
@@ -135,15 +138,12 @@ def build_label_data(config: Mapping[str, Any], documents: Mapping[str, list[tup
             sides[label][side].update(lines)
             if side == "valid":
                 valid_docs[label].append((doc_id, text))
-    owners: dict[str, int] = {}
-    for by_side in sides.values():
-        for line in by_side["train"] | by_side["valid"]:
-            owners[line] = owners.get(line, 0) + 1
-    all_train = set().union(*(by_side["train"] for by_side in sides.values()))
+    train_owners = Counter(line for by_side in sides.values() for line in by_side["train"])
+    valid_owners = Counter(line for by_side in sides.values() for line in by_side["valid"])
     result = {}
     for label, by_side in sides.items():
-        train = [line for line in by_side["train"] if owners[line] == 1]
-        valid = [line for line in by_side["valid"] if owners[line] == 1 and line not in all_train]
+        train = [line for line in by_side["train"] if train_owners[line] == 1]
+        valid = [line for line in by_side["valid"] if valid_owners[line] == 1 and line not in train_owners]
         kept_docs = sorted(valid_docs[label], key=lambda doc: (stable_hash(doc[0], "valid-docs:"), doc[0]))
         result[label] = LabelData(
             train=stable_sample(train, max_train_lines(quality, label), label),
@@ -187,6 +187,11 @@ def _interleave_repeats(train: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [item for _, item in keyed]
 
 
+def training_examples(data: Mapping[str, LabelData], balance: str) -> list[tuple[str, str]]:
+    """The (label, text) lines of the fastText training file, in file order."""
+    return balance_train({label: item.train for label, item in data.items()}, balance)
+
+
 def quality_model_spec(config: Mapping[str, Any]) -> dict[str, Any]:
     """Everything that determines the quality model (its cache key)."""
     quality = config["quality"]
@@ -220,7 +225,7 @@ def train_quality(config: Mapping[str, Any], output: Path, data: Mapping[str, La
     (``<model>.valid.txt``) and validation documents (``<model>.valid_docs.jsonl``); returns the counts."""
     quality = config["quality"]
     data = build_label_data(config) if data is None else data
-    train = balance_train({label: item.train for label, item in data.items()}, quality["balance"])
+    train = training_examples(data, quality["balance"])
     valid = sorted(((label, line) for label, item in data.items() for line in item.valid),
                    key=lambda pair: (stable_hash(pair[1]), pair))
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,10 +7,17 @@ import numpy as np
 import pytest
 
 from moshi_data.classifiers.calibration import calibrate, choose_max_rand, kept_share
-from moshi_data.classifiers.common import precision_recall_f1, roc_auc
+from moshi_data.classifiers.common import precision_recall_f1, roc_auc, write_labelled
 from moshi_data.classifiers.evaluation import check_targets
 from moshi_data.classifiers.fuzzy_dedup import build_examples
-from moshi_data.classifiers.quality import balance_train, build_label_data, build_label_lines
+from moshi_data.classifiers.quality import (
+    balance_train,
+    build_label_data,
+    build_label_lines,
+    document_fold,
+    is_held_out,
+    training_examples,
+)
 from moshi_data.classifiers.sources import iter_identified_documents
 from moshi_data.pipeline.config import load_config
 from moshi_data.pipeline.text.fasttext_model import model_text
@@ -137,6 +144,37 @@ def test_cross_validation_folds_never_use_the_held_out_split_and_hold_out_every_
         assert trained and not trained & test_split
         assert sum(item.counts["train_documents"] + item.counts["valid_documents"] for item in data.values()) \
             == len(every - test_split)
+
+
+@pytest.mark.parametrize("fold", [None, (0, 4)], ids=["held-out split", "cross-validation fold"])
+def test_documents_outside_the_training_side_never_change_the_training_file(tmp_path, fold):
+    """A scored document (held-out split; in cross-validation, the scored fold) that repeats a training
+    line of another label must not take that line out of training: the file is byte-identical."""
+    config = many_documents_config(tmp_path)
+    quality = config["quality"]
+    documents = {label: [(f"{label}.jsonl#{d}", "\n".join(f"{label} document {d} line {i} with words" for i in range(5)))
+                         for d in range(40)] for label in ("rand", "wiki")}
+
+    def scored(doc_id):  # outside the training side of this model
+        held_out = is_held_out(quality, "rand", doc_id)
+        return held_out if fold is None else not held_out and document_fold(doc_id, fold[1]) == fold[0]
+
+    def trained(doc_id):
+        return not is_held_out(quality, "wiki", doc_id) and (fold is None or document_fold(doc_id, fold[1]) != fold[0])
+
+    extra_id = next(f"rand-extra.jsonl#{k}" for k in range(10000) if scored(f"rand-extra.jsonl#{k}"))
+    wiki_id, wiki_text = next(doc for doc in documents["wiki"] if trained(doc[0]))
+    repeated = wiki_text.split("\n")[1]  # a training line of wiki
+    with_extra = {**documents, "rand": [*documents["rand"], (extra_id, f"{repeated}\nan extra rand page line here")]}
+
+    def training_file(docs, name):
+        path = tmp_path / name
+        write_labelled(path, training_examples(build_label_data(config, docs, fold=fold), quality["balance"]))
+        return path.read_bytes()
+
+    before = training_file(documents, "before.txt")
+    assert model_text(repeated).encode() in before
+    assert training_file(with_extra, "after.txt") == before
 
 
 def test_a_label_can_hold_out_a_larger_share(tmp_path):
