@@ -36,6 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from moshi_data.beam_jobs.options import check_paths_reach_workers, prepare_workers, runner_name, with_dataflow  # noqa: E402
 from moshi_data.beam_jobs.progress import mark, progress_bar  # noqa: E402
 from moshi_data.beam_jobs.stale_files import RemoveStale  # noqa: E402
+from moshi_data.beam_jobs.tallies import SumTallies  # noqa: E402
 from moshi_data.classifiers.tokenizer import model_path, train_tokenizer  # noqa: E402
 from moshi_data.pipeline import storage  # noqa: E402
 from moshi_data.pipeline.audio.decode import AudioSource, list_sources  # noqa: E402
@@ -44,7 +45,7 @@ from moshi_data.pipeline.audio.outputs import (ANNOTATIONS_DIR, REJECTS_DIR, SHA
                                                record_bytes, recording_tally, reject_parts, rejects_jsonl,
                                                rejects_part_name, shard_buckets, write_bucket)
 from moshi_data.pipeline.audio.recording import RecordingProcessor, resolve_repo_path  # noqa: E402
-from moshi_data.pipeline.audio.report import add_sums, finish_sums, recording_report, write_run_report  # noqa: E402
+from moshi_data.pipeline.audio.report import recording_report, write_run_report  # noqa: E402
 from moshi_data.pipeline.command import (RunFailed, UserError, breakdown, command_parser, exit_status,  # noqa: E402
                                          rejects_summary, run_command, run_provenance, table)
 from moshi_data.pipeline.config import REPO_ROOT, apply_overrides  # noqa: E402
@@ -129,26 +130,6 @@ class ProcessRecording(beam.DoFn):
             yield beam.pvalue.TaggedOutput(self.REJECTS, (part, line))
         yield recording_tally(result.recording_id, result.outcome, result.reason, counters, bool(annotations),
                               recording_report(result, self.config))
-
-
-class SumTallies(beam.CombineFn):
-    """Nested tallies -> their sum (keys are reasons, stages and fixed histogram bins: bounded; floats
-    summed exactly, so the result does not depend on how the runner splits the work)."""
-
-    def create_accumulator(self) -> dict:
-        return {}
-
-    def add_input(self, accumulator: dict, tally: Mapping) -> dict:
-        return add_sums(accumulator, tally)
-
-    def merge_accumulators(self, accumulators) -> dict:
-        merged: dict = {}
-        for accumulator in accumulators:
-            add_sums(merged, accumulator)
-        return merged
-
-    def extract_output(self, accumulator: dict) -> dict:
-        return finish_sums(accumulator)
 
 
 def _write_file(item: tuple[str, bytes], output: str) -> tuple[str, str]:

@@ -44,6 +44,7 @@ from moshi_data.beam_jobs import minhash
 from moshi_data.beam_jobs.options import build_pipeline_options, check_paths_reach_workers, prepare_workers, runner_name
 from moshi_data.beam_jobs.progress import mark, progress_bar
 from moshi_data.beam_jobs.stale_files import RemoveStale
+from moshi_data.beam_jobs.tallies import SumTallies
 from moshi_data.classifiers.models import attach_classifiers
 from moshi_data.pipeline import storage
 from moshi_data.pipeline.command import RunFailed, UserError, breakdown, command_parser, rejects_summary, run_command, run_provenance, table
@@ -303,26 +304,6 @@ def file_tally(report: FileReport) -> dict:
 
 def reject_tally(reject: Reject) -> dict:
     return {"documents.in": 1, f"documents.rejected.{reject.reason}": 1}
-
-
-class SumTallies(beam.CombineFn):
-    """Flat tallies -> their sum (keys are reasons, stages and histogram buckets: bounded)."""
-
-    def create_accumulator(self):
-        return Counter()
-
-    def add_input(self, accumulator, tally):
-        accumulator.update(tally)
-        return accumulator
-
-    def merge_accumulators(self, accumulators):
-        merged: Counter = Counter()
-        for accumulator in accumulators:
-            merged.update(accumulator)
-        return merged
-
-    def extract_output(self, accumulator):
-        return dict(accumulator)
 
 
 def rejects_shard_name(file_index: int) -> str:
