@@ -85,7 +85,7 @@ def _timer(stage: str):
 
 
 class ReadInputChunks(beam.DoFn):
-    """File spec (index, path, group) -> DocChunks (main), 'rejects', 'counts', 'files'.
+    """File spec (index, path, group, the group's partitions) -> DocChunks (main), 'rejects', 'counts', 'files'.
 
     Files with a ``jsonl.extensions`` ending are read as JSONL document shards, others as WET."""
 
@@ -93,10 +93,9 @@ class ReadInputChunks(beam.DoFn):
         self.limits = WetLimits.from_config(config["wet"])
         self.jsonl = JsonlFormat.from_config(config["jsonl"])
         self.docs_per_chunk = int(config["input"]["docs_per_chunk"])
-        self.partitions = int(config["line_dedup"]["partitions"])
 
-    def process(self, spec: tuple[int, str, str]) -> Iterator:
-        file_index, path, group = spec
+    def process(self, spec: tuple[int, str, str, int]) -> Iterator:
+        file_index, path, group, partitions = spec
         report = FileReport(path, file_index)
         try:
             raw = storage.open_read(path)
@@ -120,26 +119,70 @@ class ReadInputChunks(beam.DoFn):
                         continue
                     docs.append(item)
                     if len(docs) == self.docs_per_chunk:
-                        yield from self._chunk(docs, file_index, chunk_index, group, path, start)
+                        yield from self._chunk(docs, file_index, chunk_index, group, partitions, path, start)
                         docs, chunk_index, start = [], chunk_index + 1, time.perf_counter()
             except OSError as exc:  # network / object store failure in the middle of a file
                 report.rejects += 1
                 yield beam.pvalue.TaggedOutput("rejects", Reject(path, file_index, -1, "unreadable_file", str(exc)[:300]))
         if docs:
-            yield from self._chunk(docs, file_index, chunk_index, group, path, start)
+            yield from self._chunk(docs, file_index, chunk_index, group, partitions, path, start)
         yield beam.pvalue.TaggedOutput("files", report)
 
-    def _chunk(self, docs, file_index, chunk_index, group, path, start) -> Iterator:
+    def _chunk(self, docs, file_index, chunk_index, group, partitions, path, start) -> Iterator:
         _timer("read").inc(int((time.perf_counter() - start) * 1000))
         start = time.perf_counter()
         chunk = DocChunk(file_index, chunk_index, group, path, docs)
         chunk.tally["documents.in"] += len(docs)
         hash_documents(docs)
-        for partition, counts in chunk_line_counts(chunk, self.partitions).items():
+        for partition, counts in chunk_line_counts(chunk, partitions).items():
             Metrics.counter(NAMESPACE, "shuffle_bytes_line_counts").inc(counts.nbytes)
             yield beam.pvalue.TaggedOutput("counts", ((group, partition), (chunk.chunk_id, counts)))
         _timer("normalize_hash").inc(int((time.perf_counter() - start) * 1000))
         yield chunk
+
+
+def input_sizes(files: list[str]) -> list[int | None]:
+    """Each input file's size as stored (local stat, object-store metadata, HTTP Content-Length),
+    None where it cannot be learned (a missing file, a server without Content-Length)."""
+    from concurrent.futures import ThreadPoolExecutor
+    import urllib.request
+
+    from apache_beam.io.filesystems import FileSystems
+
+    def size(path: str) -> int | None:
+        try:
+            if storage.is_local(path):
+                return os.path.getsize(path.removeprefix("file://"))
+            if path.startswith(storage.HTTP_SCHEMES):
+                with urllib.request.urlopen(urllib.request.Request(path, method="HEAD"), timeout=30) as response:  # noqa: S310
+                    length = response.headers.get("Content-Length")
+                    return int(length) if length else None
+            [match] = FileSystems.match([path])
+            return match.metadata_list[0].size_in_bytes if match.metadata_list else None
+        except Exception:  # noqa: BLE001 - unknown size: the caller decides (a missing file is a reject later)
+            return None
+
+    local = all(storage.is_local(path) for path in files)
+    if local:
+        return [size(path) for path in files]
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(size, files))
+
+
+def dedup_partitions(files: list[str], groups: list[str], settings: dict) -> dict[str, int]:
+    """Hash partitions of each dedup group (``line_dedup.partitions``, or 0 = auto from the files' sizes).
+    A file of unknown size counts as the mean known size (0 when none is known)."""
+    line_dedup.check_settings(settings)
+    partitions, per_partition = int(settings["partitions"]), int(settings["bytes_per_partition"])
+    if partitions:
+        return line_dedup.group_partitions(groups, [0] * len(files), partitions, per_partition)
+    sizes = input_sizes(files)
+    known = [size for size in sizes if size is not None]
+    if len(known) < len(sizes):
+        LOG.warning("line_dedup.partitions=0 (auto): %d of %d input sizes unknown, counted as the mean known size",
+                    len(sizes) - len(known), len(sizes))
+    mean = sum(known) // len(known) if known else 0
+    return line_dedup.group_partitions(groups, [mean if size is None else size for size in sizes], 0, per_partition)
 
 
 def _exists(path: str) -> bool:
@@ -329,8 +372,8 @@ class Finalize(beam.DoFn):
     """Runs once after all shards, rejects and stale-file deletions: line_samples/, examples/,
     report, stats.json (written last). Every input is bounded (sums, samples, a few examples)."""
 
-    def __init__(self, config: dict, output: str, n_files: int, n_groups: int, run: dict | None = None):
-        self.config, self.output, self.n_files, self.n_groups, self.run = config, output, n_files, n_groups, run
+    def __init__(self, config: dict, output: str, n_files: int, partitions: dict[str, int], run: dict | None = None):
+        self.config, self.output, self.n_files, self.partitions, self.run = config, output, n_files, partitions, run
 
     def process(self, _, tally, dedup_summary, stage_summaries, samples, examples, stale_removed) -> Iterator:
         tally = Counter(tally)
@@ -341,8 +384,10 @@ class Finalize(beam.DoFn):
         stats = to_stats(tally)
         unique = stats.get("line_dedup", {}).get("unique_line_hashes", 0)
         stats.setdefault("line_dedup", {}).update({
-            "groups": self.n_groups,
-            "partitions": int(self.config["line_dedup"]["partitions"]),
+            "groups": len(self.partitions),
+            "partitions": sum(self.partitions.values()),  # (group, partition) keys of the join
+            "max_group_partitions": max(self.partitions.values(), default=0),
+            "bytes_per_partition": None if self.config["line_dedup"]["partitions"] else self.config["line_dedup"]["bytes_per_partition"],
             "max_partition_bytes": dedup_summary["max_partition_bytes"],
             "threshold": self.config["line_dedup"]["threshold"],
             "keep_canonical": self.config["line_dedup"]["keep_canonical"],
@@ -381,7 +426,8 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
     progress channel (beam_jobs/progress.py)."""
     config = attach_classifiers(config, log=logging.info)
     groups = line_dedup.dedup_groups(files, int(config["input"]["files_per_group"]))
-    specs = list(zip(range(len(files)), files, groups))
+    partitions = dedup_partitions(files, groups, config["line_dedup"])
+    specs = [(index, path, group, partitions[group]) for index, (path, group) in enumerate(zip(files, groups))]
     read = (pipeline
             | "FileList" >> beam.Create(specs)
             | "SpreadFiles" >> beam.Reshuffle()
@@ -414,7 +460,7 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
     return (pipeline
             | "Once" >> beam.Create([None])
             | "Finalize" >> beam.ParDo(
-                Finalize(config, output, len(files), len(set(groups)), run),
+                Finalize(config, output, len(files), partitions, run),
                 tally=beam.pvalue.AsSingleton(tally), dedup_summary=beam.pvalue.AsSingleton(dedup["summary"]),
                 stage_summaries=beam.pvalue.AsDict(stage_summaries), samples=beam.pvalue.AsSingleton(samples),
                 examples=beam.pvalue.AsList(examples), stale_removed=beam.pvalue.AsSingleton(stale_removed)))

@@ -24,6 +24,7 @@ from text_helpers import IN_PROCESS, TWO_PROCESSES, tree_digest
 
 # The shared WET samples hold no English page, so the tests also keep the languages they contain.
 OVERRIDES = ["language.languages=[en,ru,zh,es,an]", "input.docs_per_chunk=4", "input.files_per_group=100",
+             "line_dedup.bytes_per_partition=10000",  # auto partitions: 16 for the ~120-130 KB of WET samples
              "quality.filter.max_rand_score=1.0"]  # the fixtures are mostly non-English pages
 EXPECTED_REJECTS = {"corrupt_record": 3, "content_length_mismatch": 2, "not_a_warc": 1, "truncated_gzip": 1}
 
@@ -60,7 +61,8 @@ def test_outputs_and_counts(reference_run):
     assert sum(r["url"] == "https://an.wikipedia.org/wiki/Escopete" for r in rows) <= 1  # its twin file is deduped away
     # blank lines are paragraph separators: at most one blank line between paragraphs, none at either end
     assert not any("\n\n\n" in r["text"] or r["text"] != r["text"].strip("\n") for r in rows)
-    assert stats["line_dedup"]["groups"] == 1 and stats["line_dedup"]["partitions"] == 16
+    assert stats["line_dedup"]["groups"] == 1 and stats["line_dedup"]["partitions"] == 16  # auto (line_dedup.partitions=0)
+    assert stats["line_dedup"]["bytes_per_partition"] == 10000 and stats["line_dedup"]["max_group_partitions"] == 16
     assert 0 < stats["line_dedup"]["max_partition_bytes"] < stats["line_dedup"]["table_bytes"]
     meta = pq.ParquetFile(next((output / "documents").glob("*.parquet"))).metadata
     assert meta.row_group(0).column(0).compression == "ZSTD"
@@ -129,7 +131,7 @@ def test_pipeline_translates_to_portable_proto_and_dofns_pickle(shared_data, tmp
     assert {"ReadInput", "CountLines", "Dedup+Stages", "WriteParquet", "Finalize"} <= names
     beam.Pipeline.from_runner_api(proto, pipeline.runner, pipeline._options)
     for fn in (text_corpus.ReadInputChunks(config), text_corpus.ProcessChunks(config),
-               text_corpus.WriteShards(config, str(tmp_path)), text_corpus.Finalize(config, str(tmp_path), 1, 1)):
+               text_corpus.WriteShards(config, str(tmp_path)), text_corpus.Finalize(config, str(tmp_path), 1, {"files-000000": 1})):
         copy = pickler.loads(pickler.dumps(fn))
         if isinstance(copy, text_corpus.ProcessChunks):
             copy.setup()  # models load in setup(), after unpickling on the worker

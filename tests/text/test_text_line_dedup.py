@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from moshi_data.beam_jobs import text_corpus
 from moshi_data.beam_jobs.text_corpus import JoinRepeatedLines, ReadInputChunks
-from moshi_data.pipeline.config import load_config
+from moshi_data.pipeline.config import ConfigError, load_config
 from moshi_data.pipeline.text import line_dedup
 from moshi_data.pipeline.text.accounting import AccountingError, check_invariant, to_stats
 from moshi_data.pipeline.text.chunk import (ChunkProcessor, DocChunk, chunk_line_counts, hash_documents, pack_chunk,
@@ -113,12 +113,11 @@ def test_invariant_detects_a_lost_document():
 
 def check_join(chunks, partitions, expected):
     """Run the dedup join on hashed chunks; each chunk's table must be ``expected[chunk id]``."""
-    config = load_config("text_corpus", [f"line_dedup.partitions={partitions}"])
-    fn = ReadInputChunks(config)
+    config = load_config("text_corpus")
     with TestPipeline(argv=IN_PROCESS) as p:
         created = p | beam.Create(chunks)
         counts = created | beam.FlatMap(lambda c: [((c.group, part), (c.chunk_id, counts))
-                                                  for part, counts in chunk_line_counts(c, fn.partitions).items()])
+                                                  for part, counts in chunk_line_counts(c, partitions).items()])
         joined = (created, counts) | JoinRepeatedLines(int(config["shuffle"]["compression_level"]))
         out = joined["chunks"] | beam.MapTuple(lambda c, t: (c.chunk_id, (t.hashes.tolist(), t.counts.tolist(), t.first.tolist())))
         assert_that(out, equal_to(sorted(expected.items())))
@@ -165,7 +164,7 @@ def test_read_transform_outputs(tmp_path):
     good = write_wet(tmp_path / "a.wet.gz", [warcinfo(), wet_record("http://a/", b"x\ny\n"),
                                              wet_record("http://b/", b"x\nz\n"), wet_record("http://c/", b"q\n")])
     config = load_config("text_corpus", ["input.docs_per_chunk=2"])
-    specs = [(0, str(good), 0), (1, str(tmp_path / "missing.wet.gz"), 0)]
+    specs = [(0, str(good), "g", 4), (1, str(tmp_path / "missing.wet.gz"), "g", 4)]
     with TestPipeline(argv=IN_PROCESS) as p:
         out = p | beam.Create(specs) | beam.ParDo(ReadInputChunks(config)).with_outputs(
             "rejects", "counts", "files", main="chunks")
@@ -241,5 +240,34 @@ def test_job_dedups_within_a_cc_segment_not_across(tmp_path):
     stats = text_corpus.run(str(tmp_path / "crawl-data/**/*.warc.wet.gz"), str(output), beam_args=IN_PROCESS,
                             overrides=["stages=[min_length]", "min_length.min_chars=1", "cross_document_stages=[]"])["stats"]
     assert stats["line_dedup"]["groups"] == 2
+    assert stats["line_dedup"]["partitions"] == 2 and stats["line_dedup"]["max_group_partitions"] == 1  # auto: tiny groups
     # the navigation line is a duplicate inside segment 0 (kept once, in the first file) and unique in segment 1
     assert stats["lines"]["removed"]["exact_dedup"] == 1 and stats["lines"]["kept"] == 5
+
+
+def test_partitions_follow_the_group_size():
+    groups, sizes = ["a", "a", "b", "c", "d"], [3, 4, 0, 8, 9]
+    assert line_dedup.group_partitions(groups, sizes, 0, 4) == {"a": 2, "b": 1, "c": 2, "d": 4}  # ceil, next power of 2
+    assert line_dedup.group_partitions(groups, sizes, 16, 4) == dict.fromkeys("abcd", 16)  # fixed for every group
+    # 16x the bytes -> 16x the partitions: the memory per key of the join stays the same
+    assert line_dedup.group_partitions(["g"], [61_535_520], 0, 32_000_000) == {"g": 2}
+    assert line_dedup.group_partitions(["g"], [16 * 61_535_520], 0, 32_000_000) == {"g": 32}
+
+
+def test_partition_settings_are_checked(tmp_path):
+    for override, message in (("line_dedup.partitions=-1", "line_dedup.partitions must be >= 0"),
+                              ("line_dedup.bytes_per_partition=0", "line_dedup.bytes_per_partition must be >= 1")):
+        with pytest.raises(ConfigError, match=message):
+            text_corpus.dedup_partitions(["a.wet.gz"], ["g"], load_config("text_corpus", [override])["line_dedup"])
+
+
+def test_auto_partitions_read_the_file_sizes(tmp_path):
+    files = []
+    for name, size in (("a", 3000), ("b", 5000), ("c", 100)):
+        files.append(str(tmp_path / f"{name}.wet.gz"))
+        (tmp_path / f"{name}.wet.gz").write_bytes(b"x" * size)
+    settings = load_config("text_corpus", ["line_dedup.bytes_per_partition=1000"])["line_dedup"]
+    assert text_corpus.input_sizes([*files, str(tmp_path / "missing.wet.gz")]) == [3000, 5000, 100, None]
+    assert text_corpus.dedup_partitions(files, ["g", "g", "h"], settings) == {"g": 8, "h": 1}
+    # a file of unknown size counts as the mean known size: (3000 + 5000 + 100) // 3 = 2700
+    assert text_corpus.dedup_partitions([*files, str(tmp_path / "missing.wet.gz")], ["g", "g", "h", "h"], settings) == {"g": 8, "h": 4}

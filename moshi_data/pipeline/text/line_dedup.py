@@ -17,6 +17,11 @@ Groups: the Helium paper deduplicates "each shard (there is 100 shards per crawl
 crawl has 100 segments (``crawl-data/CC-MAIN-YYYY-WW/segments/<timestamp>.<N>/wet/...``, ~900 WET
 files each), so an input file in that layout belongs to the group of its segment, whatever the order
 of ``wet.paths.gz``. Other inputs are grouped by ``files_per_group`` consecutive files.
+
+Partitions per group: ``partitions`` for every group, or with ``partitions: 0`` (auto) one per
+``bytes_per_partition`` of the group's input bytes (file sizes as stored, from the listing),
+rounded up to a power of two: memory per key then stays about the same whatever the group's size.
+The output does not depend on the partition count.
 """
 from __future__ import annotations
 
@@ -64,6 +69,27 @@ def dedup_groups(paths: list[str], files_per_group: int) -> list[str]:
             groups.append(f"files-{others // files_per_group:06d}")
             others += 1
     return groups
+
+
+def check_settings(settings: dict) -> None:
+    """``line_dedup`` settings that would make the join wrong or impossible: a one-line error."""
+    from moshi_data.pipeline.config import ConfigError
+
+    for key, low in (("threshold", 2), ("partitions", 0), ("bytes_per_partition", 1)):
+        if int(settings[key]) < low:
+            raise ConfigError(f"line_dedup.{key} must be >= {low}" + (" (0 = auto)" if key == "partitions" else "")
+                              + f", got {settings[key]}")
+
+
+def group_partitions(groups: list[str], sizes: list[int], partitions: int, bytes_per_partition: int) -> dict[str, int]:
+    """Hash partitions of each dedup group (``groups[i]``, ``sizes[i]``: file i's group and bytes):
+    ``partitions``, or with 0 one per ``bytes_per_partition`` of the group, rounded up to a power of two."""
+    group_bytes: dict[str, int] = {}
+    for group, size in zip(groups, sizes):
+        group_bytes[group] = group_bytes.get(group, 0) + size
+    if partitions:
+        return dict.fromkeys(group_bytes, partitions)
+    return {group: 1 << max(0, -(-total // bytes_per_partition) - 1).bit_length() for group, total in group_bytes.items()}
 
 
 def _reduce(hashes: np.ndarray, counts: np.ndarray, first: np.ndarray) -> LineCounts:

@@ -15,7 +15,7 @@ OPTIONAL_STRINGS = ("url", "record_id", "date", "crawl", "content_language")
 RUN_METADATA_KEY = b"moshi_data.run"
 # Settings that spread the work and never change what is written: left out of the shards' metadata so
 # that their bytes do not depend on them (stats.json's run.config has them).
-LAYOUT_FREE_KEYS = (("runner",), ("line_dedup", "partitions"))
+LAYOUT_FREE_KEYS = (("runner",), ("line_dedup", "partitions"), ("line_dedup", "bytes_per_partition"))
 
 BASE_FIELDS = [
     pa.field("doc_id", pa.string()),
