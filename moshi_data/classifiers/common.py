@@ -21,9 +21,10 @@ def stable_hash(text: str, salt: str = "") -> int:
     return int.from_bytes(hashlib.blake2b((salt + text).encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def is_valid_split(text: str, valid_percent: float) -> bool:
-    """Stable train/valid assignment of a line by the hash of its model text."""
-    return stable_hash(text, "split:") % 10000 < valid_percent * 100
+def in_hash_share(key: str, percent: float, salt: str) -> bool:
+    """Whether ``key`` (a line, a document id or text) falls in a stable ``percent`` share, drawn by its
+    salted hash: the one rule behind every train/validation and test/dev split (one salt per split)."""
+    return stable_hash(key, salt) % 10000 < percent * 100
 
 
 def stable_sample(lines: Iterable[str], limit: int, salt: str) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from moshi_data.classifiers.common import precision_recall_f1, roc_auc, stable_hash
+from moshi_data.classifiers.common import in_hash_share, precision_recall_f1, roc_auc
 from moshi_data.classifiers.sources import resolve_root
 from moshi_data.pipeline.text.fasttext_model import LABEL_PREFIX, load_model, predict_matrix
 from moshi_data.pipeline.text.quality import QualityScorer
@@ -87,18 +87,15 @@ def read_human_labelled(labelled_jsonl: Path) -> list[dict]:
         return [json.loads(raw) for raw in handle if raw.strip()]
 
 
-def human_label_side(text: str, holdout_percent: float) -> str:
-    """"test" (the human-label target is read there) or "dev" (may inform the choice of settings) for a
-    DCLM document, by a stable hash of its text (the file has no ids)."""
-    return "test" if stable_hash(text, "human-split:") % 10000 < holdout_percent * 100 else "dev"
-
-
 def human_labelled_side(config: Mapping[str, Any], side: str) -> list[dict]:
-    """The DCLM human-labelled documents of one side (``evaluation.human_labeled_holdout_percent``)."""
+    """The DCLM human-labelled documents of one side: "test" (the human-label target is read there) or
+    "dev" (may inform the choice of settings), by a stable hash of the text (the file has no ids) and
+    ``evaluation.human_labeled_holdout_percent``."""
     evaluation = config["evaluation"]
     records = read_human_labelled(resolve_root(config["data_root"]) / evaluation["human_labeled"])
     return [record for record in records
-            if human_label_side(record["text"], evaluation["human_labeled_holdout_percent"]) == side]
+            if ("test" if in_hash_share(record["text"], evaluation["human_labeled_holdout_percent"], "human-split:")
+                else "dev") == side]
 
 
 def human_label_auc(model_paths: Path | list[Path], records: list[dict], config: Mapping[str, Any]) -> dict:

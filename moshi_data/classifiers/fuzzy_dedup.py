@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 
 from moshi_data.classifiers.common import (
     cache_key,
-    is_valid_split,
+    in_hash_share,
     models_dir,
     stable_sample,
     train_fasttext,
@@ -71,7 +71,7 @@ def split(examples: Mapping[str, list[str]], valid_percent: float, sides: Mappin
     train, valid = [], []
     for label in sorted(examples):
         for text in examples[label]:
-            held_out = sides[text] == "valid" if text in sides else is_valid_split(text, valid_percent)
+            held_out = sides[text] == "valid" if text in sides else in_hash_share(text, valid_percent, "split:")
             (valid if held_out else train).append((label, text))
     return sorted(train, key=lambda item: hashlib.blake2b(item[1].encode(), digest_size=8).digest()), valid
 

@@ -15,8 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from moshi_data.classifiers.common import cache_key, models_dir
-from moshi_data.classifiers.quality import is_valid_document
+from moshi_data.classifiers.common import cache_key, in_hash_share, models_dir
+from moshi_data.classifiers.quality import DOCUMENT_SPLIT_SALT
 from moshi_data.classifiers.sources import iter_identified_documents, resolve_root, sources_identity
 from moshi_data.pipeline.config import load_config
 from moshi_data.pipeline.text.normalize import line_hashes
@@ -66,7 +66,7 @@ def write_default_line_samples(config: Mapping[str, Any]) -> Path:
     path = models_dir(config) / f"line_samples-{key}.jsonl"
     if path.exists():
         return path
-    documents = ((text, is_valid_document(doc_id, valid_percent))
+    documents = ((text, in_hash_share(doc_id, valid_percent, DOCUMENT_SPLIT_SALT))
                  for source in sources for doc_id, text in iter_identified_documents(source, root))
     records = line_sample_records(documents, threshold)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 
 from moshi_data.classifiers.common import (
     cache_key,
+    in_hash_share,
     models_dir,
     stable_hash,
     stable_sample,
@@ -36,6 +37,7 @@ from moshi_data.pipeline.config import load_config
 from moshi_data.pipeline.text.fasttext_model import model_text
 
 FORMAT_VERSION = 5
+DOCUMENT_SPLIT_SALT = "document-split:"  # held-out documents (also the fuzzy line samples' split)
 
 
 def label_sources(config: Mapping[str, Any]) -> tuple[dict[str, list], Any]:
@@ -52,11 +54,6 @@ def training_lines(text: str, min_chars: int) -> list[str]:
     """Model texts of the lines of a document that are long enough to train on."""
     lines = (model_text(line) for line in text.split("\n"))
     return [line for line in lines if len(line) >= min_chars]
-
-
-def is_valid_document(doc_id: str, valid_percent: float) -> bool:
-    """Stable assignment of a whole document to a held-out share by the hash of its id."""
-    return stable_hash(doc_id, "document-split:") % 10000 < valid_percent * 100
 
 
 def document_fold(doc_id: str, folds: int) -> int:
@@ -78,7 +75,7 @@ def max_train_lines(quality: Mapping[str, Any], label: str) -> int:
 def is_held_out(quality: Mapping[str, Any], label: str, doc_id: str) -> bool:
     """Whether a document is in the held-out test split: outside every cross-validation fold, never
     trained on by any model the evaluation compares or calibrates with; the targets are read there."""
-    return is_valid_document(doc_id, holdout_percent(quality, label))
+    return in_hash_share(doc_id, holdout_percent(quality, label), DOCUMENT_SPLIT_SALT)
 
 
 def document_sides(config: Mapping[str, Any], fold: tuple[int, int] | None) -> Callable[[str, str], str | None]:
