@@ -22,6 +22,12 @@ def model_text(line: str) -> str:
     return _WHITESPACE.sub(" ", line).strip().lower()
 
 
+def model_lines(lines: Sequence[str]) -> tuple[list[int], list[str]]:
+    """Positions of the non-empty lines and their model texts."""
+    positions = [index for index, line in enumerate(lines) if line.strip()]
+    return positions, [model_text(lines[index]) for index in positions]
+
+
 MODEL_LINES = "_model_lines"  # doc.fields key of the shared line list (not an output column)
 
 
@@ -33,8 +39,7 @@ def document_model_lines(doc) -> tuple[list[int], list[str]]:
     cached = doc.fields.get(MODEL_LINES)
     if cached is not None and cached[0] is doc.lines:
         return cached[1], cached[2]
-    positions = [index for index, line in enumerate(doc.lines) if line.strip()]
-    texts = [model_text(doc.lines[index]) for index in positions]
+    positions, texts = model_lines(doc.lines)
     doc.fields[MODEL_LINES] = (doc.lines, positions, texts)
     return positions, texts
 

@@ -12,7 +12,7 @@ from moshi_data.pipeline.text.fasttext_model import (
     document_model_lines,
     keep_model_lines,
     load_model,
-    model_text,
+    model_lines,
     predict_matrix,
 )
 
@@ -70,9 +70,8 @@ class FuzzyDedupStage:
         return mask
 
     def removed_line_mask(self, lines: Sequence[str]) -> list[bool]:
-        """For each line: True when fuzzy dedup removes it."""
-        positions = [index for index, line in enumerate(lines) if line.strip()]
-        return self.mask_from_texts(len(lines), positions, [model_text(lines[index]) for index in positions])
+        """For each line: True when fuzzy dedup removes it (a line list outside the job's documents)."""
+        return self.mask_from_texts(len(lines), *model_lines(lines))
 
     def process(self, doc) -> str | None:
         positions, texts = document_model_lines(doc)
