@@ -13,8 +13,8 @@ from typing import Any, Callable, Mapping
 
 from moshi_data.classifiers.common import cache_key, models_dir
 from moshi_data.classifiers.quality import (
+    LabelCorpus,
     build_label_data,
-    label_documents,
     label_sources,
     quality_model_spec,
     train_quality,
@@ -30,20 +30,19 @@ def fold_model_path(config: Mapping[str, Any], fold: int, folds: int, spec: Mapp
     return models_dir(config) / f"quality-cv{fold}of{folds}-{key}{suffix}"
 
 
-def out_of_fold_scores(config: Mapping[str, Any], documents: Mapping[str, list[tuple[str, str]]] | None = None,
+def out_of_fold_scores(config: Mapping[str, Any], corpus: LabelCorpus | None = None,
                        log: Callable[[str], None] = print) -> list[dict]:
     """``{"label", "id", "fold", "scores"}`` of every document outside the held-out test split, each
     scored by the fold model that did not train on it (capped per label and fold by
-    ``quality.max_valid_documents_per_label``), in a stable order. ``documents``: the label
-    documents, if already read (sources are read and hashed once)."""
+    ``quality.max_valid_documents_per_label``), in a stable order. ``corpus``: the label documents
+    of this run, if already read (sources are read, split and hashed once)."""
     folds = int(config["evaluation"]["folds"])
     quality = config["quality"]
-    documents = label_documents(config) if documents is None else documents
-    spec = quality_model_spec(config)
+    corpus = LabelCorpus(config) if corpus is None else corpus
     records = []
     for fold in range(folds):
-        data = build_label_data(config, documents, fold=(fold, folds))
-        path = fold_model_path(config, fold, folds, spec)
+        data = build_label_data(config, corpus, fold=(fold, folds))
+        path = fold_model_path(config, fold, folds, corpus.spec)
         if not path.exists():
             log(f"training quality model, cross-validation fold {fold + 1}/{folds} -> {path}")
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,12 +89,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set)
-    documents = label_documents(config)
-    records = english_only(out_of_fold_scores(config, documents), english_rand_ids(config, documents))
+    corpus = LabelCorpus(config)
+    records = english_only(out_of_fold_scores(config, corpus), english_rand_ids(config, corpus.documents))
     figures = document_figures([(r["label"], r["scores"]) for r in records], config["quality"]["labels"])
     summary = {name: round(figures[name], 4) for name in ("wiki_vs_rand_doc_auc", "curated_vs_rand_doc_auc", "macro_f1")}
-    folds, spec = int(config["evaluation"]["folds"]), quality_model_spec(config)
-    human = human_label_auc([fold_model_path(config, fold, folds, spec) for fold in range(folds)],
+    folds = int(config["evaluation"]["folds"])
+    human = human_label_auc([fold_model_path(config, fold, folds, corpus.spec) for fold in range(folds)],
                             human_labelled_side(config, "dev"), config)
     summary["human_labels_dev_auc"] = round(human["auc_1_minus_rand"], 4)
     summary["english_rand_documents"] = figures["documents"]["rand"]

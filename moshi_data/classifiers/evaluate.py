@@ -23,7 +23,7 @@ from moshi_data.classifiers.evaluation import (
     human_labelled_side,
     rand_documents_kept,
 )
-from moshi_data.classifiers.quality import label_documents
+from moshi_data.classifiers.quality import LabelCorpus
 from moshi_data.pipeline.command import RunFailed, command_parser, exit_status, run_command
 
 
@@ -41,12 +41,12 @@ def _main(args) -> dict:
     config = args.cfg
     labels = config["quality"]["labels"]
     folds = int(config["evaluation"]["folds"])
-    documents = label_documents(config)  # read once: the shipped model, the folds and the reports share them
-    english = english_rand_ids(config, documents)  # the quality stage only sees documents the LID keeps as English
-    paths, fuzzy, quality = ensure_models_with_metrics(config, args.line_samples, documents, english)
+    corpus = LabelCorpus(config)  # read, split and hashed once: the shipped model, the folds and the reports share it
+    english = english_rand_ids(config, corpus.documents)  # the quality stage only sees documents the LID keeps as English
+    paths, fuzzy, quality = ensure_models_with_metrics(config, args.line_samples, corpus, english)
     held_out = quality["documents"]
     human = human_label_auc(paths["quality"], human_labelled_side(config, "test"), config)
-    oof = english_only(out_of_fold_scores(config, documents), english)
+    oof = english_only(out_of_fold_scores(config, corpus), english)
     crossval = document_figures([(record["label"], record["scores"]) for record in oof], labels)
     pages = fuzzy_on_wet_pages(paths["fuzzy_dedup"], config)
     print(format_metrics("fuzzy dedup (lines of held-out documents)", fuzzy))
@@ -83,7 +83,7 @@ def _main(args) -> dict:
                             config["evaluation"]["calibration"], held_out["english_rand_scores"])
     print(format_calibration(calibration))
     configured = config["quality"]["filter"]["max_rand_score"]
-    rand_kept = rand_documents_kept(paths["quality"], config, documents, english)
+    rand_kept = rand_documents_kept(paths["quality"], config, corpus.documents, english)
     print(f"shipped model at max_rand_score {configured}, English CC rand documents (the default text-corpus "
           "input's CC pages): " + "; ".join(
               f"{name} {rand_kept[side]['kept']}/{rand_kept[side]['documents']} kept ({rand_kept[side]['kept_share']:.1%})"

@@ -29,18 +29,17 @@ def read_labelled(path: Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def split_metrics(model_path: Path, valid_path: Path, labels: list[str]) -> tuple[dict, Any]:
-    """Per-label P/R/F1 and confusion on a validation file, plus the probability matrix."""
-    valid = read_labelled(valid_path)
+def split_metrics(model_path: Path, valid: list[tuple[str, str]], labels: list[str]) -> tuple[dict, Any]:
+    """Per-label P/R/F1 and confusion on (label, text) validation lines, plus the probability matrix."""
     matrix = predict_matrix(load_model(str(model_path)), [text for _, text in valid], labels)
     predicted = [labels[i] for i in matrix.argmax(axis=1)]
     metrics = precision_recall_f1([label for label, _ in valid], predicted, labels)
     return metrics, (valid, matrix)
 
 
-def quality_metrics(model_path: Path, valid_path: Path, labels: list[str]) -> dict:
+def quality_metrics(model_path: Path, valid: list[tuple[str, str]], labels: list[str]) -> dict:
     """9-label line metrics and the wiki-vs-rand line AUC (score P(wiki), wiki positive, rand negative)."""
-    metrics, (valid, matrix) = split_metrics(model_path, valid_path, labels)
+    metrics, (valid, matrix) = split_metrics(model_path, valid, labels)
     wiki = labels.index("wiki")
     positives = [row[wiki] for (label, _), row in zip(valid, matrix) if label == "wiki"]
     negatives = [row[wiki] for (label, _), row in zip(valid, matrix) if label == "rand"]
@@ -145,30 +144,30 @@ def check_targets(figures: Mapping[str, float], targets: Mapping[str, float]) ->
 
 
 def ensure_models_with_metrics(config: Mapping[str, Any], line_samples: str | None = None,
-                               documents: Mapping[str, list[tuple[str, str]]] | None = None,
-                               english: set[str] | None = None) -> tuple[dict, dict, dict]:
+                               corpus=None, english: set[str] | None = None) -> tuple[dict, dict, dict]:
     """Train missing models (or reuse cached ones) and compute both validation reports.
 
     Returns (model paths, fuzzy-dedup metrics, quality metrics); the quality metrics hold the
-    line-level figures and, under ``documents``, those of the held-out test documents. ``documents``
-    and ``english``: the label documents and the English rand ids, if already computed."""
+    line-level figures and, under ``documents``, those of the held-out test documents (both derived
+    from the label data, not stored). ``corpus`` (``quality.LabelCorpus``) and ``english``: the label
+    documents and the English rand ids, if already computed."""
     from moshi_data.classifiers.crossval import english_rand_ids
     from moshi_data.classifiers.models import ensure_models
-    from moshi_data.classifiers.quality import label_documents, read_valid_documents, valid_documents_path, valid_split_path
+    from moshi_data.classifiers.quality import LabelCorpus, validation_documents, validation_examples
     from moshi_data.pipeline.text.fuzzy_dedup import DUP_LABEL, KEEP_LABEL
 
-    documents = label_documents(config) if documents is None else documents
-    english = english_rand_ids(config, documents) if english is None else english
-    paths = ensure_models(config, line_samples, quality_documents=documents)
-    fuzzy, (valid, matrix) = split_metrics(paths["fuzzy_dedup"], Path(f"{paths['fuzzy_dedup']}.valid.txt"),
+    corpus = LabelCorpus(config) if corpus is None else corpus
+    english = english_rand_ids(config, corpus.documents) if english is None else english
+    paths = ensure_models(config, line_samples, quality_corpus=corpus)
+    fuzzy, (valid, matrix) = split_metrics(paths["fuzzy_dedup"], read_labelled(Path(f"{paths['fuzzy_dedup']}.valid.txt")),
                                            [DUP_LABEL, KEEP_LABEL])
     threshold = config["fuzzy_dedup"]["threshold"]
     flagged = [DUP_LABEL if row[0] >= threshold else KEEP_LABEL for row in matrix]
     at_threshold = precision_recall_f1([label for label, _ in valid], flagged, [DUP_LABEL, KEEP_LABEL])
     fuzzy["at_threshold"] = {"threshold": threshold, **at_threshold["per_label"][DUP_LABEL]}
-    quality = quality_metrics(paths["quality"], valid_split_path(paths["quality"]), config["quality"]["labels"])
+    quality = quality_metrics(paths["quality"], validation_examples(corpus.shipped), config["quality"]["labels"])
     quality["documents"] = held_out_document_metrics(
-        paths["quality"], read_valid_documents(valid_documents_path(paths["quality"])), config, english)
+        paths["quality"], validation_documents(corpus.shipped), config, english)
     return paths, fuzzy, quality
 
 

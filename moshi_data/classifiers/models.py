@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 from moshi_data.classifiers.common import models_dir
 from moshi_data.classifiers.fuzzy_dedup import fuzzy_model_path, samples_paths, train_fuzzy
 from moshi_data.classifiers.line_samples import write_default_line_samples
-from moshi_data.classifiers.quality import build_label_data, quality_model_path, train_quality
+from moshi_data.classifiers.quality import LabelCorpus, quality_model_path, train_quality
 from moshi_data.pipeline.config import deep_merge, load_config
 
 
@@ -33,21 +33,21 @@ def line_sample_files(config: Mapping[str, Any], line_samples: str | None = None
 
 def ensure_models(
     config: Mapping[str, Any], line_samples: str | None = None, log: Callable[[str], None] = print,
-    quality_documents: Mapping[str, list[tuple[str, str]]] | None = None,
+    quality_corpus: LabelCorpus | None = None,
 ) -> dict[str, Path]:
     """Paths of the fuzzy-dedup and quality models, training those missing from the cache
-    (``quality_documents``: the quality label documents, if already read)."""
+    (``quality_corpus``: the quality label documents of this run, if already read)."""
     models_dir(config).mkdir(parents=True, exist_ok=True)
     samples = line_sample_files(config, line_samples)
-    paths = {"fuzzy_dedup": fuzzy_model_path(config, samples), "quality": quality_model_path(config)}
+    paths = {"fuzzy_dedup": fuzzy_model_path(config, samples),
+             "quality": quality_model_path(config, quality_corpus.spec if quality_corpus else None)}
     if not paths["fuzzy_dedup"].exists():
         log(f"training fuzzy-dedup model -> {paths['fuzzy_dedup']}")
         info = train_fuzzy(config, samples, paths["fuzzy_dedup"])
         _write_json(paths["fuzzy_dedup"].with_suffix(".json"), {"samples": samples, **info})
     if not paths["quality"].exists():
         log(f"training quality model -> {paths['quality']}")
-        data = None if quality_documents is None else build_label_data(config, quality_documents)
-        info = train_quality(config, paths["quality"], data)
+        info = train_quality(config, paths["quality"], (quality_corpus or LabelCorpus(config)).shipped)
         _write_json(paths["quality"].with_suffix(".json"), info)
     return paths
 

@@ -10,16 +10,16 @@ dropped from both, owners counted on the training side only (so the held-out doc
 cross-validation the scored fold, never shape the training data); a validation line claimed by two
 labels' validation documents, or also present in a training document (text repeated across documents),
 is left out of the line-level validation; each label is capped by a deterministic hash sample (train
-and validation separately); smaller labels are oversampled in the training split only. The validation documents are kept for document-level
-evaluation with the text job's aggregation.
+and validation separately); smaller labels are oversampled in the training split only. The validation
+documents are kept for document-level evaluation with the text job's aggregation. A run reads and
+splits the label documents once (``LabelCorpus``): the shipped model, every fold and the reports share them.
 """
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -112,24 +112,45 @@ def label_documents(config: Mapping[str, Any]) -> dict[str, list[tuple[str, str]
             for label, items in sources.items()}
 
 
-def build_label_data(config: Mapping[str, Any], documents: Mapping[str, list[tuple[str, str]]] | None = None,
+class LabelCorpus:
+    """The label documents of one run, read once (``documents``: label -> ``(id, text)``) and split into
+    training lines once (``lines``: label -> the lines of each document, same order), with the model
+    spec (the sources' content digests: hashed once) and the shipped model's label data built once."""
+
+    def __init__(self, config: Mapping[str, Any], documents: Mapping[str, list[tuple[str, str]]] | None = None):
+        self.config = config
+        self.documents = label_documents(config) if documents is None else documents
+        min_chars = config["quality"]["min_line_chars"]
+        self.lines = {label: [training_lines(text, min_chars) for _, text in docs]
+                      for label, docs in self.documents.items()}
+
+    @cached_property
+    def spec(self) -> dict[str, Any]:
+        return quality_model_spec(self.config)
+
+    @cached_property
+    def shipped(self) -> dict[str, "LabelData"]:
+        """Label data of the shipped model (trained outside the held-out split, validated on it)."""
+        return build_label_data(self.config, self)
+
+
+def build_label_data(config: Mapping[str, Any], corpus: LabelCorpus | None = None,
                      fold: tuple[int, int] | None = None) -> dict[str, LabelData]:
     """Document-split, conflict-free, capped lines per label (see the module docstring); ``fold``
     (k, folds): cross-validation fold k of the documents outside the held-out test split."""
     quality = config["quality"]
-    documents = label_documents(config) if documents is None else documents
+    corpus = LabelCorpus(config) if corpus is None else corpus
     side_of = document_sides(config, fold)
     sides: dict[str, dict[str, set[str]]] = {}
     valid_docs: dict[str, list[tuple[str, str]]] = {}
     doc_counts: dict[str, dict[str, int]] = {}
-    for label, docs in documents.items():
+    for label, docs in corpus.documents.items():
         sides[label] = {"train": set(), "valid": set()}
         valid_docs[label] = []
         doc_counts[label] = {"train": 0, "valid": 0}
-        for doc_id, text in docs:
+        for (doc_id, text), lines in zip(docs, corpus.lines[label]):
             side = side_of(label, doc_id)
-            lines = training_lines(text, quality["min_line_chars"]) if side else []
-            if not lines:
+            if not side or not lines:
                 continue
             doc_counts[label][side] += 1
             sides[label][side].update(lines)
@@ -211,51 +232,38 @@ def quality_model_spec(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def quality_model_path(config: Mapping[str, Any]) -> Path:
+def quality_model_path(config: Mapping[str, Any], spec: Mapping[str, Any] | None = None) -> Path:
+    """Cache path of the shipped model (``spec``: the quality model spec, if computed)."""
     suffix = ".ftz" if config["quality"]["quantize"] else ".bin"
-    return models_dir(config) / f"quality-{cache_key(quality_model_spec(config))}{suffix}"
+    return models_dir(config) / f"quality-{cache_key(quality_model_spec(config) if spec is None else spec)}{suffix}"
+
+
+def validation_examples(data: Mapping[str, LabelData]) -> list[tuple[str, str]]:
+    """(label, text) validation lines in a stable order (the line-level figures)."""
+    return sorted(((label, line) for label, item in data.items() for line in item.valid),
+                  key=lambda pair: (stable_hash(pair[1]), pair))
+
+
+def validation_documents(data: Mapping[str, LabelData]) -> list[dict]:
+    """``{"label", "id", "text"}`` of the validation documents (the document-level figures)."""
+    return [{"label": label, "id": doc_id, "text": text}
+            for label, item in data.items() for doc_id, text in item.valid_documents]
 
 
 def train_quality(config: Mapping[str, Any], output: Path, data: Mapping[str, LabelData] | None = None
                   ) -> dict[str, Any]:
-    """Build the dataset (unless given), train, save the model, its validation lines
-    (``<model>.valid.txt``) and validation documents (``<model>.valid_docs.jsonl``); returns the counts."""
+    """Build the dataset (unless given), train and save the model; returns the counts. Its validation
+    lines and documents are derived from the same data (``validation_examples``, ``validation_documents``)."""
     quality = config["quality"]
     data = build_label_data(config) if data is None else data
     train = training_examples(data, quality["balance"])
-    valid = sorted(((label, line) for label, item in data.items() for line in item.valid),
-                   key=lambda pair: (stable_hash(pair[1]), pair))
     with tempfile.TemporaryDirectory() as tmp:
         train_path = Path(tmp) / "train.txt"
         write_labelled(train_path, train)
         train_fasttext(train_path, quality["train"], quality["quantize"], output)
-    write_labelled(valid_split_path(output), valid)
-    write_valid_documents(valid_documents_path(output), data)
     return {
         "per_label": {label: item.counts for label, item in data.items()},
         "train_examples": len(train),
-        "valid_examples": len(valid),
+        "valid_examples": len(validation_examples(data)),
     }
 
-
-def write_valid_documents(path: Path, data: Mapping[str, LabelData]) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        for label, item in data.items():
-            for doc_id, text in item.valid_documents:
-                out.write(json.dumps({"label": label, "id": doc_id, "text": text}, ensure_ascii=False) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-def read_valid_documents(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def valid_split_path(model_path: Path) -> Path:
-    return model_path.with_name(model_path.name + ".valid.txt")
-
-
-def valid_documents_path(model_path: Path) -> Path:
-    return model_path.with_name(model_path.name + ".valid_docs.jsonl")

@@ -11,6 +11,7 @@ from moshi_data.classifiers.common import precision_recall_f1, roc_auc, write_la
 from moshi_data.classifiers.evaluation import check_targets
 from moshi_data.classifiers.fuzzy_dedup import build_examples
 from moshi_data.classifiers.quality import (
+    LabelCorpus,
     balance_train,
     build_label_data,
     build_label_lines,
@@ -169,7 +170,8 @@ def test_documents_outside_the_training_side_never_change_the_training_file(tmp_
 
     def training_file(docs, name):
         path = tmp_path / name
-        write_labelled(path, training_examples(build_label_data(config, docs, fold=fold), quality["balance"]))
+        write_labelled(path, training_examples(build_label_data(config, LabelCorpus(config, docs), fold=fold),
+                                                     quality["balance"]))
         return path.read_bytes()
 
     before = training_file(documents, "before.txt")
