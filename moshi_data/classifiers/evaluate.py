@@ -80,10 +80,10 @@ def _main(args) -> dict:
           f"{held_out['macro_f1']:.4f}, out-of-fold documents {crossval['macro_f1']:.4f}")
     cc_rand = [record["scores"]["rand"] for record in oof if record["label"] == "rand"]
     calibration = calibrate(cc_rand, human["rand_scores"]["good"], human["rand_scores"]["bad"],
-                            config["evaluation"]["calibration"], held_out["english_rand_scores"])
+                            config["evaluation"]["calibration"], list(held_out["english_rand_scores"].values()))
     print(format_calibration(calibration))
     configured = config["quality"]["filter"]["max_rand_score"]
-    rand_kept = rand_documents_kept(paths["quality"], config, corpus.documents, english)
+    rand_kept = rand_documents_kept(paths["quality"], config, corpus, english, held_out["english_rand_scores"])
     print(f"shipped model at max_rand_score {configured}, English CC rand documents (the default text-corpus "
           "input's CC pages): " + "; ".join(
               f"{name} {rand_kept[side]['kept']}/{rand_kept[side]['documents']} kept ({rand_kept[side]['kept_share']:.1%})"

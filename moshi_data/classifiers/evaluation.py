@@ -58,8 +58,8 @@ def held_out_document_metrics(model_path: Path, valid_documents: list[dict], con
     figures = document_figures([(label, scores) for label, doc_id, scores in scored
                                 if label != "rand" or doc_id in english], quality["labels"])
     figures["all_languages"] = document_figures([(label, scores) for label, _, scores in scored], quality["labels"])
-    figures["english_rand_scores"] = [scores["rand"] for label, doc_id, scores in scored
-                                      if label == "rand" and doc_id in english]
+    figures["english_rand_scores"] = {doc_id: scores["rand"] for label, doc_id, scores in scored
+                                      if label == "rand" and doc_id in english}
     return figures
 
 
@@ -113,23 +113,25 @@ def human_label_auc(model_paths: Path | list[Path], records: list[dict], config:
             "bad": len(bad), "rand_scores": {"good": good, "bad": bad}}
 
 
-def rand_documents_kept(model_path: Path, config: Mapping[str, Any], documents: Mapping[str, list[tuple[str, str]]],
-                        english: set[str]) -> dict:
+def rand_documents_kept(model_path: Path, config: Mapping[str, Any], corpus, english: set[str],
+                        scored: Mapping[str, float]) -> dict:
     """What the default ``make text-corpus`` run can show of the quality rule: the English rand
     documents (its default input's CC pages) scored by the shipped model, split by whether the
     document is in the held-out test split (never trained on) or was trained on (scored in-sample);
-    ``{side: {documents, kept, kept_share}}`` at the configured ``quality.filter.max_rand_score``."""
-    from moshi_data.classifiers.quality import is_held_out, training_lines
+    ``{side: {documents, kept, kept_share}}`` at the configured ``quality.filter.max_rand_score``.
+    ``corpus``: the ``quality.LabelCorpus``; ``scored``: rand scores already computed by id (the
+    held-out documents, ``held_out_document_metrics``), the others are scored here."""
+    from moshi_data.classifiers.quality import is_held_out
 
     quality = config["quality"]
     scorer = QualityScorer(str(model_path), quality["labels"], quality["decimals"])
-    scorer.setup()
     threshold = quality["filter"]["max_rand_score"]
     sides: dict[str, list[bool]] = {"held_out": [], "trained_on": []}
-    for doc_id, text in documents["rand"]:
-        if doc_id in english and training_lines(text, quality["min_line_chars"]):
+    for (doc_id, text), lines in zip(corpus.documents["rand"], corpus.lines["rand"]):
+        if doc_id in english and lines:
             side = "held_out" if is_held_out(quality, "rand", doc_id) else "trained_on"
-            sides[side].append(scorer.scores(text)["rand"] <= threshold)
+            score = scored[doc_id] if doc_id in scored else scorer.scores(text)["rand"]
+            sides[side].append(score <= threshold)
     return {side: {"documents": len(kept), "kept": sum(kept), "kept_share": sum(kept) / len(kept) if kept else 0.0}
             for side, kept in sides.items()}
 
