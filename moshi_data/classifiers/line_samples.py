@@ -9,8 +9,6 @@ fuzzy model's precision/recall is measured on lines of documents it was not trai
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -19,6 +17,7 @@ from moshi_data.classifiers.common import cache_key, in_hash_share, models_dir
 from moshi_data.classifiers.quality import DOCUMENT_SPLIT_SALT
 from moshi_data.classifiers.sources import iter_identified_documents, resolve_root, sources_identity
 from moshi_data.pipeline.config import load_config
+from moshi_data.pipeline.storage import write_bytes_atomic
 from moshi_data.pipeline.text.normalize import line_hashes
 
 FORMAT_VERSION = 3  # bump when the way samples are produced changes (part of the cache key)
@@ -69,11 +68,5 @@ def write_default_line_samples(config: Mapping[str, Any]) -> Path:
     documents = ((text, in_hash_share(doc_id, valid_percent, DOCUMENT_SPLIT_SALT))
                  for source in sources for doc_id, text in iter_identified_documents(source, root))
     records = line_sample_records(documents, threshold)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_bytes_atomic(str(path), "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode("utf-8"))
     return path

@@ -4,8 +4,6 @@ changed config or source retrains, and an unchanged one reuses the cached model.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -14,13 +12,7 @@ from moshi_data.classifiers.fuzzy_dedup import fuzzy_model_path, samples_paths, 
 from moshi_data.classifiers.line_samples import write_default_line_samples
 from moshi_data.classifiers.quality import LabelCorpus, quality_model_path, train_quality
 from moshi_data.pipeline.config import deep_merge, load_config
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(payload, out, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+from moshi_data.pipeline.storage import write_bytes_atomic
 
 
 def line_sample_files(config: Mapping[str, Any], line_samples: str | None = None) -> list[str]:
@@ -44,11 +36,12 @@ def ensure_models(
     if not paths["fuzzy_dedup"].exists():
         log(f"training fuzzy-dedup model -> {paths['fuzzy_dedup']}")
         info = train_fuzzy(config, samples, paths["fuzzy_dedup"])
-        _write_json(paths["fuzzy_dedup"].with_suffix(".json"), {"samples": samples, **info})
+        write_bytes_atomic(str(paths["fuzzy_dedup"].with_suffix(".json")),
+                           json.dumps({"samples": samples, **info}, indent=2, sort_keys=True).encode("utf-8"))
     if not paths["quality"].exists():
         log(f"training quality model -> {paths['quality']}")
         info = train_quality(config, paths["quality"], (quality_corpus or LabelCorpus(config)).shipped)
-        _write_json(paths["quality"].with_suffix(".json"), info)
+        write_bytes_atomic(str(paths["quality"].with_suffix(".json")), json.dumps(info, indent=2, sort_keys=True).encode("utf-8"))
     return paths
 
 
