@@ -14,7 +14,8 @@ import os
 import shutil
 import urllib.request
 import uuid
-from typing import IO, Iterable
+from contextlib import contextmanager
+from typing import IO, Iterable, Iterator
 
 TMP_PREFIX = ".tmp-"
 HTTP_SCHEMES = ("http://", "https://")
@@ -128,47 +129,48 @@ def makedirs(path: str) -> None:
         os.makedirs(_local(path), exist_ok=True)
 
 
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` so that readers see either nothing/the old file or the complete new file."""
-    if is_local(path):
-        local = _local(path)
-        folder, name = os.path.split(local)
-        os.makedirs(folder or ".", exist_ok=True)
-        tmp = os.path.join(folder, f"{TMP_PREFIX}{name}-{uuid.uuid4().hex}")
+@contextmanager
+def _open_write(path: str) -> Iterator[IO[bytes]]:
+    """A handle whose bytes become ``path`` only when the block ends without error: a local file is
+    written to a hidden temporary beside it (fsync'ed, renamed over it; removed on error), an object
+    through ``FileSystems.create`` (an object store shows it only once its upload completes)."""
+    if path.startswith(HTTP_SCHEMES):
+        raise ValueError(f"cannot write to {path}: http(s) is read-only")
+    if not is_local(path):
+        with _filesystems().create(path) as handle:
+            yield handle
+        return
+    local = _local(path)
+    folder, name = os.path.split(local)
+    os.makedirs(folder or ".", exist_ok=True)
+    tmp = os.path.join(folder, f"{TMP_PREFIX}{name}-{uuid.uuid4().hex}")
+    try:
         with open(tmp, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, local)
-        return
-    if path.startswith(HTTP_SCHEMES):
-        raise ValueError(f"cannot write to {path}: http(s) is read-only")
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` so that readers see either nothing/the old file or the complete new file."""
     if path.startswith("s3://") and len(data) < S3_MIN_PART_BYTES:
         _s3_put(path, data)
         return
-    with _filesystems().create(path) as handle:
+    with _open_write(path) as handle:
         handle.write(data)
 
 
 def upload_file(local_path: str, path: str) -> None:
     """Copy a local file to ``path`` (atomic like :func:`write_bytes_atomic`), streaming large files."""
-    size = os.path.getsize(local_path)
-    if is_local(path):
-        local = _local(path)
-        folder, name = os.path.split(local)
-        os.makedirs(folder or ".", exist_ok=True)
-        tmp = os.path.join(folder, f"{TMP_PREFIX}{name}-{uuid.uuid4().hex}")
-        with open(local_path, "rb") as source, open(tmp, "wb") as target:
-            shutil.copyfileobj(source, target, length=COPY_CHUNK_BYTES)
-            target.flush()
-            os.fsync(target.fileno())
-        os.replace(tmp, local)
-        return
-    if path.startswith("s3://") and size < S3_MIN_PART_BYTES:
+    if path.startswith("s3://") and os.path.getsize(local_path) < S3_MIN_PART_BYTES:
         with open(local_path, "rb") as handle:
-            write_bytes_atomic(path, handle.read())
+            _s3_put(path, handle.read())
         return
-    with open(local_path, "rb") as source, _filesystems().create(path) as target:
+    with open(local_path, "rb") as source, _open_write(path) as target:
         shutil.copyfileobj(source, target, length=COPY_CHUNK_BYTES)
 
 

@@ -68,3 +68,13 @@ def test_upload_file_to_a_local_path_streams_through_a_temporary(tmp_path):
     target = tmp_path / "out" / "index.jsonl"
     storage.upload_file(str(source), str(target))
     assert target.read_bytes() == source.read_bytes() and sorted(p.name for p in target.parent.iterdir()) == ["index.jsonl"]
+
+
+def test_a_local_write_that_fails_leaves_the_earlier_file_and_no_temporary(tmp_path):
+    target = tmp_path / "out" / "stats.json"
+    storage.write_bytes_atomic(str(target), b"earlier run")
+    with pytest.raises(TypeError):
+        storage.write_bytes_atomic(str(target), "not bytes")
+    with pytest.raises(FileNotFoundError):
+        storage.upload_file(str(tmp_path / "missing.bin"), str(target))
+    assert target.read_bytes() == b"earlier run" and sorted(p.name for p in target.parent.iterdir()) == ["stats.json"]
