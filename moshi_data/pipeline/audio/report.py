@@ -130,9 +130,11 @@ def recording_report(result, config: Mapping[str, Any]) -> dict:
     speakers = len({line.split()[7] for line in (result.rttm or "").splitlines() if line.startswith("SPEAKER")})
     report["speakers_per_recording"] = {str(speakers): 1}
     kept: dict[str, list] = {name: [] for name in BINS}
+    words_kept = 0
     for _, record in result.records:
         meta = json.loads(record["meta.json"])
         words = json.loads(record["words.json"])
+        words_kept += len(words)
         filters = meta.get("filters") or {}
         duration = float(meta["duration_s"])
         for name in THRESHOLDS:
@@ -148,7 +150,7 @@ def recording_report(result, config: Mapping[str, Any]) -> dict:
     report["kept"] = {name: histogram(name, values) for name, values in kept.items() if name != "onset_error_s"}
     report["filtered"] = {name: histogram(name, values) for name, values in filtered.items()}
     report["samples"] = len(result.records)
-    report["words_kept"] = sum(len(json.loads(r["words.json"])) for _, r in result.records)
+    report["words_kept"] = words_kept
     references = config["report"]["references"]
     if references:
         report.update(reference_scores(result.recording_id, result.rttm, result.words_json, references,
