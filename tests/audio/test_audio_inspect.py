@@ -10,11 +10,11 @@ from PIL import Image
 
 from moshi_data.cli import main as cli
 from moshi_data.pipeline.audio.inspect import inspect_audio, png_marks
-from moshi_data.pipeline.audio.shards import iter_shard
+from shard_samples import read_samples
 
 
 def _samples(output):
-    return [s for shard in sorted((output / "shards").glob("shard-*.tar")) for s in iter_shard(shard)]
+    return read_samples(*sorted((output / "shards").glob("shard-*.tar")))
 
 
 def test_one_row_per_sample_with_its_figures(conversation_run):
@@ -34,13 +34,13 @@ def test_one_row_per_sample_with_its_figures(conversation_run):
         assert abs(row["main_share"] - main_time / sum(w["end"] - w["start"] for w in sample.words)) < 1e-3
     # a single shard gives the same rows
     shard = sorted((output / "shards").glob("shard-*.tar"))[0]
-    assert [r["key"] for r in inspect_audio(shard)["rows"]] == [s.key for s in iter_shard(shard)]
+    assert [r["key"] for r in inspect_audio(shard)["rows"]] == [s.key for s in read_samples(shard)]
 
 
 def test_show_sample_draws_every_word_and_token_and_exports_stereo(conversation_run, tmp_path, capsys):
     output = conversation_run["output"]
     shard = sorted((output / "shards").glob("shard-*.tar"))[0]
-    sample = max(iter_shard(shard), key=lambda s: len(s.words))
+    sample = max(read_samples(shard), key=lambda s: len(s.words))
     picture, wav = tmp_path / "sample.png", tmp_path / "sample.wav"
     assert cli(["show-sample", str(shard), "--key", sample.key, "--output", str(picture), "--wav", str(wav)]) == 0
     assert f"{len(sample.words)} words" in capsys.readouterr().out

@@ -10,8 +10,8 @@ import soundfile as sf
 
 from moshi_data.beam_jobs import audio_shards, moshi_finetune_export
 from moshi_data.pipeline.audio.rttm import read_rttm
-from moshi_data.pipeline.audio.shards import iter_shard
 from moshi_data.pipeline.config import load_config
+from shard_samples import read_samples
 
 IN_PROCESS = ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
 TWO_WORKERS = ["--runner=DirectRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
@@ -81,7 +81,7 @@ def test_job_on_diarization_clips_interface_counts_and_export(shared_data, bad_i
     shard_paths = sorted((output / "shards").glob("shard-*.tar"))
     assert [p.name for p in shard_paths] == ["shard-000000.tar"]
     assert stats["shards"] == {"count": 1, "bytes": shard_paths[0].stat().st_size, "first": "shard-000000.tar", "buckets": 1}
-    samples = [s for p in shard_paths for s in iter_shard(p)]
+    samples = read_samples(*shard_paths)
     assert [s.key for s in samples] == ["michaelandsickmichael_00000", "sample_00000"]
     assert stats["segments"]["kept"] == len(samples)
     for sample in samples:
@@ -178,12 +178,13 @@ def test_many_recordings_spread_over_shard_buckets_and_reject_parts(conversation
     assert stats["shards"]["buckets"] == shard_buckets(_sample_bytes(shards), 300_000)
     assert buckets == {bucket_of(rid, stats["shards"]["buckets"]) for rid in kept_ids} and len(buckets) >= 2
     assert stats["shards"]["count"] == len(shards) and stats["shards"]["first"] == shards[0].name
-    samples = [s for p in shards for s in iter_shard(p)]
+    samples = read_samples(*shards)
     assert sorted(s.key for s in samples) == sorted({s.key for s in samples}) and len(samples) == seg["samples"]
     for path in shards:  # each shard: one bucket's samples, in key order
-        keys = [s.key for s in iter_shard(path)]
+        in_shard = read_samples(path)
+        keys = [s.key for s in in_shard]
         assert keys == sorted(keys)
-        assert {bucket_of(s.meta["recording_id"], stats["shards"]["buckets"]) for s in iter_shard(path)} == {
+        assert {bucket_of(s.meta["recording_id"], stats["shards"]["buckets"]) for s in in_shard} == {
             int(path.stem.split("-")[1]) // stride}
 
     parts = sorted((output / "rejects").glob("part-*.jsonl"))
@@ -234,3 +235,4 @@ def test_models_load_once_per_process_whatever_the_thread_count(monkeypatch):
     assert audio_shards.shared_processor(other_output)[0] is got[0][0] and len(loads) == 1  # output settings share it
     audio_shards.shared_processor(load_config("audio_shards", ["filters.min_snr_db=9"]))
     assert len(loads) == 2
+

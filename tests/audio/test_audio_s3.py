@@ -7,9 +7,10 @@ import pytest
 
 from moshi_data.pipeline.audio.decode import AudioRejected, decode, list_sources
 from moshi_data.pipeline.audio.outputs import write_bucket
-from moshi_data.pipeline.audio.shards import iter_shard, stream_records
+from moshi_data.pipeline.audio.shards import stream_records
 from moshi_data.pipeline.storage import open_read, write_bytes_atomic
 from moshi_data.pipeline.config import load_config
+from shard_samples import read_samples
 
 BUCKET = "audio-test"
 
@@ -54,7 +55,7 @@ def test_s3_manifest_glob_decode_and_atomic_outputs(s3_endpoint, s3_client, bad_
     assert name == "shard-000000.tar"
     local = tmp_path / "shard.tar"
     local.write_bytes(client.get_object(Bucket=BUCKET, Key="out/shards/shard-000000.tar")["Body"].read())
-    assert [s.key for s in iter_shard(local)] == ["k0", "k1"] and local.stat().st_size == size
+    assert [s.key for s in read_samples(local)] == ["k0", "k1"] and local.stat().st_size == size
     with open_read(f"{output}/shards/shard-000000.tar") as stream:  # what the export and the report read
         assert [record["__key__"] for record in stream_records(stream)] == ["k0", "k1"]
     from moshi_data.beam_jobs import moshi_finetune_export  # the export streams the remote shard the same way

@@ -7,9 +7,9 @@ import numpy as np
 
 from moshi_data.pipeline.audio.recording import resolve_repo_path
 from moshi_data.pipeline.audio.rttm import read_rttm
-from moshi_data.pipeline.audio.shards import iter_shard
 from moshi_data.pipeline.audio.text_frames import SentencePieceTokenizer, text_stream
 from moshi_data.pipeline.audio.types import FRAME_RATE, Word
+from shard_samples import read_samples
 
 
 def _norm(text: str) -> str:
@@ -30,7 +30,7 @@ def _match(words: list[dict], truth) -> list[tuple[dict, object]]:
 
 
 def _sample(run: dict, recording_id: str):
-    samples = [s for p in sorted((run["output"] / "shards").glob("*.tar")) for s in iter_shard(p)]
+    samples = read_samples(*sorted((run["output"] / "shards").glob("*.tar")))
     found = [s for s in samples if s.meta["recording_id"] == recording_id]
     assert len(found) == 1, [s.key for s in samples]
     return found[0]

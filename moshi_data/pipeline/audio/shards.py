@@ -195,14 +195,6 @@ def write_records(records: Iterable[dict[str, Any]], directory: str | Path, max_
     return written
 
 
-def iter_shard(path: str | Path) -> Iterator[Sample]:
-    """Read one shard file sample by sample (no shuffling), for tools and tests."""
-    import webdataset as wds
-
-    for record in wds.WebDataset(str(path), shardshuffle=False, empty_check=False):
-        yield decode_sample(record)
-
-
 def stream_records(stream: BinaryIO) -> Iterator[dict[str, bytes]]:
     """The raw records of a shard read as a stream (no seeking; one record in memory at a time), so a
     shard in object storage is read straight from its download stream."""
