@@ -4,7 +4,10 @@
 
 Reads ``INPUT/shards/shard-*.tar`` and writes ``DIR/data_stereo/<key>.wav`` (left main, right other,
 24 kHz), ``DIR/data_stereo/<key>.json`` (``{"alignments": [[word, [start, end], speaker], ...]}``) and
-``DIR/index.jsonl`` (``{"path", "duration"}``), every file atomically; deterministic output.
+``DIR/index.jsonl`` (``{"path", "duration"}``), every file atomically; deterministic output. Over an
+earlier export, its index.jsonl is removed first (a killed re-export never leaves an index that looks
+complete) and files of ``data_stereo/`` this export did not write are deleted by the jobs' stale-file
+join (beam_jobs/stale_files.py) before the new index is written.
 
 Each worker streams one shard (one sample in memory at a time, local or object storage) and writes
 that shard's index lines to ``DIR/.index-parts/<shard>.jsonl``; the launcher then streams the parts,
@@ -16,12 +19,13 @@ import logging
 import os
 import sys
 import tempfile
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from moshi_data.beam_jobs.options import check_paths_reach_workers
+from moshi_data.beam_jobs.stale_files import RemoveStale
 from moshi_data.pipeline import storage
 from moshi_data.pipeline.audio.export import export_sample, index_jsonl
 from moshi_data.pipeline.audio.outputs import SHARDS_DIR
@@ -35,8 +39,9 @@ def index_part(output: str, shard_path: str) -> str:
     return storage.join(output, INDEX_PARTS_DIR, os.path.basename(shard_path.rstrip("/")) + ".jsonl")
 
 
-def export_shard(path: str, output: str, audio_dir: str, main_label: str) -> int:
-    """Export every sample of one shard, read as a stream; writes its index part; returns its sample count."""
+def export_shard(path: str, output: str, audio_dir: str, main_label: str) -> Iterator[tuple[str, str]]:
+    """Export every sample of one shard, read as a stream, then write its index part; yields the
+    (folder, name) of each sample file written."""
     from moshi_data.pipeline.audio.shards import decode_sample, stream_records
 
     lines = []
@@ -45,9 +50,9 @@ def export_shard(path: str, output: str, audio_dir: str, main_label: str) -> int
             line, files = export_sample(decode_sample(record), audio_dir, main_label)
             for relative, payload in files:
                 storage.write_bytes_atomic(storage.join(output, relative), payload)
+                yield tuple(relative.rsplit("/", 1))
             lines.append(line)  # one shard's lines: bounded by the shard size
     storage.write_bytes_atomic(index_part(output, path), index_jsonl(lines))
-    return len(lines)
 
 
 def concatenate_index(output: str, shards: list[str], index: str) -> int:
@@ -78,11 +83,13 @@ def run(input_dir: str, output: str, config: Mapping[str, Any], runner_args: lis
     if not shards:
         raise UserError(f"no shards under {storage.join(input_dir, SHARDS_DIR)} (give the output folder of audio-shards)")
     check_paths_reach_workers(options, shards, output)
+    storage.retire_completion_marker(storage.join(output, export["index"]), log=LOG.info)
     pipeline = beam.Pipeline(options=options)
     _ = (pipeline
          | "Shards" >> beam.Create(shards)
          | "Spread" >> beam.Reshuffle()
-         | "Export" >> beam.Map(export_shard, output, export["audio_dir"], export["main_label"]))
+         | "Export" >> beam.FlatMap(export_shard, output, export["audio_dir"], export["main_label"])
+         | "RemoveStale" >> RemoveStale(output, [export["audio_dir"]]))
     pipeline.run().wait_until_finish()
     return concatenate_index(output, shards, export["index"])
 

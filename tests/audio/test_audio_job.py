@@ -236,3 +236,15 @@ def test_models_load_once_per_process_whatever_the_thread_count(monkeypatch):
     audio_shards.shared_processor(load_config("audio_shards", ["filters.min_snr_db=9"]))
     assert len(loads) == 2
 
+
+def test_re_export_over_an_earlier_export_leaves_only_this_exports_files(conversation_run, tmp_path):
+    config = conversation_run["config"]
+    clean, reused = tmp_path / "clean", tmp_path / "reused"
+    moshi_finetune_export.run(str(conversation_run["output"]), str(clean), config, IN_PROCESS)
+    audio = reused / config["export"]["audio_dir"]  # what an earlier export of other shards (or a killed one) left
+    audio.mkdir(parents=True)
+    for name in ("gone_00000.wav", "gone_00000.json", ".tmp-gone_00001.wav-0123"):
+        (audio / name).write_bytes(b"earlier export")
+    (reused / config["export"]["index"]).write_text('{"path": "data_stereo/gone_00000.wav", "duration": 1.0}\n')
+    assert moshi_finetune_export.run(str(conversation_run["output"]), str(reused), config, IN_PROCESS) > 0
+    assert _files(reused) == _files(clean)

@@ -62,7 +62,8 @@ def test_s3_manifest_glob_decode_and_atomic_outputs(s3_endpoint, s3_client, bad_
 
     exported = tmp_path / "export"
     shard = f"{output}/shards/shard-000000.tar"
-    assert moshi_finetune_export.export_shard(shard, str(exported), "data_stereo", "SPEAKER_MAIN") == 2
+    assert sorted(moshi_finetune_export.export_shard(shard, str(exported), "data_stereo", "SPEAKER_MAIN")) == [
+        ("data_stereo", f"k{i}.{ext}") for i in (0, 1) for ext in ("json", "wav")]
     moshi_finetune_export.concatenate_index(str(exported), [shard], "index.jsonl")
     index = [json.loads(line) for line in (exported / "index.jsonl").read_text().splitlines()]
     assert [line["path"] for line in index] == ["data_stereo/k0.wav", "data_stereo/k1.wav"]
