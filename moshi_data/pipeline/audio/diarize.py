@@ -26,6 +26,7 @@ import numpy as np
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")  # before pyannote is imported: no telemetry
 from pyannote.audio.core.plda import PLDA  # noqa: E402
 from pyannote.audio.pipelines import SpeakerDiarization  # noqa: E402
+from pyannote.audio.pipelines.clustering import AgglomerativeClustering  # noqa: E402
 
 from moshi_data.pipeline.audio.types import MODEL_SAMPLE_RATE, Turn  # noqa: E402
 
@@ -76,12 +77,29 @@ class NoPLDA(PLDA):
         pass
 
 
+class ShortClipAgglomerativeClustering(AgglomerativeClustering):
+    """pyannote's agglomerative clustering, except on a clip where no (window, speaker) embedding passes
+    its filter (no speaker alone for 20% of a window: a few seconds of speech). pyannote then gives
+    one cluster whose centroid is the mean of no embedding (NaN, and numpy's "Mean of empty slice"
+    warning); here that centroid is zeros, the embedding pyannote itself gives a speaker it has none for."""
+
+    def __call__(self, embeddings: np.ndarray, segmentations=None, **kwargs):
+        kept, _, _ = self.filter_embeddings(embeddings, segmentations=segmentations)
+        if len(kept):
+            return super().__call__(embeddings, segmentations=segmentations, **kwargs)
+        chunks, speakers, dimension = embeddings.shape
+        return (np.zeros((chunks, speakers), dtype=np.int8), np.ones((chunks, speakers, 1)),
+                np.zeros((1, dimension)))
+
+
 class AgglomerativeSpeakerDiarization(SpeakerDiarization):
-    """pyannote's SpeakerDiarization with its agglomerative clustering and no PLDA (none ships offline)."""
+    """pyannote's SpeakerDiarization with its agglomerative clustering (:class:`ShortClipAgglomerativeClustering`)
+    and no PLDA (none ships offline)."""
 
     def __init__(self, segmentation, embedding, **kwargs):
         super().__init__(segmentation=segmentation, embedding=embedding, plda=NoPLDA(),
                          clustering="AgglomerativeClustering", **kwargs)
+        self.clustering = ShortClipAgglomerativeClustering(metric=self.clustering.metric)
 
 
 def pipeline_parameters(settings: Mapping[str, Any]) -> dict[str, Any]:
