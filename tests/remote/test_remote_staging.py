@@ -53,6 +53,26 @@ def test_stage_and_localize_files_and_folders(beam_s3, tmp_path):
                   for p in Path(local["asr"]["model"]).rglob("*") if p.is_file()) == [
         "model.bin", "sub/vocab.txt"]
     assert local["hub"] == {"model": "tiny.en"}
+    assert models.configured_names(config, local, keys) == {local["text"]["tokenizer"]: str(model),
+                                                          local["asr"]["model"]: str(folder)}
+
+
+def test_meta_names_a_staged_asr_model_as_configured(beam_s3, tmp_path):
+    from moshi_data.beam_jobs.audio_shards import MODEL_KEYS
+    from moshi_data.pipeline.audio.recording import RecordingProcessor
+    from moshi_data.pipeline.audio.transcribe import Transcriber
+    from moshi_data.pipeline.config import load_config
+
+    folder = tmp_path / "whisper-ct2"
+    folder.mkdir()
+    (folder / "model.bin").write_bytes(b"weights")
+    configured = load_config("audio_shards", [f"asr.model={folder}"])
+    options = PipelineOptions([*PORTABLE, *beam_s3, f"--temp_location=s3://{BUCKET}/tmp"])
+    local = models.localize_models(prepare_workers(options, configured, ["asr.model"], f"s3://{BUCKET}/out",
+                                                   log=lambda _: None), MODEL_KEYS, cache_dir=tmp_path / "cache")
+    assert local["asr"]["model"] != str(folder)
+    processor = RecordingProcessor(local, models.configured_names(configured, local, MODEL_KEYS))
+    assert processor.as_configured(Transcriber(local).model_versions) == Transcriber(configured).model_versions
 
 
 def test_local_runner_keeps_paths_but_checks_model_urls(beam_s3, tmp_path):

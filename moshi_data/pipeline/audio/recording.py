@@ -107,10 +107,16 @@ class _Analysis:
 
 
 class RecordingProcessor:
-    """Stages 1-9 for one recording at a time; picklable before ``setup()``."""
+    """Stages 1-9 for one recording at a time; picklable before ``setup()``.
 
-    def __init__(self, config: Mapping[str, Any]):
+    ``model_names``: {a model path in ``config``: the name the user gave it} where ``config`` names a
+    copy (a remote worker's cached download of a staged model: ``models.configured_names``); meta.json's
+    ``model_versions`` show the given names, so every runner writes the same bytes.
+    """
+
+    def __init__(self, config: Mapping[str, Any], model_names: Optional[Mapping[str, str]] = None):
         self.config = dict(config)
+        self.model_names = dict(model_names or {})
         validate_main_speaker_policy(self.config["streams"]["main_speaker"])
         self.transcriber = None
         self.diarizer = None
@@ -120,8 +126,8 @@ class RecordingProcessor:
         self.timings: Counter = Counter()
 
     def __getstate__(self) -> dict:
-        return {"config": self.config, "transcriber": None, "diarizer": None, "tokenizer": None,
-                "tokenizer_version": "", "codec": None, "timings": Counter()}
+        return {"config": self.config, "model_names": self.model_names, "transcriber": None, "diarizer": None,
+                "tokenizer": None, "tokenizer_version": "", "codec": None, "timings": Counter()}
 
     def setup(self) -> None:
         """Load ASR, diarization, the tokenizer and (with ``codes.enabled``) Mimi."""
@@ -229,7 +235,7 @@ class RecordingProcessor:
             _, language, probability = max(languages, key=lambda item: item[0])
             words.sort(key=lambda w: (w.start, w.end, w.speaker or ""))
             return _Analysis("channels", words, sorted(turns, key=lambda t: (t.start, t.end, t.speaker)), names,
-                             language, probability, versions)
+                             language, probability, self.as_configured(versions))
         mono16 = audio.audio16.mean(axis=0) if audio.audio16.shape[0] > 1 else audio.audio16[0]
         with self._timed("transcribe"):
             transcription = self.transcriber.transcribe(mono16)
@@ -242,7 +248,17 @@ class RecordingProcessor:
             if not turns and words:  # no diarization turn at all: one speaker, turns from the words
                 turns = words_to_turns(words, streams["default_speaker"], streams["turn_merge_gap_s"])
         speakers = sorted({t.speaker for t in turns} | {w.speaker for w in words if w.speaker})
-        return _Analysis("mask", words, turns, speakers, transcription.language, transcription.language_probability, versions)
+        return _Analysis("mask", words, turns, speakers, transcription.language, transcription.language_probability,
+                         self.as_configured(versions))
+
+    def as_configured(self, versions: Mapping[str, str]) -> dict[str, str]:
+        """``versions`` with every local model copy named as configured (``model_names``)."""
+        named = {}
+        for stage, version in versions.items():
+            for local, given in self.model_names.items():
+                version = version.replace(local, given)
+            named[stage] = version
+        return named
 
     def _segments(self, source: AudioSource, audio: DecodedAudio, analysis: _Analysis, result: RecordingResult) -> None:
         config = self.config
