@@ -27,7 +27,6 @@ from typing import Any, Iterator, Mapping
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
@@ -35,6 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from moshi_data.beam_jobs.options import check_paths_reach_workers, prepare_workers, runner_name, with_dataflow  # noqa: E402
 from moshi_data.beam_jobs.progress import mark, progress_bar  # noqa: E402
+from moshi_data.beam_jobs.run_results import first_rejects, stage_seconds  # noqa: E402
 from moshi_data.beam_jobs.stale_files import RemoveStale  # noqa: E402
 from moshi_data.beam_jobs.tallies import SumTallies  # noqa: E402
 from moshi_data.classifiers.tokenizer import model_path, train_tokenizer  # noqa: E402
@@ -239,18 +239,6 @@ def ensure_tokenizer(config: Mapping[str, Any]) -> None:
     train_tokenizer(config)
 
 
-def stage_seconds(result) -> dict[str, float]:
-    """Compute seconds per stage from the job's counters (summed over workers)."""
-    counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
-    seconds: dict[str, float] = {}
-    for counter in counters:
-        name = counter.key.metric.name
-        value = counter.committed if counter.committed is not None else counter.attempted
-        if name.startswith("ms_") and value:
-            seconds[name[3:]] = seconds.get(name[3:], 0.0) + value / 1000
-    return seconds
-
-
 def run(input_spec: str, output: str, config: Mapping[str, Any], runner_args: list[str]) -> dict:
     """Run the job; returns the stats written to ``OUTPUT/stats.json``."""
     args, dataflow_overrides = with_dataflow([*config["runner"]["args"], *runner_args], DATAFLOW_CONFIG)
@@ -278,7 +266,7 @@ def run(input_spec: str, output: str, config: Mapping[str, Any], runner_args: li
     stats = json.loads(storage.read_bytes(storage.join(output, STATS_FILE)))
     stats["run"] = {**run_provenance(configured, [source.path for source in sources], runner),
                     "started": started.isoformat(timespec="seconds"), "wall_s": round(time.perf_counter() - start, 3)}
-    write_run_report(output, stats, configured, stage_seconds(result))
+    write_run_report(output, stats, configured, stage_seconds(result, NAMESPACE))
     storage.write_bytes_atomic(storage.join(output, STATS_FILE), (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode("utf-8"))
     legacy = storage.join(output, LEGACY_REJECTS_FILE)
     if storage.exists(legacy):
@@ -306,18 +294,6 @@ def summary(stats: Mapping[str, Any], output: str) -> str:
                       f"{STATS_FILE}, {REJECTS_DIR}/, annotations/, report.html"])
 
 
-def first_rejects(output: str, limit: int) -> list[dict]:
-    """The first ``limit`` reject lines of the run (reading only the parts needed)."""
-    rows: list[dict] = []
-    for path in storage.list_folder(storage.join(output, REJECTS_DIR)):
-        if len(rows) >= limit:
-            break
-        if path.endswith(".jsonl"):
-            lines = storage.read_bytes(path).decode("utf-8").splitlines()
-            rows += [json.loads(line) for line in lines[:limit - len(rows)] if line.strip()]
-    return rows
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser(__name__, __doc__, config="audio_shards", beam=True)
     parser.add_argument("--input", default=str(DEFAULT_INPUT),
@@ -336,7 +312,7 @@ def _main(args) -> int:
     folder = storage.join(output, REJECTS_DIR)
     if rejected:
         shown = [f"rejected {r.get('id') or r.get('path')}: {r['reason']} ({str(r.get('detail', ''))[:120]})"
-                 for r in first_rejects(output, 5)]
+                 for r in first_rejects(folder, 5)]
         for line in rejects_summary(shown, rejected, f"{folder}/"):
             LOG.warning(line)
     if recordings["in"] == rejected:

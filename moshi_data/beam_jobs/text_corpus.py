@@ -43,6 +43,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from moshi_data.beam_jobs import minhash
 from moshi_data.beam_jobs.options import build_pipeline_options, check_paths_reach_workers, prepare_workers, runner_name
 from moshi_data.beam_jobs.progress import mark, progress_bar
+from moshi_data.beam_jobs.run_results import first_rejects, stage_seconds
 from moshi_data.beam_jobs.stale_files import RemoveStale
 from moshi_data.beam_jobs.tallies import SumTallies
 from moshi_data.classifiers.models import attach_classifiers
@@ -477,13 +478,6 @@ def default_input(config: dict) -> tuple[str, int | None]:
     return config["input"]["default_crawl_paths"], int(config["input"]["default_crawl_limit"])
 
 
-def stage_seconds(result) -> dict[str, float]:
-    """Seconds per stage from the job's Beam counters (summed over workers)."""
-    counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
-    return {c.key.metric.name[3:]: round(c.committed / 1000, 3)
-            for c in counters if c.key.metric.name.startswith("ms_") and c.committed is not None}
-
-
 def run_metrics(result) -> dict:
     """Counters (not timers) and distribution maxima of the job and of the MinHash components."""
     metrics = result.metrics().query(MetricsFilter())
@@ -552,7 +546,7 @@ def run(input_spec: str | None, output: str, config_name: str = "text_corpus", l
     storage.write_bytes_atomic(storage.join(output, STATS_FILE), (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
     # the page again with the run's date and wall time: what ``text-report`` rebuilds from stats.json
     storage.write_bytes_atomic(storage.join(output, REPORT_FILE), build_report(output, stats, config))
-    return {"stats": stats, "seconds": stage_seconds(result), "wall_s": round(wall, 3), "files": len(files),
+    return {"stats": stats, "seconds": stage_seconds(result, NAMESPACE), "wall_s": round(wall, 3), "files": len(files),
             **run_metrics(result)}
 
 
@@ -581,12 +575,8 @@ def log_rejects(output: str, total: int) -> None:
     if not total:
         return
     folder = storage.join(output, REJECTS_DIR)
-    rows: list[dict] = []
-    for path in sorted(p for p in storage.list_folder(folder) if p.endswith(".jsonl")):
-        if len(rows) >= 5:
-            break
-        rows += [json.loads(line) for line in storage.read_bytes(path).decode().splitlines()[:5 - len(rows)]]
-    shown = [f"rejected {r['source']}@{r['record_offset']}: {r['reason']} ({r['message'][:120]})" for r in rows]
+    shown = [f"rejected {r['source']}@{r['record_offset']}: {r['reason']} ({r['message'][:120]})"
+             for r in first_rejects(folder, 5)]
     for line in rejects_summary(shown, total, f"{folder}/"):
         LOG.warning(line)
 
