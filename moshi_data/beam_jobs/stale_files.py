@@ -2,41 +2,59 @@
 
 The files this run wrote, as (folder, name), are joined by name with a listing of the folders taken
 after every write; listed names nobody wrote (shards of an earlier, bigger run, temporaries of a
-killed one) are deleted. No single worker holds the list of written names.
+killed one) are deleted. No worker holds the list of written names, nor a folder's listing: each
+folder is listed as ``ranges`` name ranges in parallel, cut at approximate quantiles of the names
+written there (a bounded combiner), each range streamed page by page (``storage.iter_names``).
+Every name falls in exactly one range, so the removal stays exact whatever the cuts.
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
 import apache_beam as beam
 
 from moshi_data.pipeline import storage
 
+LISTING_RANGES = 16  # name ranges listed in parallel per folder (more cost one list request each)
 
-class ListFolder(beam.DoFn):
-    """Folder -> ((folder, name), None) for the files in it (temporaries of a killed run included);
-    runs after ``written_count`` is known, i.e. after every write of this run."""
+
+def name_ranges(folder: str, cuts: Mapping[str, Sequence[str]]) -> list[tuple[str, Optional[str], Optional[str]]]:
+    """(folder, after, upto) ranges that cover every name once: (None, c1], (c1, c2], ..., (ck, None),
+    cut at the inner quantiles of the names written in ``folder`` (one range when none was)."""
+    quantiles = list(cuts.get(folder, []))
+    inner = sorted(set(quantiles[1:-1]))
+    bounds: list[Optional[str]] = [None, *inner, None]
+    return [(folder, after, upto) for after, upto in zip(bounds[:-1], bounds[1:])]
+
+
+class ListRange(beam.DoFn):
+    """(folder, after, upto) -> ((folder, name), None) for the files in that name range of the folder
+    (temporaries of a killed run included), streamed; runs after every write of this run."""
 
     def __init__(self, output: str):
         self.output = output
 
-    def process(self, folder: str, written_count: int) -> Iterator:
-        for path in storage.list_folder(storage.join(self.output, folder)):
-            yield (folder, path.rstrip("/").rsplit("/", 1)[-1]), None
+    def process(self, name_range: tuple[str, Optional[str], Optional[str]]) -> Iterator:
+        folder, after, upto = name_range
+        for name in storage.iter_names(storage.join(self.output, folder), after, upto):
+            yield (folder, name), None
 
 
 class RemoveStale(beam.PTransform):
     """(folder, name) of every file written -> the count of files deleted from ``folders``."""
 
-    def __init__(self, output: str, folders: Sequence[str]):
+    def __init__(self, output: str, folders: Sequence[str], ranges: int = LISTING_RANGES):
         super().__init__()
-        self.output, self.folders = output, list(folders)
+        self.output, self.folders, self.ranges = output, list(folders), max(1, int(ranges))
 
     def expand(self, written):
-        count = written | "CountWritten" >> beam.combiners.Count.Globally()
+        # the cuts are a combine over every written name: the listing starts once all writes are done
+        cuts = written | "CutNames" >> beam.ApproximateQuantiles.PerKey(self.ranges + 1)
         listed = (written.pipeline
                   | "Folders" >> beam.Create(self.folders)
-                  | "List" >> beam.ParDo(ListFolder(self.output), beam.pvalue.AsSingleton(count)))
+                  | "Ranges" >> beam.FlatMap(name_ranges, beam.pvalue.AsDict(cuts))
+                  | "SpreadRanges" >> beam.Reshuffle()
+                  | "List" >> beam.ParDo(ListRange(self.output)))
         keyed = written | "KeyWritten" >> beam.Map(lambda folder_name: (folder_name, None))
         return ({"written": keyed, "listed": listed}
                 | "JoinNames" >> beam.CoGroupByKey()

@@ -185,6 +185,38 @@ def list_folder(folder: str) -> list[str]:
     return sorted(m.path for m in result.metadata_list)
 
 
+def iter_names(folder: str, after: str | None = None, upto: str | None = None) -> Iterator[str]:
+    """Names of the files directly inside ``folder`` with ``after < name <= upto`` (None: unbounded),
+    streamed: no listing is held. S3 lists only that range, a page of keys at a time (ListObjectsV2
+    from ``StartAfter``, in key order); a local folder is scanned entry by entry; another store
+    (gs://) is matched whole by Beam's FileSystems, then filtered."""
+    def wanted(name: str) -> bool:
+        return (after is None or name > after) and (upto is None or name <= upto)
+
+    if is_local(folder):
+        local = _local(folder)
+        if os.path.isdir(local):
+            with os.scandir(local) as entries:
+                yield from (entry.name for entry in entries if entry.is_file() and wanted(entry.name))
+        return
+    if not folder.startswith("s3://"):
+        yield from (name for name in (os.path.basename(p) for p in list_folder(folder)) if wanted(name))
+        return
+    from apache_beam.io.aws.s3io import parse_s3_path
+
+    bucket, prefix = parse_s3_path(folder.rstrip("/") + "/", object_optional=True)
+    request = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+    if after is not None:
+        request["StartAfter"] = prefix + after
+    for page in _s3_client().get_paginator("list_objects_v2").paginate(**request):
+        for item in page.get("Contents", []):  # in key (UTF-8 byte = code point) order
+            name = item["Key"][len(prefix):]
+            if upto is not None and name > upto:
+                return
+            if name:
+                yield name
+
+
 def retire_completion_marker(path: str, log=print) -> bool:
     """Delete an earlier run's completion marker (``stats.json``) just before a run starts, so a
     run killed half-way never leaves the earlier run's marker beside its own partial files."""
