@@ -109,3 +109,13 @@ def test_every_image_loads_in_chromium(conversation_run):
     images = images_in_browser(conversation_run["output"] / "report.html")
     assert len(images) >= 3
     assert all(image["complete"] and image["width"] > 100 and image["height"] > 100 for image in images), images
+
+
+def test_report_counts_every_kept_word_and_sample_once(conversation_run):
+    from shard_samples import read_samples
+
+    samples = read_samples(*sorted((conversation_run["output"] / "shards").glob("shard-*.tar")))
+    report = conversation_run["stats"]["report"]
+    assert report["samples"] == len(samples) > 0
+    assert report["words_kept"] == sum(len(sample.words) for sample in samples) > 0
+    assert sum(report["kept"]["duration_s"]) == len(samples)
