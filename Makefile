@@ -17,7 +17,7 @@ opt = $(if $(2),$(1) $(call q,$(2)),)
 MD := $(PY) -m moshi_data
 
 .PHONY: help install-text install-audio text-corpus classifiers score-text eval-classifiers \
-        tokenizer audio-shards moshi-finetune-export eval-audio train test bench bench-scale bench-audio bench-audio-scale \
+        tokenizer audio-shards moshi-finetune-export eval-audio train test bench bench-scale bench-audio bench-audio-scale bench-stale-listing \
         bench-train inspect show-sample clean
 
 help:
@@ -79,6 +79,9 @@ bench-audio: install-audio
 
 bench-audio-scale: install-audio
 	$(PY) -m bench.audio_scale_bench $(call opt,--output,$(OUTPUT)) $(ARGS)
+
+bench-stale-listing: install-text
+	$(PY) -m bench.stale_listing_bench $(ARGS)
 
 # ---------------------------------------------------------------- trainer
 train: install-audio
