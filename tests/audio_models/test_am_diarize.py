@@ -27,27 +27,74 @@ def test_sample_der_below_target_and_deterministic(diarizer, sample_audio, share
 def test_offline_default_is_pyannotes_pipeline_with_packaged_models(diarizer):
     from pyannote.audio.pipelines import SpeakerDiarization
 
-    from moshi_data.pipeline.audio.embedding import CAMPPlusEmbedding
+    from moshi_data.pipeline.audio.embedding import FusedEmbedding
 
     pipeline = diarizer.pipeline
     assert isinstance(pipeline, SpeakerDiarization) and pipeline.klustering == "AgglomerativeClustering"
     specifications = pipeline._segmentation.model.specifications
     assert specifications.powerset and specifications.powerset_max_classes == 2 and specifications.duration == 10.0
-    assert isinstance(pipeline._embedding.model_, CAMPPlusEmbedding) and pipeline._embedding.dimension == 192
+    assert isinstance(pipeline._embedding.model_, FusedEmbedding) and pipeline._embedding.dimension == 192 + 256
     assert pipeline.clustering.threshold == diarizer.settings["clustering"]["threshold"]
 
 
-def test_campplus_follows_pyannotes_embedding_interface(diarizer, sample_audio):
+def _chunks_and_masks(sample_audio):
+    """4 items as pyannote batches them: chunks 0, 1, 2, 2 of the sample; whole, first half, nothing, whole."""
     import torch
 
-    embedding = diarizer.pipeline._embedding  # pyannote's PyannoteAudioPretrainedSpeakerEmbedding around CAM++
-    waveforms = torch.from_numpy(sample_audio[: 3 * 160_000].reshape(3, 1, 160_000).copy())
-    masks = torch.zeros(3, 589)
-    masks[0], masks[1, :300] = 1.0, 1.0  # whole chunk, first half, nothing
+    chunks = sample_audio[: 3 * 160_000].reshape(3, 1, 160_000)
+    waveforms = torch.from_numpy(np.concatenate([chunks, chunks[2:]]).copy())
+    masks = torch.zeros(4, 589)
+    masks[0], masks[1, :300], masks[3] = 1.0, 1.0, 1.0
+    return waveforms, masks
+
+
+def _check_embedding_interface(embedding, sample_audio, dimension):
+    waveforms, masks = _chunks_and_masks(sample_audio)
     vectors = embedding(waveforms, masks=masks)
-    assert vectors.shape == (3, 192) and np.isfinite(vectors[:2]).all() and np.isnan(vectors[2]).all()
-    again = embedding(waveforms[:1], masks=masks[:1])
-    assert np.allclose(again[0], vectors[0], atol=1e-5)  # per item: the batch does not change an embedding
+    assert vectors.shape == (4, dimension) and np.isnan(vectors[2]).all()
+    assert np.isfinite(vectors[[0, 1, 3]]).all() and not np.allclose(vectors[0], vectors[3], atol=1e-2)
+    for index in (0, 1, 3):  # per item: the batch (and who shares it) does not change an embedding
+        alone = embedding(waveforms[index: index + 1], masks=masks[index: index + 1])
+        assert np.allclose(alone[0], vectors[index], atol=1e-5), index
+    return vectors
+
+
+def test_campplus_follows_pyannotes_embedding_interface(sample_audio):
+    from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
+
+    from moshi_data.pipeline.audio.diarize import embedding_model
+
+    # pyannote's PyannoteAudioPretrainedSpeakerEmbedding around CAM++; items 0 and 3 (same frame count) share a forward
+    _check_embedding_interface(PretrainedSpeakerEmbedding(embedding_model("campplus")), sample_audio, 192)
+
+
+def test_ge2e_follows_pyannotes_interface_and_embeds_as_resemblyzer_does(sample_audio):
+    from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
+    from resemblyzer import VoiceEncoder, normalize_volume
+
+    from moshi_data.pipeline.audio.diarize import embedding_model
+
+    vectors = _check_embedding_interface(PretrainedSpeakerEmbedding(embedding_model("ge2e")), sample_audio, 256)
+    chunk = sample_audio[:160_000]  # whole chunk active: resemblyzer's own utterance embedding at -30 dBFS
+    expected = VoiceEncoder("cpu", verbose=False).embed_utterance(normalize_volume(chunk, -30, increase_only=True))
+    assert np.allclose(vectors[0], expected, atol=1e-4)
+
+
+def test_fused_embedding_is_both_unit_vectors_side_by_side(diarizer, sample_audio, tmp_path):
+    from pyannote.audio import Model
+    from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
+
+    from moshi_data.pipeline.audio.diarize import embedding_model
+    from moshi_data.pipeline.audio.embedding import save_checkpoint
+
+    model = diarizer.pipeline._embedding.model_  # the offline default
+    waveforms, masks = _chunks_and_masks(sample_audio)
+    fused = diarizer.pipeline._embedding(waveforms[:2], masks=masks[:2])
+    campplus = PretrainedSpeakerEmbedding(embedding_model("campplus"))(waveforms[:2], masks=masks[:2])
+    assert fused.shape == (2, 448) and np.allclose(np.linalg.norm(fused, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(fused[:, :192] * np.sqrt(2), campplus / np.linalg.norm(campplus, axis=1, keepdims=True), atol=1e-5)
+    loaded = Model.from_pretrained(save_checkpoint(model, tmp_path / "fused.bin"))  # as write_pipeline_dir stores it
+    assert np.allclose(PretrainedSpeakerEmbedding(loaded)(waveforms[:2], masks=masks[:2]), fused, atol=1e-6)
 
 
 def test_local_pipeline_directory_runs_end_to_end(models_config, diarizer, sample_audio, shared_data, tmp_path):

