@@ -7,7 +7,8 @@ import pytest
 
 from moshi_data.pipeline.audio.devset import (assign_folds, build_devset, real_cases, simulate_conversation,
                                               single_speaker_regions)
-from moshi_data.pipeline.audio.diarization_eval import choose_settings, main_stream_purity, parameter_grid
+from moshi_data.pipeline.audio.diarization_eval import (choose_settings, der_components, main_stream_purity,
+                                                        miss_breakdown, parameter_grid)
 from moshi_data.pipeline.audio.types import Turn
 
 
@@ -82,3 +83,16 @@ def test_main_stream_purity_maps_the_main_speaker_to_its_reference_speaker():
     assert purity["random"]["precision"] == pytest.approx((1.0 + 4 / 6) / 2)  # S0 or S1, each half the time
     assert purity["random"]["recall"] == pytest.approx((0.8 + 1.0) / 2)
     assert main_stream_purity(reference, [], 1.0) == {"most_speech": None, "random": None, "each": None}
+
+
+def test_missed_speech_is_split_into_overlap_single_speaker_and_whole_turns():
+    reference = [Turn(0.0, 10.0, "alice"), Turn(4.0, 6.0, "bob"), Turn(12.0, 14.0, "carol")]
+    hypothesis = [Turn(1.0, 10.0, "S0")]  # alice's first second, bob's overlap and carol's whole turn missed
+    missed = miss_breakdown(reference, hypothesis, collar=0.0)
+    assert missed == pytest.approx({"overlap": 2.0, "single": 3.0, "whole_turns": 2.0}, abs=0.011)
+    assert sum(missed[k] for k in ("overlap", "single")) == pytest.approx(
+        der_components(reference, hypothesis, 0.0)["missed"], abs=0.011)
+    with_collar = miss_breakdown(reference, hypothesis, collar=0.5)  # 0.25 s each side of every boundary unscored
+    assert with_collar == pytest.approx({"overlap": 1.5, "single": 2.25, "whole_turns": 1.5}, abs=0.011)
+    assert sum(with_collar[k] for k in ("overlap", "single")) == pytest.approx(
+        der_components(reference, hypothesis, 0.5)["missed"], abs=0.011)

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from moshi_data.pipeline.audio.devset import DevRecording
+from moshi_data.pipeline.audio.diarize import pipeline_parameters
 from moshi_data.pipeline.audio.streams import speech_seconds
 from moshi_data.pipeline.audio.types import Turn
 
@@ -45,6 +46,38 @@ def der_components(reference: Sequence[Turn], hypothesis: Sequence[Turn], collar
                                                                       detailed=True)
     return {"missed": float(detail["missed detection"]), "false_alarm": float(detail["false alarm"]),
             "confusion": float(detail["confusion"]), "total": float(detail["total"])}
+
+
+def miss_breakdown(reference: Sequence[Turn], hypothesis: Sequence[Turn], collar: float,
+                   step: float = 0.01) -> dict[str, float]:
+    """Seconds of missed speech (as DER counts it: reference minus hypothesis speakers per instant, ``collar``
+    seconds around reference boundaries not scored) split by where it is: ``overlap`` (two or more reference
+    speakers), ``single`` (one reference speaker, no hypothesis speech) and, of those, ``whole_turns`` (reference
+    turns that no hypothesis speech touches); on a ``step`` grid, so the sum is within a frame of pyannote's."""
+    end = max([t.end for t in reference] + [t.end for t in hypothesis] + [0.0])
+    frames = int(np.ceil(end / step)) + 1
+    times = (np.arange(frames) + 0.5) * step
+
+    def counts(turns: Iterable[Turn]) -> np.ndarray:
+        active: dict[str, np.ndarray] = {}
+        for turn in turns:
+            mask = active.setdefault(turn.speaker, np.zeros(frames, bool))
+            mask[(times >= turn.start) & (times < turn.end)] = True
+        return sum(active.values(), np.zeros(frames, int))
+
+    scored = np.ones(frames, bool)
+    for turn in reference:
+        for boundary in (turn.start, turn.end):
+            scored[np.abs(times - boundary) < collar / 2] = False
+    n_ref, n_hyp = counts(reference), counts(hypothesis)
+    missed = np.maximum(n_ref - n_hyp, 0) * scored
+    untouched = np.zeros(frames, bool)
+    for turn in reference:
+        inside = (times >= turn.start) & (times < turn.end)
+        if not (n_hyp[inside] > 0).any():
+            untouched |= inside
+    return {"overlap": float(missed[n_ref >= 2].sum() * step), "single": float(missed[n_ref == 1].sum() * step),
+            "whole_turns": float(missed[untouched].sum() * step)}
 
 
 def rates(components: Mapping[str, float]) -> dict[str, float]:
@@ -97,12 +130,6 @@ def parameter_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
 
-def pipeline_params(setting: Mapping[str, Any]) -> dict[str, Any]:
-    return {"segmentation": {"min_duration_off": float(setting["min_duration_off"])},
-            "clustering": {"method": str(setting["method"]), "threshold": float(setting["threshold"]),
-                           "min_cluster_size": int(setting["min_cluster_size"])}}
-
-
 def cached_file(diarizer, recording: DevRecording, cache_dir: Path | None) -> dict[str, Any]:
     """pyannote file dict of a recording with its segmentation and embeddings computed (or loaded) once."""
     file = diarizer.file(recording.audio, recording.uri)
@@ -137,7 +164,7 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
     components: list[list[dict[float, dict[str, float]]]] = []
     turns_by_setting: list[list[list[Turn]]] = []
     for setting in grid:
-        pipeline.instantiate(pipeline_params(setting))
+        pipeline.instantiate(pipeline_parameters({"min_duration_off": setting["min_duration_off"], "clustering": setting}))
         row, row_turns = [], []
         for recording, file in zip(recordings, files):
             turns = diarizer.diarize_file(file)
@@ -157,6 +184,7 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
                  "speakers_ref": len({t.speaker for t in recording.reference}),
                  "speakers_hyp": len({t.speaker for t in turns}), "setting": grid[g],
                  "components": {f"collar_{c:g}": components[g][index][c] for c in collars},
+                 "missed_s": miss_breakdown(recording.reference, turns, select_collar),
                  "purity": main_stream_purity(recording.reference, turns, min_main_speech_s)}
         entry.update({f"collar_{c:g}": rates(components[g][index][c]) for c in collars})
         per_recording.append(entry)
@@ -185,6 +213,7 @@ def summarize(per_recording: Sequence[Mapping[str, Any]], collars: Sequence[floa
             pooled = {k: sum(r["components"][key][k] for r in members) for k in ("missed", "false_alarm", "confusion", "total")}
             entry[key] = {"mean_der": float(np.mean([r[key]["der"] for r in members])),
                           "pooled": rates(pooled)}
+        entry["missed_s"] = {k: sum(r["missed_s"][k] for r in members) for k in ("overlap", "single", "whole_turns")}
         for policy in PURITY_POLICIES:
             scored = [r["purity"][policy] for r in members if r["purity"][policy]]
             entry[f"purity_{policy}"] = ({k: float(np.mean([s[k] for s in scored])) for k in ("precision", "recall")}
