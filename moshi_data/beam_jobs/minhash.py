@@ -20,6 +20,7 @@ from apache_beam.metrics import Metrics
 
 from moshi_data.pipeline.text.accounting import add_to_funnel
 from moshi_data.pipeline.text.chunk import pack_chunk, unpack_chunk
+from moshi_data.pipeline.text.document import file_index_of
 from moshi_data.pipeline.text.minhash import (UNSETTLED, MinHasher, UnionFind, final_label, large_star, node_status,
                                               salt_of, small_star, star_edges)
 
@@ -392,10 +393,11 @@ def packed_by_id(chunk, level: int, counter: tuple[str, str] = ("minhash", "shuf
 
 
 def route_to_chunk(item) -> tuple:
+    """A node's tag -> keyed by the chunk id (file index, chunk index) of its document."""
     (doc_key, chunk_index), (kind, value) = item
     if kind == REMOVED:
         value = value[0]  # the representative's doc key
-    return (doc_key >> 32, chunk_index), (doc_key, (kind, value))
+    return (file_index_of(doc_key), chunk_index), (doc_key, (kind, value))
 
 
 def minhash_chunks(chunks, config: Mapping[str, Any], metrics_namespace: str):

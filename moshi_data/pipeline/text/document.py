@@ -15,12 +15,24 @@ from typing import Any, Protocol
 import numpy as np
 
 
+RECORD_BITS = 32  # a document key is file_index << RECORD_BITS | record_index
+
+
+def document_key(file_index: int, record_index: int) -> int:
+    """The key ordering documents by (file, record): the canonical-occurrence order."""
+    return (file_index << RECORD_BITS) | record_index
+
+
+def file_index_of(doc_key: int) -> int:
+    return doc_key >> RECORD_BITS
+
+
 @dataclass(slots=True)
 class Document:
     """One WET conversion record and what the stages learned about it."""
 
     doc_id: str            # "<file index>:<record index>", unique and ordered within a run
-    doc_key: int           # file_index << 32 | record_index: the canonical-occurrence order
+    doc_key: int           # document_key(file index, record index): the canonical-occurrence order
     url: str
     record_id: str
     date: str

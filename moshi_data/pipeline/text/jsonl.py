@@ -23,7 +23,7 @@ from typing import IO, Iterator
 import zstandard
 
 from moshi_data.pipeline.config import get_dotted
-from moshi_data.pipeline.text.document import Document, Reject
+from moshi_data.pipeline.text.document import Document, Reject, document_key
 from moshi_data.pipeline.text.wet import (GZIP_MAGIC, FileReport, GzipStream, TruncatedGzipError, WetLimits, decode_body,
                                emit_counted, empty_file_reject, open_sniffed, split_body_lines)
 
@@ -144,7 +144,7 @@ def _to_document(line: bytes, source: str, file_index: int, record_index: int, n
         report.invalid_utf8_bytes += invalid
         report.documents_with_invalid_utf8 += 1
     return Document(
-        doc_id=f"{file_index}:{record_index}", doc_key=(file_index << 32) | record_index, url=meta["url"],
+        doc_id=f"{file_index}:{record_index}", doc_key=document_key(file_index, record_index), url=meta["url"],
         record_id=meta["record_id"], date=meta["date"], crawl=meta["crawl"], source=source, record_offset=number,
         content_language=meta["content_language"], lines=doc_lines, invalid_utf8_bytes=invalid, breaks=breaks,
     )

@@ -25,7 +25,7 @@ import numpy as np
 from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 
-from moshi_data.pipeline.text.document import Document, Reject, split_paragraphs
+from moshi_data.pipeline.text.document import Document, Reject, document_key, split_paragraphs
 
 GZIP_MAGIC = b"\x1f\x8b"
 CRAWL_RE = re.compile(rb"^isPartOf:\s*(\S+)", re.MULTILINE)
@@ -261,7 +261,7 @@ def _to_document(record, body: bytes, source: str, file_index: int, record_index
         report.invalid_utf8_bytes += invalid
         report.documents_with_invalid_utf8 += 1
     return Document(
-        doc_id=f"{file_index}:{record_index}", doc_key=(file_index << 32) | record_index, url=url,
+        doc_id=f"{file_index}:{record_index}", doc_key=document_key(file_index, record_index), url=url,
         record_id=record_id, date=header("WARC-Date") or "", crawl=crawl, source=source,
         record_offset=offset, content_language=header("WARC-Identified-Content-Language") or "",
         lines=lines, invalid_utf8_bytes=invalid, breaks=breaks,
