@@ -46,12 +46,12 @@ def read_counts(path: str, offset: int, totals: dict[str, int]) -> int:
 
 
 @contextmanager
-def progress_bar(runner: str, total: int, unit: str, phases: tuple[tuple[str, str], ...] = (),
+def progress_bar(runner: str, total: int, unit: str, then: tuple[str, str] | None = None,
                  interval_s: float = 0.5, stream=None, enabled: bool | None = None) -> Iterator[str | None]:
     """Yield the channel path (None when there is no bar) and draw ``done / total`` while the block runs.
 
-    ``unit`` is the kind counted against ``total`` (files, recordings). ``phases``: later
-    ``(kind, total_kind)`` pairs: once ``unit`` is complete the bar counts ``kind`` against the sum of
+    ``unit`` is the kind counted against ``total`` (files, recordings). ``then``: a ``(kind,
+    total_kind)`` pair: once ``unit`` is complete the bar counts ``kind`` against the sum of
     ``total_kind`` (documents written out of those read). The bar shows on a terminal only, unless
     ``enabled`` says otherwise."""
     stream = stream or sys.stderr
@@ -70,20 +70,17 @@ def progress_bar(runner: str, total: int, unit: str, phases: tuple[tuple[str, st
                leave=True)
 
     def follow() -> None:
-        offset, totals, phase = 0, {}, -1
+        offset, totals, counted = 0, {}, unit
         while True:
             finished = stop.wait(interval_s)
             offset = read_counts(path, offset, totals)
-            if phase == -1:
-                bar.n = totals.get(unit, 0)
-                if bar.n >= total and phases:
-                    bar.refresh()  # show the complete first phase before the next one
-                    phase = 0
-                    kind, total_kind = phases[0]
-                    bar.unit, bar.desc = f" {kind}", kind
-                    bar.reset(total=max(totals.get(total_kind, 0), 1))
-            if phase >= 0:
-                bar.n = totals.get(phases[phase][0], 0)
+            bar.n = totals.get(counted, 0)
+            if counted == unit and bar.n >= total and then:
+                bar.refresh()  # show the complete first phase before the next one
+                counted, total_kind = then
+                bar.unit, bar.desc = f" {counted}", counted
+                bar.reset(total=max(totals.get(total_kind, 0), 1))
+                bar.n = totals.get(counted, 0)
             bar.refresh()
             if finished:
                 return

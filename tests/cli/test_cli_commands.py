@@ -225,7 +225,7 @@ def test_progress_bar_counts_files_then_documents(tmp_path):
     from moshi_data.beam_jobs.progress import mark, progress_bar
 
     stream = io.StringIO()
-    with progress_bar("DirectRunner", 2, "files", phases=(("documents", "documents_read"),), interval_s=0.01,
+    with progress_bar("DirectRunner", 2, "files", then=("documents", "documents_read"), interval_s=0.01,
                       stream=stream, enabled=True) as channel:
         assert channel
         for _ in range(2):
