@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from browser_check import images_in_browser  # noqa: E402
 from moshi_data.cli import main as cli  # noqa: E402
 from moshi_data.pipeline.config import load_config  # noqa: E402
-from moshi_data.pipeline.text.report import _score_bars, funnel_table, thresholds  # noqa: E402
+from moshi_data.pipeline.text.report import _score_bars, funnel_table, thresholds, with_classifier_filter  # noqa: E402
 
 
 def test_page_is_self_contained_with_funnel_languages_and_examples(text_run):
@@ -34,7 +34,8 @@ def test_page_is_self_contained_with_funnel_languages_and_examples(text_run):
 
 
 def test_thresholds_come_from_the_config_and_are_drawn():
-    limits = thresholds(load_config("text_corpus", ["language.threshold=0.7", "quality.filter.min_scores={wiki: 0.2}"]))
+    limits = thresholds(with_classifier_filter(load_config("text_corpus", ["language.threshold=0.7",
+                                                                          "quality.filter.min_scores={wiki: 0.2}"])))
     rule = load_config("classifiers")["quality"]["filter"]["max_rand_score"]
     assert limits["language"] == 0.7 and limits["max_rand_score"] == rule and limits["min_scores"] == {"wiki": 0.2}
     figure, axis = plt.subplots()

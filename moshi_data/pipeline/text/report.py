@@ -37,17 +37,24 @@ def funnel_rows(stats: Mapping[str, Any]) -> list[tuple[str, dict]]:
 
 
 def thresholds(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The thresholds the report draws, from the job's config (with the classifier config's
-    quality filter when the text config does not carry it yet)."""
+    """The thresholds the report draws, from the run's config (classifier sections attached, as the
+    job runs it and records it in stats.json)."""
+    quality_filter = (config.get("quality") or {}).get("filter") or {}
+    return {"language": float(config["language"]["threshold"]), "languages": list(config["language"]["languages"]),
+            "max_rand_score": quality_filter.get("max_rand_score"),
+            "min_scores": dict(quality_filter.get("min_scores") or {}),
+            "min_chars": config.get("min_length", {}).get("min_chars")}
+
+
+def with_classifier_filter(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A text config not attached to its classifiers (a run without ``run.config``): its quality
+    filter filled from the classifier config, values set in the text config winning."""
     from moshi_data.pipeline.config import deep_merge, load_config
 
     classifier = load_config(config["classifiers"]["config"])["quality"]["filter"]
     own = (config.get("quality") or {}).get("filter") or {}  # null = "from the classifier config"
-    quality = {"filter": deep_merge(classifier, {key: value for key, value in own.items() if value is not None})}
-    return {"language": float(config["language"]["threshold"]), "languages": list(config["language"]["languages"]),
-            "max_rand_score": quality["filter"].get("max_rand_score"),
-            "min_scores": dict(quality["filter"].get("min_scores") or {}),
-            "min_chars": config.get("min_length", {}).get("min_chars")}
+    quality_filter = deep_merge(classifier, {key: value for key, value in own.items() if value is not None})
+    return deep_merge(config, {"quality": {"filter": quality_filter}})
 
 
 def _histogram_items(histogram: Mapping[str, int]) -> list[tuple[float, int]]:
@@ -322,7 +329,7 @@ def _main(args) -> None:
         raise UserError(f"{stats_path} not found (not a finished text-corpus run)")
     stats = json.loads(storage.read_bytes(stats_path).decode("utf-8"))
     recorded = (stats.get("run") or {}).get("config")
-    config = recorded if isinstance(recorded, Mapping) and "report" in recorded else args.cfg
+    config = recorded if isinstance(recorded, Mapping) and "report" in recorded else with_classifier_filter(args.cfg)
     target = args.report or storage.join(args.output, REPORT_FILE)
     storage.write_bytes_atomic(target, build_report(args.output, stats, config))
     print(f"wrote {target}")
