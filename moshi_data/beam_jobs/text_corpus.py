@@ -31,10 +31,11 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from collections import Counter
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -401,21 +402,25 @@ class Finalize(beam.DoFn):
         if self.run is not None:
             stats["run"] = self.run
 
-        sample_rows = []
-        for duplicate, rows in sorted(samples, key=lambda item: not item[0]):
-            sample_rows += [{"text": text, "count": count, "duplicate": duplicate} for _, text, count, _ in sorted(rows)]
+        sample_rows = ({"text": text, "count": count, "duplicate": duplicate}
+                       for duplicate, rows in sorted(samples, key=lambda item: not item[0])
+                       for _, text, count, _ in sorted(rows))
         self._write_jsonl(SAMPLES_DIR, SAMPLES_FILE, sample_rows)
-        examples = {kind: [example for _, example in sorted(rows)] for kind, rows in sorted(examples)}
-        dropped = [example for kind, rows in examples.items() if kind != "kept" for example in rows]
+        dropped = (example for _, rows in sorted(examples, key=lambda item: item[0])  # by reason, then document
+                   for _, example in sorted(rows, key=lambda row: row[0]))
         self._write_jsonl(EXAMPLES_DIR, DROPPED_FILE, dropped)
         storage.write_bytes_atomic(storage.join(self.output, STATS_FILE),
                                    (json.dumps(stats, indent=2, sort_keys=True) + "\n").encode())
         storage.remove_temporaries(self.output)
         yield stats
 
-    def _write_jsonl(self, folder: str, name: str, rows: list[dict]) -> None:
-        data = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
-        storage.write_bytes_atomic(storage.join(self.output, folder, name), data.encode("utf-8"))
+    def _write_jsonl(self, folder: str, name: str, rows: Iterable[dict]) -> None:
+        """Rows streamed to a local temporary file, then put in place atomically (no copy of them all in memory)."""
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".jsonl") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+            handle.flush()
+            storage.upload_file(handle.name, storage.join(self.output, folder, name))
         storage.remove_stale(storage.join(self.output, folder), [name])
 
 
@@ -535,7 +540,7 @@ def run(input_spec: str | None, output: str, config_name: str = "text_corpus", l
     start = time.perf_counter()
     storage.retire_completion_marker(storage.join(output, STATS_FILE), log=LOG.info)
     run_info = run_provenance(configured, files, runner)
-    with progress_bar(runner, len(files), "files", phases=(("documents", "documents_read"),)) as channel:
+    with progress_bar(runner, len(files), "files", then=("documents", "documents_read")) as channel:
         pipeline = beam.Pipeline(options=options)
         build_pipeline(pipeline, files, config, output, run_info, channel)
         result = pipeline.run()
