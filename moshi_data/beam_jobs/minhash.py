@@ -97,18 +97,40 @@ def small_star_messages(edge, salts: int) -> list:
     return [((high, salt_of(low, salts)), low)]
 
 
-def part_minimum(item) -> tuple:
-    (node, salt), low = item
-    return node, (salt, low)
+def to_node(item) -> tuple:
+    (node, salt), neighbour = item
+    return node, (salt, neighbour)
+
+
+class NodeMinimumFn(beam.CombineFn):
+    """(salt, neighbour) messages of one node -> (smallest neighbour, the salts it has): at most
+    ``salts`` values per node whatever its degree (the runner pre-combines before the shuffle)."""
+
+    def create_accumulator(self):
+        return None, frozenset()
+
+    def add_input(self, accumulator, message):
+        low, salts = accumulator
+        salt, neighbour = message
+        return (neighbour if low is None else min(low, neighbour)), salts | {salt}
+
+    def merge_accumulators(self, accumulators):
+        lows, salts = [], set()
+        for low, part_salts in accumulators:
+            if low is not None:
+                lows.append(low)
+            salts |= part_salts
+        return min(lows, default=None), frozenset(salts)
+
+    def extract_output(self, accumulator):
+        return accumulator
 
 
 def broadcast_minimum(item) -> list:
-    """(node, [(salt, part minimum)]) (at most ``salts`` values) -> ((node, salt), node's minimum) for
-    each salted part the node has."""
-    node, parts = item
-    parts = list(parts)
-    low = min([low for _, low in parts] + [node])
-    return [((node, salt), low) for salt, _ in parts]
+    """(node, (smallest neighbour, salts)) -> ((node, salt), min(node, smallest neighbour)) for each
+    salted part the node has."""
+    node, (low, salts) = item
+    return [((node, salt), min(low, node)) for salt in sorted(salts)]
 
 
 class StarStepFn(beam.DoFn):
@@ -131,9 +153,9 @@ class StarStepFn(beam.DoFn):
 
 class SaltedStarStep(beam.PTransform):
     """Edges -> edges after one large-star or small-star step. Messages are keyed by (node, salt of
-    the neighbour), so a node of degree d holds d / salts neighbours per key; each part's minimum goes
-    to its node (a combiner, then at most ``salts`` values per node) and the node's minimum comes back
-    to every part (CoGroupByKey)."""
+    the neighbour), so a node of degree d holds d / salts neighbours per key; the node's minimum (a
+    combiner per node: at most ``salts`` values) comes back to every part (CoGroupByKey). Two shuffles
+    per step."""
 
     def __init__(self, messages: Callable, step: Callable, salts: int):
         super().__init__()
@@ -142,10 +164,9 @@ class SaltedStarStep(beam.PTransform):
     def expand(self, edges):
         messages = edges | "Messages" >> beam.FlatMap(self.messages, self.salts)
         minimum = (messages
-                   | "PartMinimum" >> beam.CombinePerKey(min)
-                   | "ToNode" >> beam.Map(part_minimum)
-                   | "GroupParts" >> beam.GroupByKey()
-                   | "NodeMinimum" >> beam.FlatMap(broadcast_minimum))
+                   | "ToNode" >> beam.Map(to_node)
+                   | "NodeMinimum" >> beam.CombinePerKey(NodeMinimumFn())
+                   | "ToParts" >> beam.FlatMap(broadcast_minimum))
         return ({"neighbours": messages, "low": minimum}
                 | "JoinMinimum" >> beam.CoGroupByKey()
                 | "Step" >> beam.ParDo(StarStepFn(self.step)))
@@ -186,33 +207,38 @@ class ComponentsNotConverged(RuntimeError):
 
 
 class BoundedCollect(beam.CombineFn):
-    """The distinct items as a frozenset, or None when there are more than ``limit`` (bounded memory)."""
+    """Distinct items -> (their count, the items as a frozenset, or None when there are more than
+    ``limit``): bounded memory, and the count either way."""
 
     def __init__(self, limit: int):
         self.limit = limit
 
     def create_accumulator(self):
-        return set()
+        return 0, set()
 
-    def add_input(self, items, item):
+    def add_input(self, accumulator, item):
+        count, items = accumulator
         if items is not None:
             items.add(item)
             if len(items) > self.limit:
-                return None
-        return items
+                items = None
+        return count + 1, items
 
     def merge_accumulators(self, accumulators):
-        merged = set()
-        for items in accumulators:
-            if items is None:
-                return None
-            merged |= items
-            if len(merged) > self.limit:
-                return None
-        return merged
+        count, merged = 0, set()
+        for part_count, items in accumulators:
+            count += part_count
+            if merged is not None and items is not None:
+                merged |= items
+                if len(merged) > self.limit:
+                    merged = None
+            else:
+                merged = None
+        return count, merged
 
-    def extract_output(self, items):
-        return None if items is None else frozenset(items)
+    def extract_output(self, accumulator):
+        count, items = accumulator
+        return count, None if items is None else frozenset(items)
 
 
 def _not_converged(what: str, count: int, rounds: int, limit: int) -> ComponentsNotConverged:
@@ -227,10 +253,11 @@ class ResidueEdgesFn(beam.DoFn):
     def __init__(self, rounds: int, limit: int):
         self.rounds, self.limit = rounds, limit
 
-    def process(self, edge, unsettled, unsettled_count):
-        if unsettled is None:
-            raise _not_converged("unsettled nodes", unsettled_count, self.rounds, self.limit)
-        if edge[0] in unsettled or edge[1] in unsettled:
+    def process(self, edge, unsettled):
+        count, nodes = unsettled
+        if nodes is None:
+            raise _not_converged("unsettled nodes", count, self.rounds, self.limit)
+        if edge[0] in nodes or edge[1] in nodes:
             yield tuple(sorted(edge))
 
 
@@ -290,10 +317,8 @@ class ConnectedComponents(beam.PTransform):
                   | "Classify" >> beam.MapTuple(lambda node, acc: (node, node_status(acc[0], acc[1], node))))
         unsettled_nodes = status | "Unsettled" >> beam.FlatMap(lambda item: [item[0]] if item[1][0] == UNSETTLED else [])
         unsettled = unsettled_nodes | "CollectUnsettled" >> beam.CombineGlobally(BoundedCollect(self.limit))
-        unsettled_count = unsettled_nodes | "CountUnsettled" >> beam.combiners.Count.Globally()
         residue = (edges
-                   | "ResidueEdges" >> beam.ParDo(ResidueEdgesFn(self.rounds, self.limit), pvalue.AsSingleton(unsettled),
-                                                  pvalue.AsSingleton(unsettled_count))
+                   | "ResidueEdges" >> beam.ParDo(ResidueEdgesFn(self.rounds, self.limit), pvalue.AsSingleton(unsettled))
                    | "FinishResidue" >> beam.CombineGlobally(ResidueUnionFind(self.rounds, self.limit)))
         labels = status | "Label" >> beam.Map(
             lambda item, residue_labels: (item[0], final_label(item[0], item[1][1], residue_labels)),
@@ -305,10 +330,10 @@ class ConnectedComponents(beam.PTransform):
         rounds, salts = self.rounds, self.salts
         summary = (edges.pipeline | "SummaryOnce" >> beam.Create([None])
                    | "Summary" >> beam.Map(
-                       lambda _, count, residue, largest: {
-                           "rounds": rounds, "salts": salts, "converged": count == 0, "unsettled_nodes": count,
+                       lambda _, unsettled, residue, largest: {
+                           "rounds": rounds, "salts": salts, "converged": unsettled[0] == 0, "unsettled_nodes": unsettled[0],
                            "residue_nodes": len(residue), "largest_component": largest},
-                       pvalue.AsSingleton(unsettled_count), pvalue.AsSingleton(residue), pvalue.AsSingleton(largest)))
+                       pvalue.AsSingleton(unsettled), pvalue.AsSingleton(residue), pvalue.AsSingleton(largest)))
         return {"labels": labels, "sizes": sizes, "summary": summary}
 
 
