@@ -175,11 +175,6 @@ def build_label_data(config: Mapping[str, Any], corpus: LabelCorpus | None = Non
     return result
 
 
-def build_label_lines(config: Mapping[str, Any]) -> dict[str, list[str]]:
-    """Capped training lines per label (see ``build_label_data``)."""
-    return {label: data.train for label, data in build_label_data(config).items()}
-
-
 def balance_train(train_by_label: Mapping[str, list[str]], balance: str) -> list[tuple[str, str]]:
     """(label, text) training examples, oversampled per ``balance`` and stably shuffled."""
     if balance == "oversample":

@@ -14,7 +14,6 @@ from moshi_data.classifiers.quality import (
     LabelCorpus,
     balance_train,
     build_label_data,
-    build_label_lines,
     document_fold,
     is_held_out,
     training_examples,
@@ -84,21 +83,25 @@ def tiny_label_sources(tmp_path):
     ])
 
 
+def training_lines_by_label(config):
+    return {label: data.train for label, data in build_label_data(config).items()}
+
+
 def test_label_building_skips_short_lines_and_drops_lines_claimed_by_two_labels(tiny_label_sources):
-    lines = build_label_lines(tiny_label_sources)
+    lines = training_lines_by_label(tiny_label_sources)
     assert sorted(lines["rand"]) == sorted(model_text(t) for t in [
         "Click here to subscribe to our newsletter today", "Buy cheap shoes online with free shipping now"])
     assert sorted(lines["wiki"]) == sorted(model_text(t) for t in [
         "The river rises in the northern hills and flows south.",
         "The town was founded in the twelfth century by monks."])
-    assert build_label_lines(tiny_label_sources) == lines  # deterministic
+    assert training_lines_by_label(tiny_label_sources) == lines  # deterministic
 
 
 def test_label_building_fails_loudly_on_a_source_that_matches_nothing(tiny_label_sources):
     config = load_config("classifiers.yaml", [f"quality.labels_config={tiny_label_sources['quality']['labels_config']}",
                                               "quality.labels=[rand, wiki, news]"])
     with pytest.raises(ValueError, match="without sources"):
-        build_label_lines(config)
+        build_label_data(config)
 
 
 def many_documents_config(tmp_path, shared_line="boilerplate line repeated in every page"):
