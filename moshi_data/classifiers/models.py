@@ -28,7 +28,10 @@ def ensure_models(
     quality_corpus: LabelCorpus | None = None,
 ) -> dict[str, Path]:
     """Paths of the fuzzy-dedup and quality models, training those missing from the cache
-    (``quality_corpus``: the quality label documents of this run, if already read)."""
+    (``quality_corpus``: the quality label documents of this run, if already read; it must have been
+    read with this very ``config``, since its spec is the quality model's cache key and its data trains it)."""
+    if quality_corpus is not None and quality_corpus.config is not config:
+        raise ValueError("quality_corpus was read with another config than the one given to ensure_models")
     models_dir(config).mkdir(parents=True, exist_ok=True)
     samples = line_sample_files(config, line_samples)
     paths = {"fuzzy_dedup": fuzzy_model_path(config, samples),

@@ -287,3 +287,15 @@ def test_wikitext_tokenization_is_undone():
     assert detokenize_wikitext(tokenized) == (
         'Career\nIn 2000 he had a guest-starring role; he portrayed "Scott Parry" in the episode, "In Safe Hands". '
         "It's a lobster (24 in) for $5. They didn't know.")
+
+
+def test_ensure_models_refuses_a_label_corpus_read_with_another_config(tiny_label_sources, tmp_path):
+    """The quality model's cache key and training data come from the corpus: one read with other settings
+    would train (and name) the model of those settings under this config."""
+    from moshi_data.classifiers.models import ensure_models
+
+    config = load_config("classifiers.yaml", [f"models_dir={tmp_path / 'models'}"])
+    other = {**tiny_label_sources, "models_dir": str(tmp_path / "models")}
+    with pytest.raises(ValueError, match="another config"):
+        ensure_models(config, quality_corpus=LabelCorpus(other))
+    assert not (tmp_path / "models").exists()  # refused before anything was trained or written
