@@ -1,10 +1,12 @@
 """K-fold cross-validation of the quality model by source document (``evaluation.folds``), on the
 documents outside the held-out test split (``quality.holdout_percent``), which no fold uses.
 
-Fold k holds out the documents whose id hashes to k, trains on the others with the shipped settings,
-and scores the held-out documents with the text job's scorer. Every document outside the test split is
-scored once, by a model that never saw it: the figures settings are chosen by, and the scores the
-filtering threshold is calibrated on. Fold models are cached like the shipped one.
+Fold k holds out the documents whose normalised text (``quality.document_split_key``) hashes to k,
+trains on the others with the shipped settings, and scores the held-out documents with the text job's
+scorer. Every document outside the test split is scored once, by a model that never saw it (a document
+whose training lines are all in the fold's training documents is left out, and counted): the figures
+settings are chosen by, and the scores the filtering threshold is calibrated on. Fold models are cached
+like the shipped one.
 """
 from __future__ import annotations
 
@@ -31,15 +33,17 @@ def fold_model_path(config: Mapping[str, Any], fold: int, folds: int, spec: Mapp
 
 
 def out_of_fold_scores(config: Mapping[str, Any], corpus: LabelCorpus | None = None,
-                       log: Callable[[str], None] = print) -> list[dict]:
+                       log: Callable[[str], None] = print) -> tuple[list[dict], dict[str, list[str]]]:
     """``{"label", "id", "fold", "scores"}`` of every document outside the held-out test split, each
     scored by the fold model that did not train on it (capped per label and fold by
-    ``quality.max_valid_documents_per_label``), in a stable order. ``corpus``: the label documents
-    of this run, if already read (sources are read, split and hashed once)."""
+    ``quality.max_valid_documents_per_label``), in a stable order; and per label the ids left out of
+    their scored fold (every training line of theirs in that fold's training documents). ``corpus``:
+    the label documents of this run, if already read (sources are read, split and hashed once)."""
     folds = int(config["evaluation"]["folds"])
     quality = config["quality"]
     corpus = LabelCorpus(config) if corpus is None else corpus
     records = []
+    left_out: dict[str, list[str]] = {label: [] for label in quality["labels"]}
     for fold in range(folds):
         data = build_label_data(config, corpus, fold=(fold, folds))
         path = fold_model_path(config, fold, folds, corpus.spec)
@@ -50,9 +54,10 @@ def out_of_fold_scores(config: Mapping[str, Any], corpus: LabelCorpus | None = N
         scorer = QualityScorer(str(path), quality["labels"], quality["decimals"])
         scorer.setup()
         for label, item in data.items():
+            left_out[label] += item.left_out
             for doc_id, text in item.valid_documents:
                 records.append({"label": label, "id": doc_id, "fold": fold, "scores": scorer.scores(text)})
-    return records
+    return records, left_out
 
 
 def english_rand_ids(config: Mapping[str, Any], documents: Mapping[str, list[tuple[str, str]]] | None = None) -> set[str]:
@@ -73,6 +78,13 @@ def english_only(records: list[dict], english: set[str]) -> list[dict]:
     return [record for record in records if record["label"] != "rand" or record["id"] in english]
 
 
+def left_out_counts(left_out: Mapping[str, list[str]], english: set[str]) -> dict[str, int]:
+    """How many documents each label has left out of a scored side, and of them English rand (``rand_en``:
+    the rand documents the figures use)."""
+    return {**{label: len(ids) for label, ids in left_out.items()},
+            "rand_en": sum(doc_id in english for doc_id in left_out.get("rand", []))}
+
+
 def main(argv=None) -> dict:
     """Cross-validated document figures of one setting (``--set`` overrides) on the documents outside
     the held-out test split, rand restricted to the English CC documents, and the DCLM human-label AUC
@@ -90,7 +102,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     config = load_config(args.config, args.set)
     corpus = LabelCorpus(config)
-    records = english_only(out_of_fold_scores(config, corpus), english_rand_ids(config, corpus.documents))
+    english = english_rand_ids(config, corpus.documents)
+    scored, left_out = out_of_fold_scores(config, corpus)
+    records = english_only(scored, english)
     figures = document_figures([(r["label"], r["scores"]) for r in records], config["quality"]["labels"])
     summary = {name: round(figures[name], 4) for name in ("wiki_vs_rand_doc_auc", "curated_vs_rand_doc_auc", "macro_f1")}
     folds = int(config["evaluation"]["folds"])
@@ -98,6 +112,7 @@ def main(argv=None) -> dict:
                             human_labelled_side(config, "dev"), config)
     summary["human_labels_dev_auc"] = round(human["auc_1_minus_rand"], 4)
     summary["english_rand_documents"] = figures["documents"]["rand"]
+    summary["left_out_documents"] = left_out_counts(left_out, english)
     print(json.dumps({"overrides": args.set, **summary}))
     return summary
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from moshi_data.classifiers.calibration import calibrate, format_calibration
 from moshi_data.classifiers.common import format_metrics
-from moshi_data.classifiers.crossval import english_only, english_rand_ids, out_of_fold_scores
+from moshi_data.classifiers.crossval import english_only, english_rand_ids, left_out_counts, out_of_fold_scores
 from moshi_data.classifiers.evaluation import (
     check_targets,
     document_figures,
@@ -46,7 +46,10 @@ def _main(args) -> dict:
     paths, fuzzy, quality = ensure_models_with_metrics(config, args.line_samples, corpus, english)
     held_out = quality["documents"]
     human = human_label_auc(paths["quality"], human_labelled_side(config, "test"), config)
-    oof = english_only(out_of_fold_scores(config, corpus), english)
+    scored, fold_left_out = out_of_fold_scores(config, corpus)
+    oof = english_only(scored, english)
+    left_out = {"held_out": left_out_counts({label: item.left_out for label, item in corpus.shipped.items()}, english),
+                "cross_validation": left_out_counts(fold_left_out, english)}
     crossval = document_figures([(record["label"], record["scores"]) for record in oof], labels)
     pages = fuzzy_on_wet_pages(paths["fuzzy_dedup"], config)
     print(format_metrics("fuzzy dedup (lines of held-out documents)", fuzzy))
@@ -72,6 +75,8 @@ def _main(args) -> dict:
           f"{crossval['wiki_vs_rand_doc_auc']:.4f}, curated vs rand {crossval['curated_vs_rand_doc_auc']:.4f}, "
           f"macro-F1 {crossval['macro_f1']:.4f}; lines of the held-out split: wiki vs rand AUC "
           f"{quality['wiki_vs_rand_line_auc']:.4f}")
+    print("left out of the scored documents (every training line in that model's training documents): "
+          + "; ".join(f"{name} {counts}" for name, counts in left_out.items()))
     figures = {"wiki_vs_rand_doc_auc": held_out["wiki_vs_rand_doc_auc"],
                "curated_vs_rand_doc_auc": held_out["curated_vs_rand_doc_auc"],
                "human_labels_auc": human["auc_1_minus_rand"]}
@@ -87,7 +92,9 @@ def _main(args) -> dict:
     print(f"shipped model at max_rand_score {configured}, English CC rand documents (the default text-corpus "
           "input's CC pages): " + "; ".join(
               f"{name} {rand_kept[side]['kept']}/{rand_kept[side]['documents']} kept ({rand_kept[side]['kept_share']:.1%})"
-              for side, name in (("held_out", "held-out split (never trained on)"), ("trained_on", "trained on (in-sample)"))))
+              for side, name in (("held_out", "held-out split (never trained on)"),
+                                 ("held_out_left_out", "held out but every line trained on (left out)"),
+                                 ("trained_on", "trained on (in-sample)"))))
     if configured != calibration["chosen_max_rand_score"]:
         print(f"note: quality.filter.max_rand_score is {configured}, the calibration chooses "
               f"{calibration['chosen_max_rand_score']}")
@@ -100,7 +107,8 @@ def _main(args) -> dict:
     held_out = {key: value for key, value in held_out.items() if key != "english_rand_scores"}
     result = {"fuzzy_dedup": fuzzy, "quality": {**quality, "documents": held_out}, "held_out": held_out,
               "cross_validation": crossval, "human_labels": human, "fuzzy_wet_pages": pages,
-              "calibration": calibration, "rand_documents_kept": rand_kept, "targets": targets, "targets_passed": passed}
+              "calibration": calibration, "rand_documents_kept": rand_kept, "left_out_documents": left_out,
+              "targets": targets, "targets_passed": passed}
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2, sort_keys=True), encoding="utf-8")
     if not passed and not args.report_only:

@@ -117,8 +117,10 @@ def rand_documents_kept(model_path: Path, config: Mapping[str, Any], corpus, eng
                         scored: Mapping[str, float]) -> dict:
     """What the default ``make text-corpus`` run can show of the quality rule: the English rand
     documents (its default input's CC pages) scored by the shipped model, split by whether the
-    document is in the held-out test split (never trained on) or was trained on (scored in-sample);
-    ``{side: {documents, kept, kept_share}}`` at the configured ``quality.filter.max_rand_score``.
+    document is in the held-out test split (never trained on; ``held_out_left_out``: held out, but
+    every training line of it is in a training document, so left out of the figures) or was trained
+    on (scored in-sample); ``{side: {documents, kept, kept_share}}`` at the configured
+    ``quality.filter.max_rand_score``.
     ``corpus``: the ``quality.LabelCorpus``; ``scored``: rand scores already computed by id (the
     held-out documents, ``held_out_document_metrics``), the others are scored here."""
     from moshi_data.classifiers.quality import is_held_out
@@ -126,10 +128,12 @@ def rand_documents_kept(model_path: Path, config: Mapping[str, Any], corpus, eng
     quality = config["quality"]
     scorer = QualityScorer(str(model_path), quality["labels"], quality["decimals"])
     threshold = quality["filter"]["max_rand_score"]
-    sides: dict[str, list[bool]] = {"held_out": [], "trained_on": []}
-    for (doc_id, text), lines in zip(corpus.documents["rand"], corpus.lines["rand"]):
+    left_out = set(corpus.shipped["rand"].left_out)
+    sides: dict[str, list[bool]] = {"held_out": [], "held_out_left_out": [], "trained_on": []}
+    for (doc_id, text), lines, key in zip(corpus.documents["rand"], corpus.lines["rand"], corpus.split_keys["rand"]):
         if doc_id in english and lines:
-            side = "held_out" if is_held_out(quality, "rand", doc_id) else "trained_on"
+            side = ("trained_on" if not is_held_out(quality, "rand", key)
+                    else "held_out_left_out" if doc_id in left_out else "held_out")
             score = scored[doc_id] if doc_id in scored else scorer.scores(text)["rand"]
             sides[side].append(score <= threshold)
     return {side: {"documents": len(kept), "kept": sum(kept), "kept_share": sum(kept) / len(kept) if kept else 0.0}

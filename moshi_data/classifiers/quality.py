@@ -2,9 +2,12 @@
 
 ``rand`` = random lines of real Common Crawl documents; the 8 other labels = lines of curated sources
 (configs/quality_labels.yaml). The train/validation split is by source document (a stable hash of the
-document id), never by line, so no document has lines on both sides. A fixed hash share of every
-label's documents is the held-out test split (``quality.holdout_percent``): the shipped model is
-validated on it, cross-validation folds are cut from the other documents only. Lines shorter than
+document's normalised text, ``document_split_key``: the same page under two ids is always on one side),
+never by line, so no document has lines on both sides. A fixed hash share of every label's documents is
+the held-out test split (``quality.holdout_percent``): the shipped model is validated on it,
+cross-validation folds are cut from the other documents only. A scored document (held-out split, scored
+fold) whose training lines are all in that model's training documents is left out of the scored side
+(counted: ``valid_documents_left_out``): scoring it would score training data. Lines shorter than
 ``min_line_chars`` are skipped; a training line found in the training documents of two labels is
 dropped from both, owners counted on the training side only (so the held-out documents, and in
 cross-validation the scored fold, never shape the training data); a validation line claimed by two
@@ -16,6 +19,7 @@ splits the label documents once (``LabelCorpus``): the shipped model, every fold
 """
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,7 +40,7 @@ from moshi_data.classifiers.sources import iter_identified_documents, resolve_ro
 from moshi_data.pipeline.config import load_config
 from moshi_data.pipeline.text.fasttext_model import model_text
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 DOCUMENT_SPLIT_SALT = "document-split:"  # held-out documents (also the fuzzy line samples' split)
 
 
@@ -56,9 +60,17 @@ def training_lines(text: str, min_chars: int) -> list[str]:
     return [line for line in lines if len(line) >= min_chars]
 
 
-def document_fold(doc_id: str, folds: int) -> int:
-    """Cross-validation fold of a whole document (stable hash of its id)."""
-    return stable_hash(doc_id, "document-fold:") % folds
+def document_split_key(text: str) -> str:
+    """What the held-out split and the cross-validation folds hash: a digest of the document's
+    normalised text (the model text of every non-empty line), not of its id, so identical pages under
+    two ids (a page in two files or records) always fall on the same side."""
+    normalised = "\n".join(line for line in map(model_text, text.split("\n")) if line)
+    return hashlib.blake2b(normalised.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def document_fold(split_key: str, folds: int) -> int:
+    """Cross-validation fold of a whole document (stable hash of its ``document_split_key``)."""
+    return stable_hash(split_key, "document-fold:") % folds
 
 
 def holdout_percent(quality: Mapping[str, Any], label: str) -> float:
@@ -72,37 +84,41 @@ def max_train_lines(quality: Mapping[str, Any], label: str) -> int:
     return int((quality.get("max_lines_by_label") or {}).get(label, quality["max_lines_per_label"]))
 
 
-def is_held_out(quality: Mapping[str, Any], label: str, doc_id: str) -> bool:
-    """Whether a document is in the held-out test split: outside every cross-validation fold, never
-    trained on by any model the evaluation compares or calibrates with; the targets are read there."""
-    return in_hash_share(doc_id, holdout_percent(quality, label), DOCUMENT_SPLIT_SALT)
+def is_held_out(quality: Mapping[str, Any], label: str, split_key: str) -> bool:
+    """Whether a document (its ``document_split_key``) is in the held-out test split: outside every
+    cross-validation fold, never trained on by any model the evaluation compares or calibrates with;
+    the targets are read there."""
+    return in_hash_share(split_key, holdout_percent(quality, label), DOCUMENT_SPLIT_SALT)
 
 
 def document_sides(config: Mapping[str, Any], fold: tuple[int, int] | None) -> Callable[[str, str], str | None]:
-    """``side(label, doc_id)``: "valid", "train" or None (not used). ``fold`` None: the shipped model,
+    """``side(label, split_key)``: "valid", "train" or None (not used). ``fold`` None: the shipped model,
     trained on every document outside the held-out test split, validated on that split; ``(k, folds)``:
     cross-validation fold k of the documents outside the held-out split (the split itself is not used)."""
     quality = config["quality"]
     if fold is None:
-        return lambda label, doc_id: "valid" if is_held_out(quality, label, doc_id) else "train"
+        return lambda label, key: "valid" if is_held_out(quality, label, key) else "train"
     index, folds = fold
 
-    def side(label: str, doc_id: str) -> str | None:
-        if is_held_out(quality, label, doc_id):
+    def side(label: str, key: str) -> str | None:
+        if is_held_out(quality, label, key):
             return None
-        return "valid" if document_fold(doc_id, folds) == index else "train"
+        return "valid" if document_fold(key, folds) == index else "train"
 
     return side
 
 
 @dataclass
 class LabelData:
-    """One label's capped training and validation lines, its validation documents and the counts."""
+    """One label's capped training and validation lines, its validation documents (``left_out``: the ids
+    of the validation-side documents not scored, every training line of theirs being in a training
+    document) and the counts."""
 
     train: list[str]
     valid: list[str]
     valid_documents: list[tuple[str, str]]
     counts: dict[str, int] = field(default_factory=dict)
+    left_out: list[str] = field(default_factory=list)
 
 
 def label_documents(config: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]]:
@@ -114,8 +130,9 @@ def label_documents(config: Mapping[str, Any]) -> dict[str, list[tuple[str, str]
 
 class LabelCorpus:
     """The label documents of one run, read once (``documents``: label -> ``(id, text)``) and split into
-    training lines once (``lines``: label -> the lines of each document, same order), with the model
-    spec (the sources' content digests: hashed once) and the shipped model's label data built once."""
+    training lines once (``lines``: label -> the lines of each document, same order; ``split_keys``:
+    their ``document_split_key``), with the model spec (the sources' content digests: hashed once) and
+    the shipped model's label data built once."""
 
     def __init__(self, config: Mapping[str, Any], documents: Mapping[str, list[tuple[str, str]]] | None = None):
         self.config = config
@@ -123,6 +140,7 @@ class LabelCorpus:
         min_chars = config["quality"]["min_line_chars"]
         self.lines = {label: [training_lines(text, min_chars) for _, text in docs]
                       for label, docs in self.documents.items()}
+        self.split_keys = {label: [document_split_key(text) for _, text in docs] for label, docs in self.documents.items()}
 
     @cached_property
     def spec(self) -> dict[str, Any]:
@@ -142,33 +160,37 @@ def build_label_data(config: Mapping[str, Any], corpus: LabelCorpus | None = Non
     corpus = LabelCorpus(config) if corpus is None else corpus
     side_of = document_sides(config, fold)
     sides: dict[str, dict[str, set[str]]] = {}
-    valid_docs: dict[str, list[tuple[str, str]]] = {}
+    valid_docs: dict[str, list[tuple[str, str, list[str]]]] = {}
     doc_counts: dict[str, dict[str, int]] = {}
     for label, docs in corpus.documents.items():
         sides[label] = {"train": set(), "valid": set()}
         valid_docs[label] = []
         doc_counts[label] = {"train": 0, "valid": 0}
-        for (doc_id, text), lines in zip(docs, corpus.lines[label]):
-            side = side_of(label, doc_id)
+        for (doc_id, text), lines, key in zip(docs, corpus.lines[label], corpus.split_keys[label]):
+            side = side_of(label, key)
             if not side or not lines:
                 continue
             doc_counts[label][side] += 1
             sides[label][side].update(lines)
             if side == "valid":
-                valid_docs[label].append((doc_id, text))
+                valid_docs[label].append((doc_id, text, lines))
     train_owners = Counter(line for by_side in sides.values() for line in by_side["train"])
     valid_owners = Counter(line for by_side in sides.values() for line in by_side["valid"])
     result = {}
     for label, by_side in sides.items():
         train = [line for line in by_side["train"] if train_owners[line] == 1]
         valid = [line for line in by_side["valid"] if valid_owners[line] == 1 and line not in train_owners]
-        kept_docs = sorted(valid_docs[label], key=lambda doc: (stable_hash(doc[0], "valid-docs:"), doc[0]))
+        unseen = [(doc_id, text) for doc_id, text, lines in valid_docs[label] if any(line not in train_owners for line in lines)]
+        left_out = sorted(doc_id for doc_id, _, lines in valid_docs[label] if all(line in train_owners for line in lines))
+        kept_docs = sorted(unseen, key=lambda doc: (stable_hash(doc[0], "valid-docs:"), doc[0]))
         result[label] = LabelData(
             train=stable_sample(train, max_train_lines(quality, label), label),
             valid=stable_sample(valid, quality["max_valid_lines_per_label"], label),
             valid_documents=kept_docs[: quality["max_valid_documents_per_label"]],
             counts={"train_documents": doc_counts[label]["train"], "valid_documents": doc_counts[label]["valid"],
+                    "valid_documents_left_out": len(left_out),
                     "train_lines_available": len(train), "valid_lines_available": len(valid)},
+            left_out=left_out,
         )
         result[label].counts.update(train_lines=len(result[label].train), valid_lines=len(result[label].valid),
                                     valid_documents_evaluated=len(result[label].valid_documents))

@@ -15,6 +15,8 @@ from moshi_data.classifiers.quality import (
     balance_train,
     build_label_data,
     document_fold,
+    document_sides,
+    document_split_key,
     is_held_out,
     training_examples,
 )
@@ -159,17 +161,19 @@ def test_documents_outside_the_training_side_never_change_the_training_file(tmp_
     documents = {label: [(f"{label}.jsonl#{d}", "\n".join(f"{label} document {d} line {i} with words" for i in range(5)))
                          for d in range(40)] for label in ("rand", "wiki")}
 
-    def scored(doc_id):  # outside the training side of this model
-        held_out = is_held_out(quality, "rand", doc_id)
-        return held_out if fold is None else not held_out and document_fold(doc_id, fold[1]) == fold[0]
+    def scored(text):  # outside the training side of this model
+        key = document_split_key(text)
+        held_out = is_held_out(quality, "rand", key)
+        return held_out if fold is None else not held_out and document_fold(key, fold[1]) == fold[0]
 
-    def trained(doc_id):
-        return not is_held_out(quality, "wiki", doc_id) and (fold is None or document_fold(doc_id, fold[1]) != fold[0])
+    def trained(text):
+        key = document_split_key(text)
+        return not is_held_out(quality, "wiki", key) and (fold is None or document_fold(key, fold[1]) != fold[0])
 
-    extra_id = next(f"rand-extra.jsonl#{k}" for k in range(10000) if scored(f"rand-extra.jsonl#{k}"))
-    wiki_id, wiki_text = next(doc for doc in documents["wiki"] if trained(doc[0]))
+    wiki_id, wiki_text = next(doc for doc in documents["wiki"] if trained(doc[1]))
     repeated = wiki_text.split("\n")[1]  # a training line of wiki
-    with_extra = {**documents, "rand": [*documents["rand"], (extra_id, f"{repeated}\nan extra rand page line here")]}
+    extra_text = next(text for k in range(10000) if scored(text := f"{repeated}\nan extra rand page line {k} here"))
+    with_extra = {**documents, "rand": [*documents["rand"], ("rand-extra.jsonl#0", extra_text)]}
 
     def training_file(docs, name):
         path = tmp_path / name
@@ -180,6 +184,59 @@ def test_documents_outside_the_training_side_never_change_the_training_file(tmp_
     before = training_file(documents, "before.txt")
     assert model_text(repeated).encode() in before
     assert training_file(with_extra, "after.txt") == before
+
+
+def two_label_documents(copies=()):
+    """rand and wiki documents of 6 own lines each (document d's lines name d), plus ``copies``."""
+    documents = {label: [(f"{label}.jsonl#{d}", "\n".join(f"{label} document {d} line {i} with words" for i in range(6)))
+                         for d in range(40)] for label in ("rand", "wiki")}
+    for label, doc_id, text in copies:
+        documents[label].append((doc_id, text))
+    return documents
+
+
+@pytest.mark.parametrize("fold", [None, (0, 4), (3, 4)], ids=["held-out split", "fold 0", "fold 3"])
+def test_the_same_page_under_two_ids_is_always_on_one_side(tmp_path, fold):
+    """The split hashes the normalised text, not the id: a page copied into another file (or differing
+    only in case and spacing) is scored with its copy or trained on with it, never both."""
+    config = many_documents_config(tmp_path)
+    originals = two_label_documents()
+    copies = [(label, f"{label}-copy.jsonl#{n}", text.upper().replace(" ", "  "))
+              for label, docs in originals.items() for n, (_, text) in enumerate(docs)]
+    data = build_label_data(config, LabelCorpus(config, two_label_documents(copies)), fold=fold)
+    scored = {doc_id for item in data.values() for doc_id, _ in item.valid_documents}
+    assert scored
+    for label, docs in originals.items():
+        for n, (doc_id, _) in enumerate(docs):
+            assert (doc_id in scored) == (f"{label}-copy.jsonl#{n}" in scored)
+    assert all(item.counts["valid_documents_left_out"] == 0 for item in data.values())
+
+
+@pytest.mark.parametrize("fold", [None, (1, 4)], ids=["held-out split", "cross-validation fold"])
+def test_a_scored_document_made_only_of_training_lines_is_left_out_and_counted(tmp_path, fold):
+    """A page stitched from the lines of other pages (another text, so another split key) is not scored
+    when all its lines are in that model's training documents; a page with one new line still is."""
+    config = many_documents_config(tmp_path)
+    originals = two_label_documents()
+    stitched = [("rand", f"rand-mix.jsonl#{d}", "\n".join([*originals["rand"][d][1].split("\n")[:3],
+                                                           *originals["rand"][(d + 1) % 40][1].split("\n")[3:]]))
+                for d in range(40)]
+    with_new_line = [("rand", doc_id.replace("mix", "new"), f"{text}\na line seen in no other document, {doc_id}")
+                     for _, doc_id, text in stitched]
+    corpus = LabelCorpus(config, two_label_documents([*stitched, *with_new_line]))
+    data = build_label_data(config, corpus, fold=fold)
+    side_of = document_sides(config, fold)
+    sides = {side: [(doc_id, set(lines)) for label, docs in corpus.documents.items()
+                    for (doc_id, _), lines, key in zip(docs, corpus.lines[label], corpus.split_keys[label])
+                    if side_of(label, key) == side] for side in ("train", "valid")}
+    trained_lines = set().union(*(lines for _, lines in sides["train"]))
+    scored = {doc_id for item in data.values() for doc_id, _ in item.valid_documents}
+    left_out = data["rand"].left_out
+    assert any(doc_id.startswith("rand-mix") for doc_id in left_out)  # (an original page may be covered too)
+    assert data["rand"].counts["valid_documents_left_out"] == len(left_out) and not data["wiki"].left_out
+    assert any(doc_id.startswith("rand-new") for doc_id in scored)  # one unseen line: still scored
+    for doc_id, lines in sides["valid"]:  # every validation-side document: scored iff it has an unseen line
+        assert (doc_id in scored) == bool(lines - trained_lines) == (doc_id not in left_out)
 
 
 def test_a_label_can_hold_out_a_larger_share(tmp_path):
