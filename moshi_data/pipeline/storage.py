@@ -1,15 +1,17 @@
 """Paths on local disk, s3://, gs:// (Beam FileSystems; s3 through boto3) and https:// (read only).
 
-Writes are atomic: local files go to a hidden temporary name in the same folder and are renamed;
-object stores only make an object visible when its upload completes, so they are written in place
-(an earlier run's object is replaced whole). Beam's S3 writer always starts a multipart upload,
-which S3 refuses to complete with no part (an empty file), so objects smaller than S3's minimum part
-size go up in one PutObject through the same Beam-configured boto3 client; larger ones stream
-through ``FileSystems.create`` in 5 MiB+ parts.
+Writes are atomic, also when the writer fails part way: readers of ``path`` see the earlier file or
+the complete new one, never a part. A local file is written to a hidden temporary beside it and
+renamed over it. S3 gets boto3's managed upload through the Beam-configured client (one PutObject
+for a small object, a multipart upload for a large one, which S3 only shows once completed and
+which boto3 aborts on any error, a failed read of the source included). Another object store
+(gs://, through Beam's FileSystems, whose writers publish what they hold when closed, even on an
+error) gets a hidden temporary object renamed over ``path``, deleted on error.
 """
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import shutil
 import urllib.request
@@ -20,10 +22,6 @@ from typing import IO, Iterable, Iterator
 TMP_PREFIX = ".tmp-"
 HTTP_SCHEMES = ("http://", "https://")
 COMMON_CRAWL_BASE = "https://data.commoncrawl.org/"
-
-
-# S3's smallest multipart part (every part but the last); below it one PutObject is used.
-S3_MIN_PART_BYTES = 5 * 1024 * 1024
 COPY_CHUNK_BYTES = 1 << 20
 
 
@@ -74,11 +72,13 @@ def probe(folder: str, timeout_s: float = 10.0) -> None:
     client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
 
 
-def _s3_put(path: str, data: bytes) -> None:
+def _s3_upload(source: IO[bytes], path: str) -> None:
+    """Stream ``source`` to the S3 object ``path``: boto3's managed transfer, which aborts its
+    multipart upload (nothing becomes ``path``) when reading or sending fails."""
     from apache_beam.io.aws.s3io import parse_s3_path
 
     bucket, key = parse_s3_path(path)
-    _s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+    _s3_client().upload_fileobj(source, bucket, key)
 
 
 def configure(pipeline_options) -> None:
@@ -129,21 +129,35 @@ def makedirs(path: str) -> None:
         os.makedirs(_local(path), exist_ok=True)
 
 
+def _temporary(path: str) -> str:
+    """A hidden, unique name beside ``path`` (what stale-file removal deletes if a run dies)."""
+    folder, name = os.path.split(_local(path)) if is_local(path) else path.rsplit("/", 1)
+    return join(folder, f"{TMP_PREFIX}{name}-{uuid.uuid4().hex}")
+
+
 @contextmanager
 def _open_write(path: str) -> Iterator[IO[bytes]]:
-    """A handle whose bytes become ``path`` only when the block ends without error: a local file is
-    written to a hidden temporary beside it (fsync'ed, renamed over it; removed on error), an object
-    through ``FileSystems.create`` (an object store shows it only once its upload completes)."""
+    """A handle whose bytes become ``path`` only when the block ends without error: written to a
+    hidden temporary beside it (a local file fsync'ed), renamed over ``path``; removed on error.
+    (S3 does not come here: see :func:`_s3_upload`.)"""
     if path.startswith(HTTP_SCHEMES):
         raise ValueError(f"cannot write to {path}: http(s) is read-only")
+    tmp = _temporary(path)
     if not is_local(path):
-        with _filesystems().create(path) as handle:
-            yield handle
+        from apache_beam.io.filesystem import CompressionTypes
+
+        filesystems = _filesystems()
+        try:
+            with filesystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+                yield handle  # on an error, closing still publishes the temporary: deleted below
+            filesystems.rename([tmp], [path])
+        except BaseException:
+            if filesystems.exists(tmp):
+                filesystems.delete([tmp])
+            raise
         return
     local = _local(path)
-    folder, name = os.path.split(local)
-    os.makedirs(folder or ".", exist_ok=True)
-    tmp = os.path.join(folder, f"{TMP_PREFIX}{name}-{uuid.uuid4().hex}")
+    os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
     try:
         with open(tmp, "wb") as handle:
             yield handle
@@ -157,21 +171,21 @@ def _open_write(path: str) -> Iterator[IO[bytes]]:
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
     """Write ``data`` so that readers see either nothing/the old file or the complete new file."""
-    if path.startswith("s3://") and len(data) < S3_MIN_PART_BYTES:
-        _s3_put(path, data)
+    if path.startswith("s3://"):
+        _s3_upload(io.BytesIO(data), path)
         return
     with _open_write(path) as handle:
         handle.write(data)
 
 
 def upload_file(local_path: str, path: str) -> None:
-    """Copy a local file to ``path`` (atomic like :func:`write_bytes_atomic`), streaming large files."""
-    if path.startswith("s3://") and os.path.getsize(local_path) < S3_MIN_PART_BYTES:
-        with open(local_path, "rb") as handle:
-            _s3_put(path, handle.read())
-        return
-    with open(local_path, "rb") as source, _open_write(path) as target:
-        shutil.copyfileobj(source, target, length=COPY_CHUNK_BYTES)
+    """Copy a local file to ``path`` (atomic like :func:`write_bytes_atomic`), streamed."""
+    with open(local_path, "rb") as source:
+        if path.startswith("s3://"):
+            _s3_upload(source, path)
+            return
+        with _open_write(path) as target:
+            shutil.copyfileobj(source, target, length=COPY_CHUNK_BYTES)
 
 
 def list_folder(folder: str) -> list[str]:
@@ -258,8 +272,8 @@ def remove_stale(folder: str, keep_names: Iterable[str]) -> list[str]:
 
 
 def remove_temporaries(folder: str) -> None:
-    """Delete temporaries left in ``folder`` by a killed run (local folders only have them)."""
-    if is_local(folder):
+    """Delete temporaries left in ``folder`` by a killed run (none on S3: its uploads complete or abort)."""
+    if not folder.startswith("s3://"):
         delete(p for p in list_folder(folder) if os.path.basename(p).startswith(TMP_PREFIX))
 
 

@@ -1,14 +1,20 @@
-"""Object-storage writes on the suite's S3 server (moto): empty files, multipart-sized files and
-overwriting an earlier run's objects, through the same paths the jobs use (pipeline/storage.py)."""
+"""Object-storage writes on the suite's S3 server (moto): empty files, multipart-sized files,
+overwriting an earlier run's objects and writes that fail part way, through the same paths the
+jobs use (pipeline/storage.py)."""
 from __future__ import annotations
 
+import errno
+import io
 import os
 
 import pytest
+from apache_beam.io.localfilesystem import LocalFileSystem
+from boto3.s3.transfer import TransferConfig
 
 from moshi_data.pipeline import storage
 
 BUCKET = "remote-storage"
+MULTIPART_BYTES = TransferConfig().multipart_threshold  # boto3 uploads from this size in parts
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -24,8 +30,7 @@ def bucket(s3_client, s3_endpoint):
         s3_client.delete_object(Bucket=BUCKET, Key=item["Key"])
 
 
-@pytest.mark.parametrize("size", [0, 1, storage.S3_MIN_PART_BYTES - 1, storage.S3_MIN_PART_BYTES,
-                                  2 * storage.S3_MIN_PART_BYTES + 17])
+@pytest.mark.parametrize("size", [0, 1, MULTIPART_BYTES - 1, MULTIPART_BYTES, 2 * MULTIPART_BYTES + 17])
 def test_write_read_any_size(bucket, size):
     data = os.urandom(size)
     path = f"s3://{BUCKET}/out/file-{size}.bin"
@@ -48,7 +53,7 @@ def test_overwrite_earlier_run_and_remove_stale(bucket):
     assert storage.read_bytes(f"s3://{BUCKET}/out/documents/00000.parquet") == b"new"
 
 
-@pytest.mark.parametrize("size", [0, 3 * storage.S3_MIN_PART_BYTES // 2])
+@pytest.mark.parametrize("size", [0, 3 * MULTIPART_BYTES // 2])
 def test_upload_file(bucket, tmp_path, size):
     local = tmp_path / "shard.tar"
     local.write_bytes(os.urandom(size))
@@ -78,3 +83,79 @@ def test_a_local_write_that_fails_leaves_the_earlier_file_and_no_temporary(tmp_p
     with pytest.raises(FileNotFoundError):
         storage.upload_file(str(tmp_path / "missing.bin"), str(target))
     assert target.read_bytes() == b"earlier run" and sorted(p.name for p in target.parent.iterdir()) == ["stats.json"]
+
+
+class _FailingFile(io.FileIO):
+    """A local file whose reads fail (EIO) past ``limit`` bytes, as a bad disk or a lost mount does."""
+    limit = 0
+
+    def readinto(self, buffer):
+        if self.tell() >= self.limit:
+            raise OSError(errno.EIO, "read failed part way")
+        return super().readinto(buffer)
+
+
+def _open_failing_after(limit: int):
+    def open_failing(path, mode="r", *args, **kwargs):
+        assert mode == "rb"
+        raw = _FailingFile(path)
+        raw.limit = limit
+        return io.BufferedReader(raw)
+    return open_failing
+
+
+def test_an_s3_upload_that_fails_part_way_leaves_the_earlier_object_and_no_open_upload(bucket, tmp_path, monkeypatch):
+    path = f"s3://{BUCKET}/out/shards/shard-000000.tar"
+    storage.write_bytes_atomic(path, b"earlier run")
+    source = tmp_path / "shard.tar"
+    source.write_bytes(os.urandom(MULTIPART_BYTES + 3 * 2**20))
+    monkeypatch.setattr(storage, "open", _open_failing_after(MULTIPART_BYTES + 2**20), raising=False)
+    with pytest.raises(OSError, match="read failed part way"):
+        storage.upload_file(str(source), path)
+    assert storage.read_bytes(path) == b"earlier run"  # not the bytes read before the failure
+    assert not bucket.list_multipart_uploads(Bucket=BUCKET).get("Uploads")  # aborted, not left open
+    assert storage.list_folder(f"s3://{BUCKET}/out/shards") == [path]
+
+
+class FolderStore(LocalFileSystem):
+    """Test double of a store Beam reaches only through its FileSystems, as gs:// (whose client is not
+    installed here): ``folderstore://x`` is the local file /x, written in place and shown on close,
+    even when the writer failed, as Beam's object-store writers do."""
+
+    @classmethod
+    def scheme(cls):
+        return "folderstore"
+
+    @staticmethod
+    def _local(path):
+        return path[len("folderstore:/"):]
+
+    def create(self, path, *args, **kwargs):
+        return super().create(self._local(path), *args, **kwargs)
+
+    def open(self, path, *args, **kwargs):
+        return super().open(self._local(path), *args, **kwargs)
+
+    def rename(self, sources, destinations):
+        super().rename([self._local(p) for p in sources], [self._local(p) for p in destinations])
+
+    def exists(self, path):
+        return super().exists(self._local(path))
+
+    def delete(self, paths):
+        for path in paths:
+            os.remove(self._local(path))
+
+
+def test_a_write_to_another_object_store_that_fails_part_way_leaves_the_earlier_object(tmp_path, monkeypatch):
+    folder = tmp_path / "out"
+    path = f"folderstore:/{folder}/index.jsonl"
+    storage.write_bytes_atomic(path, b"earlier run")
+    assert storage.read_bytes(path) == b"earlier run" and sorted(p.name for p in folder.iterdir()) == ["index.jsonl"]
+    source = tmp_path / "index.jsonl"
+    source.write_bytes(os.urandom(3 * storage.COPY_CHUNK_BYTES))
+    monkeypatch.setattr(storage, "open", _open_failing_after(2 * storage.COPY_CHUNK_BYTES), raising=False)
+    with pytest.raises(OSError, match="read failed part way"):
+        storage.upload_file(str(source), path)
+    assert (folder / "index.jsonl").read_bytes() == b"earlier run"
+    assert sorted(p.name for p in folder.iterdir()) == ["index.jsonl"]  # its temporary deleted
