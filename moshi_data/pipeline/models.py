@@ -19,6 +19,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import shutil
@@ -247,6 +248,16 @@ def configured_names(configured: Mapping[str, Any], local: Mapping[str, Any], ke
         if given != used and isinstance(given, str) and isinstance(used, str):
             names[used] = given
     return names
+
+
+def name_as_configured(text: str, names: Mapping[str, str]) -> str:
+    """``text`` with each local copy in ``names`` (:func:`configured_names`) replaced by its configured
+    name, in one pass, longest copy first: a copy whose path begins another's is never half-replaced,
+    and a configured name is never rewritten again."""
+    if not names:
+        return text
+    copies = "|".join(re.escape(local) for local in sorted(names, key=len, reverse=True))
+    return re.sub(copies, lambda match: names[match.group(0)], text)
 
 
 def localize_models(config: Mapping[str, Any], keys: Iterable[str], cache_dir: str | Path | None = None) -> dict:

@@ -171,3 +171,19 @@ def test_retire_completion_marker_on_s3(beam_s3):
     assert storage.retire_completion_marker(f"s3://{BUCKET}/run/stats.json", log=lambda _: None)
     assert not storage.exists(f"s3://{BUCKET}/run/stats.json")
     assert not storage.retire_completion_marker(f"s3://{BUCKET}/run/stats.json", log=lambda _: None)
+
+
+def test_model_versions_map_a_copy_whose_path_begins_another_whole():
+    from moshi_data.pipeline.audio.recording import RecordingProcessor
+    from moshi_data.pipeline.config import load_config
+
+    names = {"/cache/ab12-tok": "s3://b/models/tok.model",  # a prefix of the next copy's path
+             "/cache/ab12-tok-asr": "/home/me/whisper-ct2", "/cache/99-vad": "/cache/ab12-tok-vad"}
+    processor = RecordingProcessor(load_config("audio_shards"), names)
+    versions = {"asr": "/cache/ab12-tok-asr (faster-whisper 1.2)", "tokenizer": "/cache/ab12-tok",
+                "vad": "/cache/99-vad vad", "aligner": "pocketsphinx en-us"}
+    assert processor.as_configured(versions) == {
+        "asr": "/home/me/whisper-ct2 (faster-whisper 1.2)", "tokenizer": "s3://b/models/tok.model",
+        "vad": "/cache/ab12-tok-vad vad", "aligner": "pocketsphinx en-us"}
+    assert models.name_as_configured("segmentation /cache/99-vad + embedding /cache/ab12-tok-asr", names) == (
+        "segmentation /cache/ab12-tok-vad + embedding /home/me/whisper-ct2")

@@ -30,6 +30,7 @@ from moshi_data.pipeline.audio.streams import (channel_streams, choose_main_spea
 from moshi_data.pipeline.audio.text_frames import SentencePieceTokenizer, text_stream
 from moshi_data.pipeline.audio.types import FRAME_RATE, MODEL_SAMPLE_RATE, OUTPUT_SAMPLE_RATE, Turn, Word
 from moshi_data.pipeline.config import REPO_ROOT, deep_merge, load_config
+from moshi_data.pipeline.models import name_as_configured
 
 STAGES = ("decode", "transcribe", "diarize", "assign", "streams", "text", "segment", "filter", "encode", "codes")
 
@@ -253,12 +254,7 @@ class RecordingProcessor:
 
     def as_configured(self, versions: Mapping[str, str]) -> dict[str, str]:
         """``versions`` with every local model copy named as configured (``model_names``)."""
-        named = {}
-        for stage, version in versions.items():
-            for local, given in self.model_names.items():
-                version = version.replace(local, given)
-            named[stage] = version
-        return named
+        return {stage: name_as_configured(version, self.model_names) for stage, version in versions.items()}
 
     def _segments(self, source: AudioSource, audio: DecodedAudio, analysis: _Analysis, result: RecordingResult) -> None:
         config = self.config
