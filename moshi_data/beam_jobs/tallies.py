@@ -2,8 +2,8 @@
 
 Each worker emits small tallies (flat counts in the text job, nested report dicts in the audio job);
 their keys are reasons, stages and fixed histogram bins, so the sum is bounded whatever the input.
-Floats are added as exact fractions (``add_sums``), so the result does not depend on how the runner
-splits the work.
+Floats (numpy's too) are added as exact fractions (``pipeline.sums.add_sums``), so the result does
+not depend on how the runner splits the work.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Mapping
 
 import apache_beam as beam
 
-from moshi_data.pipeline.audio.report import add_sums, finish_sums
+from moshi_data.pipeline.sums import add_sums, finish_sums
 
 
 class SumTallies(beam.CombineFn):

@@ -2,7 +2,7 @@
 
 Each recording's contribution is a small, fixed-size dict (:func:`recording_report`: histograms with
 fixed bins, sums, DER and word-timing error sums when references are configured), made in the worker
-that processed it; the job sums them in a CombineFn (:func:`add_sums`: floats are added as exact
+that processed it; the job sums them in a CombineFn (``pipeline.sums``: floats are added as exact
 fractions, so the sum does not depend on the order) into stats.json's ``report``, so the report's
 state does not grow with the number of recordings or segments. The launcher draws the page once
 (:func:`write_run_report`) from stats.json, the per-stage seconds of the job's counters, the filter
@@ -17,12 +17,12 @@ import html
 import io
 import itertools
 import json
-from fractions import Fraction
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from moshi_data.pipeline.audio.types import OUTPUT_SAMPLE_RATE
+from moshi_data.pipeline.sums import add_sums, finish_sums
 
 REPORT_FILE = "report.html"
 # Histogram bins (display choices, not thresholds): name -> (low, high, bins); values are clipped into range.
@@ -45,33 +45,6 @@ def histogram(name: str, values: Iterable[float]) -> list[int]:
     low, high, bins = BINS[name]
     data = np.clip(np.asarray([v for v in values if v is not None], dtype=float), low, high - 1e-9)
     return np.histogram(data, bins=bins, range=(low, high))[0].astype(int).tolist()
-
-
-def _exact(value):
-    return Fraction(value) if isinstance(value, float) else value
-
-
-def add_sums(into: dict, other: Mapping) -> dict:
-    """Recursive sum into ``into`` of numbers, lists (element-wise) and dicts; floats become exact
-    fractions (:func:`finish_sums` turns them back), so any summation order gives the same bytes."""
-    for key, value in other.items():
-        if isinstance(value, Mapping):
-            add_sums(into.setdefault(key, {}), value)
-        elif isinstance(value, list):
-            current = into.get(key)
-            into[key] = [_exact(v) for v in value] if current is None else [a + _exact(b) for a, b in zip(current, value)]
-        else:
-            into[key] = into.get(key, 0) + _exact(value)
-    return into
-
-
-def finish_sums(total: Any) -> Any:
-    """A summed report with its exact fractions rounded back to floats (JSON-ready)."""
-    if isinstance(total, Mapping):
-        return {key: finish_sums(value) for key, value in total.items()}
-    if isinstance(total, list):
-        return [finish_sums(value) for value in total]
-    return float(total) if isinstance(total, Fraction) else total
 
 
 def _main_share(words: Sequence[Mapping[str, Any]], main: Optional[str]) -> Optional[float]:
