@@ -18,8 +18,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from moshi_data.beam_jobs.stale_files import LISTING_RANGES, name_ranges
+from moshi_data.beam_jobs.stale_files import name_ranges
 from moshi_data.pipeline import storage
+from moshi_data.pipeline.config import load_config
 
 
 def _peak(consume) -> tuple[int, float]:
@@ -52,7 +53,8 @@ def measure(count: int, ranges: int, root: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, nargs="+", default=[10_000, 40_000, 160_000])
-    parser.add_argument("--ranges", type=int, default=LISTING_RANGES)
+    parser.add_argument("--ranges", type=int, default=load_config("audio_shards")["stale_files"]["listing_ranges"],
+                        help="name ranges per folder (default: the audio job's stale_files.listing_ranges)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="stale-listing-") as root:
         rows = [measure(count, args.ranges, Path(root)) for count in args.files]

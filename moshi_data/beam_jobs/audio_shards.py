@@ -61,7 +61,7 @@ MODEL_KEYS = ("text.tokenizer", "asr.model", "align.wav2vec2_model", "diarizatio
               "diarization.segmentation_model", "diarization.embedding_model", "codes.codec.weights")
 DATAFLOW_CONFIG = "dataflow_audio"  # GPU worker settings used with --runner=DataflowRunner
 # Config sections the processor never reads: runs that differ only there share its loaded models.
-OUTPUT_SECTIONS = ("shards", "report", "export", "runner")
+OUTPUT_SECTIONS = ("shards", "stale_files", "report", "export", "runner")
 
 
 _PROCESSORS: dict[str, tuple[RecordingProcessor, threading.Lock]] = {}
@@ -212,7 +212,8 @@ def build_pipeline(pipeline: beam.Pipeline, sources: list[AudioSource], listing_
                 annotations,
                 rejects | "RejectFiles" >> beam.Map(lambda part: (REJECTS_DIR, part["name"])))
                | "WrittenFiles" >> beam.Flatten())
-    stale_removed = written | "RemoveStale" >> RemoveStale(output, [SHARDS_DIR, ANNOTATIONS_DIR, REJECTS_DIR])
+    stale_removed = written | "RemoveStale" >> RemoveStale(output, [SHARDS_DIR, ANNOTATIONS_DIR, REJECTS_DIR],
+                                                         config["stale_files"]["listing_ranges"])
     outputs = ((shards | "ShardTallies" >> beam.MapTuple(lambda _, size: {"shards": {"count": 1, "bytes": size}}),
                 rejects | "RejectTallies" >> beam.Map(lambda part: {"rejects": {"parts": 1, "lines": part["lines"]}}))
                | "OutputTallies" >> beam.Flatten()

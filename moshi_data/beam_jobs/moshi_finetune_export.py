@@ -89,7 +89,7 @@ def run(input_dir: str, output: str, config: Mapping[str, Any], runner_args: lis
          | "Shards" >> beam.Create(shards)
          | "Spread" >> beam.Reshuffle()
          | "Export" >> beam.FlatMap(export_shard, output, export["audio_dir"], export["main_label"])
-         | "RemoveStale" >> RemoveStale(output, [export["audio_dir"]]))
+         | "RemoveStale" >> RemoveStale(output, [export["audio_dir"]], config["stale_files"]["listing_ranges"]))
     pipeline.run().wait_until_finish()
     return concatenate_index(output, shards, export["index"])
 

@@ -3,7 +3,7 @@
 The files this run wrote, as (folder, name), are joined by name with a listing of the folders taken
 after every write; listed names nobody wrote (shards of an earlier, bigger run, temporaries of a
 killed one) are deleted. No worker holds the list of written names, nor a folder's listing: each
-folder is listed as ``ranges`` name ranges in parallel, cut at approximate quantiles of the names
+folder is listed as ``ranges`` name ranges in parallel (config ``stale_files.listing_ranges``), cut at approximate quantiles of the names
 written there (a bounded combiner), each range streamed page by page (``storage.iter_names``).
 Every name falls in exactly one range, so the removal stays exact whatever the cuts.
 """
@@ -14,8 +14,7 @@ from typing import Iterator, Mapping, Optional, Sequence
 import apache_beam as beam
 
 from moshi_data.pipeline import storage
-
-LISTING_RANGES = 16  # name ranges listed in parallel per folder (more cost one list request each)
+from moshi_data.pipeline.config import ConfigError
 
 
 def name_ranges(folder: str, cuts: Mapping[str, Sequence[str]]) -> list[tuple[str, Optional[str], Optional[str]]]:
@@ -41,11 +40,14 @@ class ListRange(beam.DoFn):
 
 
 class RemoveStale(beam.PTransform):
-    """(folder, name) of every file written -> the count of files deleted from ``folders``."""
+    """(folder, name) of every file written -> the count of files deleted from ``folders``, each listed
+    as ``ranges`` name ranges (the job config's ``stale_files.listing_ranges``)."""
 
-    def __init__(self, output: str, folders: Sequence[str], ranges: int = LISTING_RANGES):
+    def __init__(self, output: str, folders: Sequence[str], ranges: int):
         super().__init__()
-        self.output, self.folders, self.ranges = output, list(folders), max(1, int(ranges))
+        if isinstance(ranges, bool) or not isinstance(ranges, int) or ranges < 1:
+            raise ConfigError(f"stale_files.listing_ranges: expected an integer >= 1, got {ranges!r}")
+        self.output, self.folders, self.ranges = output, list(folders), ranges
 
     def expand(self, written):
         # the cuts are a combine over every written name: the listing starts once all writes are done

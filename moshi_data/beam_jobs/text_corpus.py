@@ -458,7 +458,8 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
                     | "GroupRejects" >> beam.GroupByKey()
                     | "WriteRejects" >> beam.ParDo(WriteRejects(output)))
     shard_files = written.shards | "ShardNames" >> beam.FlatMapTuple(lambda name, _: [(DOCUMENTS_DIR, name)] if name else [])
-    stale_removed = (shard_files, reject_files) | "WrittenFiles" >> beam.Flatten() | "RemoveStale" >> RemoveStale(output, [DOCUMENTS_DIR, REJECTS_DIR])
+    stale_removed = (shard_files, reject_files) | "WrittenFiles" >> beam.Flatten() | "RemoveStale" >> RemoveStale(
+        output, [DOCUMENTS_DIR, REJECTS_DIR], config["stale_files"]["listing_ranges"])
     tallies = (written.shards | "ShardTallies" >> beam.Values(),
                read.files | "FileTallies" >> beam.Map(file_tally),
                read.rejects | "RejectTallies" >> beam.Map(reject_tally))

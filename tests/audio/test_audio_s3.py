@@ -80,7 +80,7 @@ def test_s3_manifest_glob_decode_and_atomic_outputs(s3_endpoint, s3_client, bad_
     client.put_object(Bucket=BUCKET, Key="out/rejects/part-000003.jsonl", Body=b"{}\n")
     with TestPipeline(runner="DirectRunner", options=FileSystems._pipeline_options) as pipeline:
         removed = (pipeline | beam.Create([("shards", "shard-000000.tar")])
-                   | RemoveStale(output, ["shards", "annotations", "rejects"]))
+                   | RemoveStale(output, ["shards", "annotations", "rejects"], ranges=4))
         assert_that(removed, equal_to([2]))
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="out/")["Contents"])
     assert keys == ["out/shards/shard-000000.tar", "out/stats.json"]

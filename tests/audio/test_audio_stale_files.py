@@ -9,6 +9,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from moshi_data.beam_jobs.stale_files import RemoveStale, name_ranges
 from moshi_data.pipeline import storage
+from moshi_data.pipeline.config import ConfigError, load_config
 
 BUCKET = "stale-files"
 WRITTEN = [f"rec-{i:03d}.{ext}" for i in range(40) for ext in ("rttm", "words.json")]
@@ -24,6 +25,20 @@ def test_name_ranges_cover_every_name_once():
     names = ["", "a", "b", "c", "d", "f", "g", "k", "z", "\uffff"]
     owners = [[r for r in ranges if (r[1] is None or n > r[1]) and (r[2] is None or n <= r[2])] for n in names]
     assert all(len(owner) == 1 for owner in owners)
+
+
+@pytest.mark.parametrize("job", ["audio_shards", "text_corpus"])
+def test_listing_ranges_come_from_each_job_config_checked(job):
+    assert load_config(job)["stale_files"]["listing_ranges"] == 16
+    assert load_config(job, ["stale_files.listing_ranges=4"])["stale_files"]["listing_ranges"] == 4
+    with pytest.raises(ConfigError, match="stale_files.listing_ranges: expected an integer"):
+        load_config(job, ["stale_files.listing_ranges=many"])
+    with pytest.raises(ConfigError, match="did you mean 'stale_files.listing_ranges'"):
+        load_config(job, ["stale_files.listing_range=4"])
+    for wrong in ("0", "-3", "null"):  # the right type (null is accepted everywhere), refused where it is used
+        ranges = load_config(job, [f"stale_files.listing_ranges={wrong}"])["stale_files"]["listing_ranges"]
+        with pytest.raises(ConfigError, match=r"stale_files.listing_ranges: expected an integer >= 1"):
+            RemoveStale("out", ["rejects"], ranges)
 
 
 def _remove(output: str, ranges: int, options=None) -> None:
