@@ -2,10 +2,13 @@
 
 The files this run wrote, as (folder, name), are joined by name with a listing of the folders taken
 after every write; listed names nobody wrote (shards of an earlier, bigger run, temporaries of a
-killed one) are deleted. No worker holds the list of written names, nor a folder's listing: each
-folder is listed as ``ranges`` name ranges in parallel (config ``stale_files.listing_ranges``), cut at approximate quantiles of the names
-written there (a bounded combiner), each range streamed page by page (``storage.iter_names``).
-Every name falls in exactly one range, so the removal stays exact whatever the cuts.
+killed one) are deleted. No worker holds the list of written names. On a store that lists from a
+name (local disk, S3: ``storage.lists_from_name``) no worker holds a folder's listing either: each
+folder is listed as ``ranges`` name ranges in parallel (config ``stale_files.listing_ranges``), cut
+at approximate quantiles of the names written there (a bounded combiner), each range streamed page
+by page (``storage.iter_names``). On any other store (gs://, which Beam's FileSystems only match
+whole) each folder is one range, listed whole by one worker, so it is listed once, not once per
+range. Every name falls in exactly one range, so the removal stays exact whatever the cuts.
 """
 from __future__ import annotations
 
@@ -50,8 +53,9 @@ class RemoveStale(beam.PTransform):
         self.output, self.folders, self.ranges = output, list(folders), ranges
 
     def expand(self, written):
+        ranges = self.ranges if storage.lists_from_name(self.output) else 1
         # the cuts are a combine over every written name: the listing starts once all writes are done
-        cuts = written | "CutNames" >> beam.ApproximateQuantiles.PerKey(self.ranges + 1)
+        cuts = written | "CutNames" >> beam.ApproximateQuantiles.PerKey(ranges + 1)
         listed = (written.pipeline
                   | "Folders" >> beam.Create(self.folders)
                   | "Ranges" >> beam.FlatMap(name_ranges, beam.pvalue.AsDict(cuts))

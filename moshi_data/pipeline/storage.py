@@ -199,11 +199,18 @@ def list_folder(folder: str) -> list[str]:
     return sorted(m.path for m in result.metadata_list)
 
 
+def lists_from_name(folder: str) -> bool:
+    """Whether :func:`iter_names` lists only the asked name range of ``folder`` (local disk, S3), not the
+    whole folder, filtered (gs:// and any other store reached through Beam's FileSystems)."""
+    return is_local(folder) or folder.startswith("s3://")
+
+
 def iter_names(folder: str, after: str | None = None, upto: str | None = None) -> Iterator[str]:
-    """Names of the files directly inside ``folder`` with ``after < name <= upto`` (None: unbounded),
-    streamed: no listing is held. S3 lists only that range, a page of keys at a time (ListObjectsV2
-    from ``StartAfter``, in key order); a local folder is scanned entry by entry; another store
-    (gs://) is matched whole by Beam's FileSystems, then filtered."""
+    """Names of the files directly inside ``folder`` with ``after < name <= upto`` (None: unbounded).
+    Where the store lists from a name (:func:`lists_from_name`) they are streamed and no listing is
+    held: S3 lists only that range, a page of keys at a time (ListObjectsV2 from ``StartAfter``, in key
+    order); a local folder is scanned entry by entry. Another store (gs://) is matched whole by Beam's
+    FileSystems (that listing is held), then filtered."""
     def wanted(name: str) -> bool:
         return (after is None or name > after) and (upto is None or name <= upto)
 
@@ -213,7 +220,7 @@ def iter_names(folder: str, after: str | None = None, upto: str | None = None) -
             with os.scandir(local) as entries:
                 yield from (entry.name for entry in entries if entry.is_file() and wanted(entry.name))
         return
-    if not folder.startswith("s3://"):
+    if not lists_from_name(folder):
         yield from (name for name in (os.path.basename(p) for p in list_folder(folder)) if wanted(name))
         return
     from apache_beam.io.aws.s3io import parse_s3_path

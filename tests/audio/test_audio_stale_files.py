@@ -41,13 +41,13 @@ def test_listing_ranges_come_from_each_job_config_checked(job):
             RemoveStale("out", ["rejects"], ranges)
 
 
-def _remove(output: str, ranges: int, options=None) -> None:
+def _remove(output: str, ranges: int, options=None, deleted: int = len(STALE)) -> None:
     from apache_beam.testing.test_pipeline import TestPipeline
 
     with TestPipeline(runner="DirectRunner", options=options) as pipeline:
         removed = (pipeline | beam.Create([("annotations", name) for name in WRITTEN])
                    | RemoveStale(output, ["annotations", "rejects"], ranges=ranges))
-        assert_that(removed, equal_to([len(STALE)]))
+        assert_that(removed, equal_to([deleted]))
 
 
 def _no_whole_listing(monkeypatch):
@@ -68,6 +68,18 @@ def test_local_folder_listed_by_range_and_stale_files_removed_exactly(tmp_path, 
     _no_whole_listing(monkeypatch)
     _remove(str(tmp_path), ranges)
     assert sorted(p.name for p in folder.iterdir()) == sorted(WRITTEN + ["nested"])
+
+
+def test_a_folder_of_a_store_without_listing_from_a_name_is_listed_once(monkeypatch):
+    listed = []
+
+    def record(folder, after=None, upto=None):
+        listed.append((folder, after, upto))
+        return iter(())
+    monkeypatch.setattr(storage, "iter_names", record)
+    _remove("gs://bucket/out", 16, deleted=0)  # gs:// is matched whole by Beam: one listing per folder, not 16
+    assert sorted(listed, key=repr) == [("gs://bucket/out/annotations", None, None), ("gs://bucket/out/rejects", None, None)]
+    assert not storage.lists_from_name("gs://bucket/out") and storage.lists_from_name("s3://bucket/out")
 
 
 @pytest.mark.timeout(120)
