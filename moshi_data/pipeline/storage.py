@@ -152,8 +152,11 @@ def _open_write(path: str) -> Iterator[IO[bytes]]:
                 yield handle  # on an error, closing still publishes the temporary: deleted below
             filesystems.rename([tmp], [path])
         except BaseException:
-            if filesystems.exists(tmp):
-                filesystems.delete([tmp])
+            try:
+                if filesystems.exists(tmp):
+                    filesystems.delete([tmp])
+            except Exception:  # noqa: BLE001 - raise the write's own error; a hidden temporary left
+                pass  # behind is deleted by the next run's stale-file join
             raise
         return
     local = _local(path)
@@ -279,8 +282,11 @@ def remove_stale(folder: str, keep_names: Iterable[str]) -> list[str]:
 
 
 def remove_temporaries(folder: str) -> None:
-    """Delete temporaries left in ``folder`` by a killed run (none on S3: its uploads complete or abort)."""
-    if not folder.startswith("s3://"):
+    """Delete temporaries left in a local ``folder`` by a killed run. S3 writes leave none (their
+    uploads complete or abort); a gs:// write killed part way can leave a hidden ``.tmp-`` object,
+    removed by the stale-file join in the job's folders but not at the output's top (Beam matches a
+    gs:// folder by listing everything under it)."""
+    if is_local(folder):
         delete(p for p in list_folder(folder) if os.path.basename(p).startswith(TMP_PREFIX))
 
 

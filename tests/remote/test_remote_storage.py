@@ -159,3 +159,10 @@ def test_a_write_to_another_object_store_that_fails_part_way_leaves_the_earlier_
         storage.upload_file(str(source), path)
     assert (folder / "index.jsonl").read_bytes() == b"earlier run"
     assert sorted(p.name for p in folder.iterdir()) == ["index.jsonl"]  # its temporary deleted
+
+    def refuse(self, paths):
+        raise PermissionError("store refuses deletes")
+    monkeypatch.setattr(FolderStore, "delete", refuse)
+    with pytest.raises(OSError, match="read failed part way"):  # the write's error, not the cleanup's
+        storage.upload_file(str(source), path)
+    assert (folder / "index.jsonl").read_bytes() == b"earlier run"
