@@ -159,7 +159,7 @@ def summarize(label: str, n_docs: int, result: dict, cores: int) -> dict:
     dedup, minhash = stats["line_dedup"], stats.get("minhash", {})
     counters = result.get("counters", {})
     row = {
-        "input": label, "docs": n_docs, "wall_s": result["wall_s"],
+        "input": label, "docs": n_docs, "wall_s": result["wall_s"], "process_wall_s": result["process_wall_s"],
         "docs_per_s_per_core": round(n_docs / result["wall_s"] / cores, 1),
         "cpu_s": result["cpu_s"], "docs_per_cpu_s": round(n_docs / result["cpu_s"], 1) if result["cpu_s"] else None,
         "worker_peak_rss_mb": workers, "max_worker_peak_rss_mb": max(workers, default=None),
@@ -215,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     base = [row for row in rows if "baseline" in row["input"]]
     if base:
         print(f"{ours[0]['docs']} docs throughput vs baseline: {ours[0]['docs_per_s_per_core'] / base[0]['docs_per_s_per_core']:.2f}x "
-              f"wall, {ours[0]['docs_per_cpu_s'] / base[0]['docs_per_cpu_s']:.2f}x per CPU second (target >= 0.9x)")
+              f"job wall, {base[0]['process_wall_s'] / ours[0]['process_wall_s']:.2f}x process wall (the launcher's report "
+              f"included: older checkouts draw it inside the job), {ours[0]['docs_per_cpu_s'] / base[0]['docs_per_cpu_s']:.2f}x "
+              "per CPU second (target >= 0.9x)")
     return 0
 
 
