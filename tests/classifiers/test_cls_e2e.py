@@ -15,7 +15,8 @@ from moshi_data.classifiers.models import ensure_models
 from moshi_data.pipeline.command import exit_status
 from moshi_data.pipeline.config import REPO_ROOT, load_config
 
-TINY = ["quality.max_lines_per_label=1500", "quality.max_valid_documents_per_label=40", "quality.train.epoch=5",
+# quality keeps the shipped 8 epochs: with its char n-grams and lr 0.25, 5 epochs of 1,500 lines per label undertrain
+TINY = ["quality.max_lines_per_label=1500", "quality.max_valid_documents_per_label=40",
         "quality.train.bucket=20000", "fuzzy_dedup.train.epoch=5", "fuzzy_dedup.train.bucket=20000",
         "evaluation.folds=2"]
 
@@ -41,7 +42,7 @@ def test_training_reports_metrics_and_caches_models_keyed_by_config(tiny):
     assert quality_model_path(changed) != paths["quality"]
     quality = tiny["train"]["quality"]
     assert set(quality["per_label"]) == {"rand", "wiki", "books", "science", "news", "stem", "life", "hum", "pop"}
-    assert quality["macro_f1"] > 0.55  # tiny models, lines of held-out documents (0.66 with the shipped settings)
+    assert quality["macro_f1"] > 0.55  # tiny models, lines of held-out documents (0.73 with the shipped settings)
     assert tiny["train"]["fuzzy"]["macro_f1"] > 0.55  # lines of held-out documents (0.59 with the shipped settings)
 
 
