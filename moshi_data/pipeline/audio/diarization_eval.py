@@ -3,7 +3,9 @@
 The expensive model outputs of pyannote's pipeline (segmentation scores and the embedding of every
 (window, local speaker)) depend only on the models, not on the clustering hyper-parameters; they are
 computed once per recording (pyannote's own training-mode cache in the file dict, also pickled under
-``cache_dir``), then every setting of the grid re-runs only clustering and reconstruction.
+``cache_dir``), then every setting of the grid re-runs only clustering and reconstruction. The fused
+embedding's CAM++ share (``fusion_weight``) is a grid dimension too: the cached fused vectors' two halves
+are rescaled (:func:`embedding.reweight_fused`), not re-embedded.
 
 Each tuned setting is chosen by k-fold cross-validation over recordings: for fold k the setting with
 the lowest mean DER on the other folds' recordings is applied to fold k's recordings, and only those
@@ -124,18 +126,41 @@ def main_stream_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], mi
 
 
 def parameter_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """Every combination of ``evaluation.cv.grid`` (threshold, min_cluster_size, min_duration_off)."""
-    keys = ("threshold", "min_cluster_size", "min_duration_off", "method")
+    """Every combination of ``evaluation.cv.grid`` (fusion_weight, threshold, min_cluster_size, min_duration_off,
+    method); ``fusion_weight`` values are checked to lie in [0, 1]."""
+    from moshi_data.pipeline.audio.embedding import check_fusion_weight
+
+    keys = ("fusion_weight", "threshold", "min_cluster_size", "min_duration_off", "method")
     values = [list(grid[key]) for key in keys]
+    values[0] = [check_fusion_weight(weight) for weight in values[0]]
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def fusion_weight_of(diarizer) -> float | None:
+    """CAM++ share of the diarizer's cached embeddings, or None when its embedding is not the fused one."""
+    from moshi_data.pipeline.audio.diarize import FUSED_EMBEDDING
+
+    settings = diarizer.settings
+    return float(settings["fusion_weight"]) if settings["embedding_model"] == FUSED_EMBEDDING else None
+
+
+def reweighted_file(file: Mapping[str, Any], campplus_dimension: int, from_weight: float, to_weight: float) -> dict:
+    """A copy of a cached file dict whose fused embeddings have CAM++ share ``to_weight`` instead of ``from_weight``."""
+    from moshi_data.pipeline.audio.embedding import reweight_fused
+
+    cache = dict(file["training_cache/embeddings"])
+    cache["embeddings"] = reweight_fused(cache["embeddings"], campplus_dimension, from_weight, to_weight)
+    return {**file, "training_cache/embeddings": cache}
 
 
 def cached_file(diarizer, recording: DevRecording, cache_dir: Path | None) -> dict[str, Any]:
     """pyannote file dict of a recording with its segmentation and embeddings computed (or loaded) once."""
     file = diarizer.file(recording.audio, recording.uri)
     settings = diarizer.settings
-    key = hashlib.sha256(recording.audio.tobytes() + repr([settings[k] for k in (
-        "segmentation_model", "embedding_model", "segmentation_step", "embedding_exclude_overlap")]).encode()).hexdigest()[:20]
+    keys = ("segmentation_model", "embedding_model", "segmentation_step", "embedding_exclude_overlap")
+    weight = fusion_weight_of(diarizer)  # the fused vectors depend on it; keys of other embeddings unchanged
+    key = hashlib.sha256(recording.audio.tobytes() + repr([settings[k] for k in keys] + (
+        [] if weight is None or weight == 0.5 else [weight])).encode()).hexdigest()[:20]
     path = cache_dir / f"{recording.uri}-{key}.pkl" if cache_dir else None
     if path is not None and path.exists():
         file.update(pickle.loads(path.read_bytes()))
@@ -160,13 +185,22 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
         log(f"  model outputs: {recording.uri} ({recording.duration:.0f} s)")
         files.append(cached_file(diarizer, recording, cache_dir))
     pipeline.training = True
+    cached_weight = fusion_weight_of(diarizer)
+    if cached_weight is None:  # not the fused embedding: the weight means nothing, keep one value of it
+        grid = [setting for setting in grid if setting["fusion_weight"] == grid[0]["fusion_weight"]]
+    by_weight: dict[float, list[dict[str, Any]]] = {}
     # components[g][r][collar] for every grid setting g and recording r
     components: list[list[dict[float, dict[str, float]]]] = []
     turns_by_setting: list[list[list[Turn]]] = []
     for setting in grid:
+        weight = setting["fusion_weight"]
+        if weight not in by_weight:
+            by_weight[weight] = files if cached_weight is None or weight == cached_weight else [
+                reweighted_file(file, pipeline._embedding.model_.campplus.dimension, cached_weight, weight)
+                for file in files]
         pipeline.instantiate(pipeline_parameters({"min_duration_off": setting["min_duration_off"], "clustering": setting}))
         row, row_turns = [], []
-        for recording, file in zip(recordings, files):
+        for recording, file in zip(recordings, by_weight[weight]):
             turns = diarizer.diarize_file(file)
             row.append({c: der_components(recording.reference, turns, c) for c in collars})
             row_turns.append(turns)
@@ -190,7 +224,7 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
         per_recording.append(entry)
     return {"per_recording": per_recording, "summary": summarize(per_recording, collars),
             "chosen_per_fold": {str(fold): grid[g] for fold, g in chosen.items()},
-            "all_data_choice": grid[all_data],
+            "all_data_choice": grid[all_data], "grid_size": len(grid),
             "all_data_choice_in_sample_mean_der": float(der[all_data].mean())}
 
 

@@ -58,14 +58,22 @@ def segmentation_checkpoint(name: str) -> str:
     return str(Path(spec.origin).parent / relative)
 
 
-def embedding_model(name: str):
-    """A pyannote embedding model: a ``PACKAGED_EMBEDDINGS`` name gives the wrapped model, else the name."""
-    from moshi_data.pipeline.audio.embedding import PACKAGED_EMBEDDINGS, EmbeddingModelError
+FUSED_EMBEDDING = "campplus+ge2e"  # the PACKAGED_EMBEDDINGS name that diarization.fusion_weight applies to
 
+
+def embedding_model(name: str, fusion_weight: float = 0.5):
+    """A pyannote embedding model: a ``PACKAGED_EMBEDDINGS`` name gives the wrapped model, else the name.
+    ``fusion_weight`` (``diarization.fusion_weight``, CAM++ share in [0, 1]) is used by the fused model only."""
+    from moshi_data.pipeline.audio.embedding import PACKAGED_EMBEDDINGS, EmbeddingModelError, check_fusion_weight
+
+    try:
+        weight = check_fusion_weight(fusion_weight)
+    except ValueError as error:
+        raise DiarizationModelError(f"diarization.fusion_weight: {error}") from error
     if name not in PACKAGED_EMBEDDINGS:
         return name
     try:
-        return PACKAGED_EMBEDDINGS[name]()
+        return PACKAGED_EMBEDDINGS[name](campplus_weight=weight) if name == FUSED_EMBEDDING else PACKAGED_EMBEDDINGS[name]()
     except EmbeddingModelError as error:
         raise DiarizationModelError(f"{error}; or set diarization.embedding_model in configs/audio_models.yaml") from error
 
@@ -124,7 +132,7 @@ def build_offline_pipeline(settings: Mapping[str, Any]):
         raise DiarizationModelError(f"cannot load segmentation model {path!r}; set "
                                     "diarization.segmentation_model in configs/audio_models.yaml")
     pipeline = AgglomerativeSpeakerDiarization(
-        segmentation=segmentation, embedding=embedding_model(str(settings["embedding_model"])),
+        segmentation=segmentation, embedding=embedding_model(str(settings["embedding_model"]), settings["fusion_weight"]),
         segmentation_step=float(settings["segmentation_step"]),
         embedding_exclude_overlap=bool(settings["embedding_exclude_overlap"]),
         embedding_batch_size=int(settings["embedding_batch_size"]),
@@ -146,7 +154,7 @@ def write_pipeline_dir(settings: Mapping[str, Any], directory: Path) -> Path:
     (directory / "segmentation").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(segmentation_checkpoint(str(settings["segmentation_model"])),
                     directory / "segmentation" / "pytorch_model.bin")
-    embedding = embedding_model(str(settings["embedding_model"]))
+    embedding = embedding_model(str(settings["embedding_model"]), settings["fusion_weight"])
     if isinstance(embedding, str):
         raise DiarizationModelError(f"write_pipeline_dir needs a packaged embedding model, got {embedding!r}")
     save_checkpoint(embedding, directory / "embedding" / "pytorch_model.bin")
@@ -234,9 +242,13 @@ class Diarizer:
     def model_versions(self) -> dict[str, str]:
         if self.settings["pipeline"]:
             return {"diarization": f"pyannote pipeline {self.settings['pipeline']}"}
-        return {"diarization": f"pyannote SpeakerDiarization: segmentation {self.settings['segmentation_model']} + "
-                               f"embedding {self.settings['embedding_model']} + agglomerative "
-                               f"{self.settings['clustering']['method']} {self.settings['clustering']['threshold']}"}
+        settings = self.settings
+        embedding = settings["embedding_model"]
+        if embedding == FUSED_EMBEDDING:
+            embedding = f"{embedding} (CAM++ share {settings['fusion_weight']})"
+        return {"diarization": f"pyannote SpeakerDiarization: segmentation {settings['segmentation_model']} + "
+                               f"embedding {embedding} + agglomerative "
+                               f"{settings['clustering']['method']} {settings['clustering']['threshold']}"}
 
     def speaker_bounds(self) -> dict[str, int]:
         settings = self.settings

@@ -19,8 +19,9 @@ waveform of a batch. Models (``PACKAGED_EMBEDDINGS``, the names ``diarization.em
   resemblyzer wheel) run as ``VoiceEncoder.embed_utterance`` runs it: 40-bin mel frames of the
   active audio brought up to -30 dBFS, 1.6 s partials every 1/1.3 s, mean of the L2-normalized
   partial embeddings, L2-normalized; the partials of a whole batch go through the LSTM at once.
-* ``campplus+ge2e`` (:class:`FusedEmbedding`): both, each L2-normalized, concatenated and scaled
-  by 1/sqrt(2) (cosine similarity of two fused vectors = mean of the two models' similarities).
+* ``campplus+ge2e`` (:class:`FusedEmbedding`): both, each L2-normalized, the CAM++ half scaled by
+  sqrt(w) and the GE2E half by sqrt(1 - w), concatenated (:func:`fuse`; unit length, so the cosine
+  similarity of two fused vectors = w * CAM++'s + (1 - w) * GE2E's; w = ``diarization.fusion_weight``).
 """
 from __future__ import annotations
 
@@ -208,18 +209,49 @@ class GE2EEmbedding(_SpeakerEmbedding):
         return embeddings
 
 
-class FusedEmbedding(_SpeakerEmbedding):
-    """CAM++ and GE2E embeddings, each L2-normalized, concatenated and scaled to unit norm."""
+def check_fusion_weight(weight: float) -> float:
+    """The CAM++ share of a fused embedding, as a float in [0, 1] (ValueError otherwise)."""
+    weight = float(weight)
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"fusion weight (CAM++ share) must be within [0, 1], got {weight}")
+    return weight
 
-    def __init__(self, sample_rate: int = 16000, num_channels: int = 1, task=None):
+
+def fuse(campplus: torch.Tensor, ge2e: torch.Tensor, campplus_weight: float) -> torch.Tensor:
+    """(batch, 192 + 256) fused vectors: L2-normalized halves scaled by sqrt(w) and sqrt(1 - w), so that
+    cosine(fused a, fused b) = w * cosine(campplus a, b) + (1 - w) * cosine(ge2e a, b); NaN rows stay NaN."""
+    weight = check_fusion_weight(campplus_weight)
+    return torch.cat([math.sqrt(weight) * torch.nn.functional.normalize(campplus, dim=-1),
+                      math.sqrt(1.0 - weight) * torch.nn.functional.normalize(ge2e, dim=-1)], dim=-1)
+
+
+def reweight_fused(vectors: np.ndarray, campplus_dimension: int, from_weight: float, to_weight: float) -> np.ndarray:
+    """Fused vectors (last axis: CAM++ half then GE2E half) made with CAM++ share ``from_weight``, rescaled
+    to share ``to_weight`` without re-embedding (what :func:`fuse` gives with ``to_weight``, up to rounding).
+    ``from_weight`` must be strictly inside (0, 1): a half scaled by 0 cannot be recovered."""
+    source, target = check_fusion_weight(from_weight), check_fusion_weight(to_weight)
+    if not 0.0 < source < 1.0:
+        raise ValueError(f"cannot reweight fused vectors made with CAM++ share {source}: one half is zero")
+    scale = np.ones(vectors.shape[-1], dtype=vectors.dtype)
+    scale[:campplus_dimension] = math.sqrt(target / source)
+    scale[campplus_dimension:] = math.sqrt((1.0 - target) / (1.0 - source))
+    return vectors * scale
+
+
+class FusedEmbedding(_SpeakerEmbedding):
+    """CAM++ and GE2E embeddings, each L2-normalized, weighted by ``campplus_weight`` (:func:`fuse`), concatenated."""
+
+    def __init__(self, sample_rate: int = 16000, num_channels: int = 1, campplus_weight: float = 0.5, task=None):
         super().__init__(sample_rate=sample_rate, num_channels=num_channels, task=task)
-        self.save_hyperparameters("sample_rate", "num_channels")
+        check_fusion_weight(campplus_weight)
+        self.save_hyperparameters("sample_rate", "num_channels", "campplus_weight")
         self.campplus = CAMPPlusEmbedding(sample_rate=sample_rate, num_channels=num_channels)
         self.ge2e = GE2EEmbedding(sample_rate=sample_rate, num_channels=num_channels)
 
     @classmethod
-    def packaged(cls) -> "FusedEmbedding":
-        model = cls()
+    def packaged(cls, campplus_weight: float = 0.5) -> "FusedEmbedding":
+        """The fused model with the packaged weights of both; ``campplus_weight`` = ``diarization.fusion_weight``."""
+        model = cls(campplus_weight=campplus_weight)
         model.campplus.load_state_dict(CAMPPlusEmbedding.packaged().state_dict())
         return model.eval()
 
@@ -228,8 +260,7 @@ class FusedEmbedding(_SpeakerEmbedding):
         return self.campplus.dimension + self.ge2e.dimension
 
     def forward(self, waveforms: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-        parts = [torch.nn.functional.normalize(model(waveforms, weights), dim=1) for model in (self.campplus, self.ge2e)]
-        return torch.cat(parts, dim=1) / math.sqrt(2.0)  # NaN rows (too few frames) stay NaN
+        return fuse(self.campplus(waveforms, weights), self.ge2e(waveforms, weights), float(self.hparams.campplus_weight))
 
 
 PACKAGED_EMBEDDINGS: dict[str, Callable[[], Model]] = {
