@@ -70,8 +70,10 @@ def test_each_fold_is_scored_with_the_setting_chosen_on_the_other_folds():
                     [0.9, 0.9, 0.2, 0.2]])
     chosen, all_data = choose_settings(der, [0, 0, 1, 1])
     assert chosen == {0: 2, 1: 0} and all_data == 1
-    assert len(parameter_grid({"threshold": [0.5, 0.6], "min_cluster_size": [1, 6], "min_duration_off": [0.0], "fusion_weight": [0.5],
-                               "method": ["centroid"]})) == 4
+    grid = {"threshold": [0.5, 0.6], "min_cluster_size": [1, 6], "min_duration_off": [0.0], "method": ["centroid"]}
+    assert len(parameter_grid({**grid, "fusion_weight": [0.35, 0.5]})) == 8
+    with pytest.raises(ValueError, match="within"):
+        parameter_grid({**grid, "fusion_weight": [1.5]})
 
 
 def test_main_stream_purity_maps_the_main_speaker_to_its_reference_speaker():

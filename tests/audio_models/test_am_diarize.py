@@ -85,16 +85,50 @@ def test_fused_embedding_is_both_unit_vectors_side_by_side(diarizer, sample_audi
     from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
 
     from moshi_data.pipeline.audio.diarize import embedding_model
-    from moshi_data.pipeline.audio.embedding import save_checkpoint
+    import torch
+
+    from moshi_data.pipeline.audio.embedding import fuse, reweight_fused, save_checkpoint
 
     model = diarizer.pipeline._embedding.model_  # the offline default
     waveforms, masks = _chunks_and_masks(sample_audio)
     fused = diarizer.pipeline._embedding(waveforms[:2], masks=masks[:2])
     campplus = PretrainedSpeakerEmbedding(embedding_model("campplus"))(waveforms[:2], masks=masks[:2])
+    weight = float(model.hparams.campplus_weight)
+    assert weight == diarizer.settings["fusion_weight"]
     assert fused.shape == (2, 448) and np.allclose(np.linalg.norm(fused, axis=1), 1.0, atol=1e-5)
-    assert np.allclose(fused[:, :192] * np.sqrt(2), campplus / np.linalg.norm(campplus, axis=1, keepdims=True), atol=1e-5)
+    unit_campplus = campplus / np.linalg.norm(campplus, axis=1, keepdims=True)
+    assert np.allclose(fused[:, :192] / np.sqrt(weight), unit_campplus, atol=1e-5)
+    # weight 1.0: the clustering input is CAM++ alone's (unit length, so equal vectors after the zero GE2E half),
+    # both as the model computes it and as the CV gets it by rescaling the cached vectors
+    with torch.inference_mode():
+        alone = fuse(model.campplus(waveforms[:2], masks[:2]), model.ge2e(waveforms[:2], masks[:2]), 1.0).numpy()
+    for only_campplus in (alone, reweight_fused(fused, 192, weight, 1.0)):
+        assert np.allclose(only_campplus[:, :192], unit_campplus, atol=1e-5) and not only_campplus[:, 192:].any()
     loaded = Model.from_pretrained(save_checkpoint(model, tmp_path / "fused.bin"))  # as write_pipeline_dir stores it
     assert np.allclose(PretrainedSpeakerEmbedding(loaded)(waveforms[:2], masks=masks[:2]), fused, atol=1e-6)
+
+
+def test_fusion_weight_gives_the_weighted_mean_of_the_two_cosines_and_rescaling_equals_fusing_again():
+    import torch
+
+    from moshi_data.pipeline.audio.diarize import embedding_model
+    from moshi_data.pipeline.audio.embedding import fuse, reweight_fused
+
+    generator = torch.Generator().manual_seed(0)
+    campplus, ge2e = torch.randn(2, 192, generator=generator), torch.randn(2, 256, generator=generator)
+    cosine = torch.nn.functional.cosine_similarity
+    for weight in (0.0, 0.25, 0.35, 0.5, 1.0):
+        fused = fuse(campplus, ge2e, weight)
+        assert torch.allclose(fused.norm(dim=1), torch.ones(2), atol=1e-6)
+        expected = weight * cosine(campplus[0], campplus[1], dim=0) + (1 - weight) * cosine(ge2e[0], ge2e[1], dim=0)
+        assert torch.isclose(cosine(fused[0], fused[1], dim=0), expected, atol=1e-6), weight
+        assert np.allclose(reweight_fused(fuse(campplus, ge2e, 0.5).numpy(), 192, 0.5, weight), fused.numpy(), atol=1e-6)
+    nan = float("nan")  # too few frames: both models give NaN, and so does the fused row (pyannote skips it)
+    assert torch.isnan(fuse(torch.full((1, 192), nan), torch.full((1, 256), nan), 0.35)).all()
+    with pytest.raises(ValueError, match="one half is zero"):
+        reweight_fused(fuse(campplus, ge2e, 1.0).numpy(), 192, 1.0, 0.5)
+    with pytest.raises(DiarizationModelError, match=r"diarization\.fusion_weight"):
+        embedding_model("campplus+ge2e", 1.5)
 
 
 def test_local_pipeline_directory_runs_end_to_end(models_config, diarizer, sample_audio, shared_data, tmp_path):

@@ -145,9 +145,12 @@ def fusion_weight_of(diarizer) -> float | None:
 
 
 def reweighted_file(file: Mapping[str, Any], campplus_dimension: int, from_weight: float, to_weight: float) -> dict:
-    """A copy of a cached file dict whose fused embeddings have CAM++ share ``to_weight`` instead of ``from_weight``."""
+    """A copy of a cached file dict whose fused embeddings have CAM++ share ``to_weight`` instead of ``from_weight``
+    (unchanged when pyannote cached none: a recording whose segmentation finds no speech is never embedded)."""
     from moshi_data.pipeline.audio.embedding import reweight_fused
 
+    if "training_cache/embeddings" not in file:
+        return dict(file)
     cache = dict(file["training_cache/embeddings"])
     cache["embeddings"] = reweight_fused(cache["embeddings"], campplus_dimension, from_weight, to_weight)
     return {**file, "training_cache/embeddings": cache}
