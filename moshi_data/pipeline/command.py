@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import logging
 import sys
 import traceback
@@ -90,8 +91,11 @@ def command_parser(module: str, description: str | None, *, config: str | None =
     return parser
 
 
+@functools.cache
 def package_version() -> str:
-    """``0.1.0`` or, from a git checkout, ``0.1.0 (git 0123456789ab)``."""
+    """``0.1.0`` or, from a git checkout, ``0.1.0 (git 0123456789ab)``; read once per process (the code it
+    loaded), so a checkout edited or committed to while the process runs jobs (a test session runs a
+    job twice to compare the outputs) does not change the next run's stats.json."""
     from moshi_data import __version__
 
     commit = git_commit()

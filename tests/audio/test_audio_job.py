@@ -134,6 +134,20 @@ def test_job_is_byte_identical_across_worker_counts_and_after_a_killed_run(conve
     assert first_files == second_files
 
 
+def test_run_block_stays_the_same_when_the_checkout_changes_between_two_runs(monkeypatch):
+    """The run block of stats.json names the package's git commit (``-dirty`` with edits): it is read once
+    per process, so a file edited or a commit made while a session runs the job twice (the byte-identity
+    test above) does not make the second run's stats.json differ."""
+    from moshi_data.pipeline import command
+
+    command.package_version()  # this process's version, as the job runs read it
+    checkout = iter(["0123456789ab", "0123456789ab-dirty"])  # an edit between the two runs
+    monkeypatch.setattr(command, "git_commit", lambda: next(checkout))
+    first = command.run_provenance({"shards": {}}, ["a.wav"], "DirectRunner")
+    second = command.run_provenance({"shards": {}}, ["a.wav"], "DirectRunner")
+    assert first == second
+
+
 def test_many_recordings_spread_over_shard_buckets_and_reject_parts(conversation, bad_inputs, conversation_run, tmp_path):
     """TestPipeline over 8 inputs with a small shard bound: samples spread over several bucket keys
     (each written by its own GroupByKey key), reject lines over several parts, and the summed tallies
