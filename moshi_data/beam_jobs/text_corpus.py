@@ -173,13 +173,19 @@ def input_sizes(files: list[str]) -> list[int | None]:
 
 def dedup_partitions(files: list[str], groups: list[str], settings: dict) -> dict[str, int]:
     """Hash partitions of each dedup group (``line_dedup.partitions``, or 0 = auto from the files' sizes).
-    A file of unknown size counts as the mean known size (0 when none is known)."""
+    A file of unknown size counts as the mean known size. When no remote file's size can be learned, auto
+    would put each group on one key: a one-line error asks for ``line_dedup.partitions`` instead (local
+    files of unknown size are missing ones, rejected later, and hold no lines)."""
     line_dedup.check_settings(settings)
     partitions, per_partition = int(settings["partitions"]), int(settings["bytes_per_partition"])
     if partitions:
         return line_dedup.group_partitions(groups, [0] * len(files), partitions, per_partition)
     sizes = input_sizes(files)
     known = [size for size in sizes if size is not None]
+    if not known and not all(storage.is_local(path) for path in files):
+        raise UserError(f"line_dedup.partitions=0 (auto) needs the input files' sizes, and none of the {len(files)} "
+                        f"could be read (first: {files[0]}); set line_dedup.partitions=N "
+                        "(docs/text-corpus.md: ~2048 for a Common Crawl segment)")
     if len(known) < len(sizes):
         LOG.warning("line_dedup.partitions=0 (auto): %d of %d input sizes unknown, counted as the mean known size",
                     len(sizes) - len(known), len(sizes))

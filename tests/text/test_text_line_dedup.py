@@ -271,3 +271,15 @@ def test_auto_partitions_read_the_file_sizes(tmp_path):
     assert text_corpus.dedup_partitions(files, ["g", "g", "h"], settings) == {"g": 8, "h": 1}
     # a file of unknown size counts as the mean known size: (3000 + 5000 + 100) // 3 = 2700
     assert text_corpus.dedup_partitions([*files, str(tmp_path / "missing.wet.gz")], ["g", "g", "h", "h"], settings) == {"g": 8, "h": 4}
+
+
+def test_auto_partitions_without_any_remote_size_is_a_one_line_error():
+    """Auto partitions with no size known would put each group on one key: refused with the key to set."""
+    from moshi_data.pipeline.command import UserError
+
+    settings = load_config("text_corpus")["line_dedup"]
+    unreachable = ["http://127.0.0.1:9/a.warc.wet.gz", "http://127.0.0.1:9/b.warc.wet.gz"]  # nothing listens on port 9
+    with pytest.raises(UserError, match="set line_dedup.partitions=N"):
+        text_corpus.dedup_partitions(unreachable, ["g", "g"], settings)
+    assert text_corpus.dedup_partitions(unreachable, ["g", "g"], {**settings, "partitions": 16}) == {"g": 16}
+
