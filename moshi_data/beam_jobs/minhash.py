@@ -207,8 +207,8 @@ class ComponentsNotConverged(RuntimeError):
 
 
 class BoundedCollect(beam.CombineFn):
-    """Distinct items -> (their count, the items as a frozenset, or None when there are more than
-    ``limit``): bounded memory, and the count either way."""
+    """Items -> (how many came in, duplicates included; the distinct items as a frozenset, or None when
+    there are more than ``limit``): bounded memory, and the count either way."""
 
     def __init__(self, limit: int):
         self.limit = limit
