@@ -59,28 +59,31 @@ def _check_embedding_interface(embedding, sample_audio, dimension):
     return vectors
 
 
-def test_campplus_follows_pyannotes_embedding_interface(sample_audio):
-    from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
-
+def _packaged_embedding(models_config, name):
+    """A packaged embedding model with the config's diarization settings, as the offline pipeline builds it."""
     from moshi_data.pipeline.audio.diarize import embedding_model
 
+    return embedding_model(name, models_config["diarization"]["fusion_weight"])
+
+
+def test_campplus_follows_pyannotes_embedding_interface(sample_audio, models_config):
+    from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
+
     # pyannote's PyannoteAudioPretrainedSpeakerEmbedding around CAM++; items 0 and 3 (same frame count) share a forward
-    _check_embedding_interface(PretrainedSpeakerEmbedding(embedding_model("campplus")), sample_audio, 192)
+    _check_embedding_interface(PretrainedSpeakerEmbedding(_packaged_embedding(models_config, "campplus")), sample_audio, 192)
 
 
-def test_ge2e_follows_pyannotes_interface_and_embeds_as_resemblyzer_does(sample_audio):
+def test_ge2e_follows_pyannotes_interface_and_embeds_as_resemblyzer_does(sample_audio, models_config):
     from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
     from resemblyzer import VoiceEncoder, normalize_volume
 
-    from moshi_data.pipeline.audio.diarize import embedding_model
-
-    vectors = _check_embedding_interface(PretrainedSpeakerEmbedding(embedding_model("ge2e")), sample_audio, 256)
+    vectors = _check_embedding_interface(PretrainedSpeakerEmbedding(_packaged_embedding(models_config, "ge2e")), sample_audio, 256)
     chunk = sample_audio[:160_000]  # whole chunk active: resemblyzer's own utterance embedding at -30 dBFS
     expected = VoiceEncoder("cpu", verbose=False).embed_utterance(normalize_volume(chunk, -30, increase_only=True))
     assert np.allclose(vectors[0], expected, atol=1e-4)
 
 
-def test_fused_embedding_is_both_unit_vectors_side_by_side(diarizer, sample_audio, tmp_path):
+def test_fused_embedding_is_both_unit_vectors_side_by_side(diarizer, sample_audio, models_config, tmp_path):
     from pyannote.audio import Model
     from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
 
@@ -92,7 +95,7 @@ def test_fused_embedding_is_both_unit_vectors_side_by_side(diarizer, sample_audi
     model = diarizer.pipeline._embedding.model_  # the offline default
     waveforms, masks = _chunks_and_masks(sample_audio)
     fused = diarizer.pipeline._embedding(waveforms[:2], masks=masks[:2])
-    campplus = PretrainedSpeakerEmbedding(embedding_model("campplus"))(waveforms[:2], masks=masks[:2])
+    campplus = PretrainedSpeakerEmbedding(_packaged_embedding(models_config, "campplus"))(waveforms[:2], masks=masks[:2])
     weight = float(model.hparams.campplus_weight)
     assert weight == diarizer.settings["fusion_weight"]
     assert fused.shape == (2, 448) and np.allclose(np.linalg.norm(fused, axis=1), 1.0, atol=1e-5)

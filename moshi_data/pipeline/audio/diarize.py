@@ -61,7 +61,7 @@ def segmentation_checkpoint(name: str) -> str:
 FUSED_EMBEDDING = "campplus+ge2e"  # the PACKAGED_EMBEDDINGS name that diarization.fusion_weight applies to
 
 
-def embedding_model(name: str, fusion_weight: float = 0.5):
+def embedding_model(name: str, fusion_weight: float):
     """A pyannote embedding model: a ``PACKAGED_EMBEDDINGS`` name gives the wrapped model, else the name.
     ``fusion_weight`` (``diarization.fusion_weight``, CAM++ share in [0, 1]) is used by the fused model only."""
     from moshi_data.pipeline.audio.embedding import PACKAGED_EMBEDDINGS, EmbeddingModelError, check_fusion_weight

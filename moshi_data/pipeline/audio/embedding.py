@@ -241,7 +241,7 @@ def reweight_fused(vectors: np.ndarray, campplus_dimension: int, from_weight: fl
 class FusedEmbedding(_SpeakerEmbedding):
     """CAM++ and GE2E embeddings, each L2-normalized, weighted by ``campplus_weight`` (:func:`fuse`), concatenated."""
 
-    def __init__(self, sample_rate: int = 16000, num_channels: int = 1, campplus_weight: float = 0.5, task=None):
+    def __init__(self, campplus_weight: float, sample_rate: int = 16000, num_channels: int = 1, task=None):
         super().__init__(sample_rate=sample_rate, num_channels=num_channels, task=task)
         check_fusion_weight(campplus_weight)
         self.save_hyperparameters("sample_rate", "num_channels", "campplus_weight")
@@ -249,7 +249,7 @@ class FusedEmbedding(_SpeakerEmbedding):
         self.ge2e = GE2EEmbedding(sample_rate=sample_rate, num_channels=num_channels)
 
     @classmethod
-    def packaged(cls, campplus_weight: float = 0.5) -> "FusedEmbedding":
+    def packaged(cls, campplus_weight: float) -> "FusedEmbedding":
         """The fused model with the packaged weights of both; ``campplus_weight`` = ``diarization.fusion_weight``."""
         model = cls(campplus_weight=campplus_weight)
         model.campplus.load_state_dict(CAMPPlusEmbedding.packaged().state_dict())
