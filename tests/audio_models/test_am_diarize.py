@@ -63,7 +63,8 @@ def _packaged_embedding(models_config, name):
     """A packaged embedding model with the config's diarization settings, as the offline pipeline builds it."""
     from moshi_data.pipeline.audio.diarize import embedding_model
 
-    return embedding_model(name, models_config["diarization"]["fusion_weight"])
+    settings = models_config["diarization"]
+    return embedding_model(name, settings["fusion_weight"], settings["min_active_frames"])
 
 
 def test_campplus_follows_pyannotes_embedding_interface(sample_audio, models_config):
@@ -87,7 +88,6 @@ def test_fused_embedding_is_both_unit_vectors_side_by_side(diarizer, sample_audi
     from pyannote.audio import Model
     from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
 
-    from moshi_data.pipeline.audio.diarize import embedding_model
     import torch
 
     from moshi_data.pipeline.audio.embedding import fuse, reweight_fused, save_checkpoint
@@ -131,7 +131,10 @@ def test_fusion_weight_gives_the_weighted_mean_of_the_two_cosines_and_rescaling_
     with pytest.raises(ValueError, match="one half is zero"):
         reweight_fused(fuse(campplus, ge2e, 1.0).numpy(), 192, 1.0, 0.5)
     with pytest.raises(DiarizationModelError, match=r"diarization\.fusion_weight"):
-        embedding_model("campplus+ge2e", 1.5)
+        embedding_model("campplus+ge2e", 1.5, 20)
+    for frames in (0, 2.5, True):
+        with pytest.raises(DiarizationModelError, match=r"diarization\.min_active_frames"):
+            embedding_model("campplus", 0.65, frames)
 
 
 def test_local_pipeline_directory_runs_end_to_end(models_config, diarizer, sample_audio, shared_data, tmp_path):

