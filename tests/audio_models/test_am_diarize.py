@@ -1,5 +1,7 @@
 """Diarizer: pyannote's SpeakerDiarization with packaged models on the real pyannote sample, the CAM++
 embedding behind pyannote's interface, a local pipeline directory end to end, loader errors."""
+import sys
+
 import numpy as np
 import pytest
 
@@ -135,6 +137,16 @@ def test_fusion_weight_gives_the_weighted_mean_of_the_two_cosines_and_rescaling_
     for frames in (0, 2.5, True):
         with pytest.raises(DiarizationModelError, match=r"diarization\.min_active_frames"):
             embedding_model("campplus", 0.65, frames)
+
+
+@pytest.mark.parametrize("name", ["ge2e", "campplus+ge2e"])
+def test_missing_resemblyzer_names_the_install_step_and_the_key(name, monkeypatch):
+    from moshi_data.pipeline.audio.diarize import embedding_model
+
+    monkeypatch.setitem(sys.modules, "resemblyzer", None)  # `import resemblyzer` raises ImportError
+    with pytest.raises(DiarizationModelError, match=r"resemblyzer is not importable.*install\.sh audio.*"
+                                                    r"diarization\.embedding_model"):
+        embedding_model(name, 0.65, 20)
 
 
 def test_local_pipeline_directory_runs_end_to_end(models_config, diarizer, sample_audio, shared_data, tmp_path):

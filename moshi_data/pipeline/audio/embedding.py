@@ -141,7 +141,10 @@ class GE2EEmbedding(_SpeakerEmbedding):
 
     def __init__(self, min_active_frames: int, sample_rate: int = 16000, num_channels: int = 1,
                  partials_per_second: float = 1.3, min_coverage: float = 0.75, target_dbfs: float = -30.0, task=None):
-        from resemblyzer import VoiceEncoder
+        try:
+            from resemblyzer import VoiceEncoder
+        except ImportError as error:  # also when built inside the fused model
+            raise EmbeddingModelError(f"resemblyzer is not importable ({error}): run `bash scripts/install.sh audio`") from error
 
         super().__init__(sample_rate=sample_rate, num_channels=num_channels, task=task)
         self.save_hyperparameters("sample_rate", "num_channels", "min_active_frames", "partials_per_second",
@@ -151,10 +154,7 @@ class GE2EEmbedding(_SpeakerEmbedding):
     @classmethod
     def packaged(cls, min_active_frames: int) -> "GE2EEmbedding":
         """The model with the weights the resemblyzer wheel ships."""
-        try:
-            return cls(min_active_frames=min_active_frames).eval()
-        except ImportError as error:
-            raise EmbeddingModelError(f"resemblyzer is not importable ({error}): run `bash scripts/install.sh audio`") from error
+        return cls(min_active_frames=min_active_frames).eval()
 
     @property
     def dimension(self) -> int:
