@@ -76,6 +76,46 @@ def test_each_fold_is_scored_with_the_setting_chosen_on_the_other_folds():
         parameter_grid({**grid, "fusion_weight": [1.5]})
 
 
+@pytest.mark.parametrize("config_weight", [0.0, 1.0])
+def test_cv_rescales_fused_vectors_cached_at_an_interior_weight_whatever_the_config_weight(config_weight, models_config):
+    """A config weight of 0 or 1 (allowed; 1 = CAM++ alone) must not be the weight the CV caches and rescales
+    from (one half would be zero); every grid weight, 0 and 1 included, is reached from the cache's 0.5."""
+    import torch
+
+    from moshi_data.pipeline.audio.diarization_eval import (CACHE_FUSION_WEIGHT, cache_diarizer, files_per_setting,
+                                                            fusion_weight_of)
+    from moshi_data.pipeline.audio.diarize import Diarizer
+    from moshi_data.pipeline.audio.embedding import fuse
+    from moshi_data.pipeline.config import apply_overrides
+
+    configured = Diarizer(apply_overrides(models_config, [f"diarization.fusion_weight={config_weight}"]))
+    cv = cache_diarizer(configured)  # no model is loaded: Diarizer loads on first use
+    assert fusion_weight_of(cv) == CACHE_FUSION_WEIGHT == 0.5 and cv._pipeline is None
+    assert {k: v for k, v in cv.settings.items() if k != "fusion_weight"} == {
+        k: v for k, v in configured.settings.items() if k != "fusion_weight"}
+    default = Diarizer(models_config)
+    assert cache_diarizer(default) is not default and cache_diarizer(cv) is cv
+    assert cache_diarizer(Diarizer(apply_overrides(models_config, ["diarization.embedding_model=campplus"]))).settings[
+        "fusion_weight"] == models_config["diarization"]["fusion_weight"]  # not fused: left as it is
+
+    generator = torch.Generator().manual_seed(1)
+    campplus, ge2e = torch.randn(6, 192, generator=generator), torch.randn(6, 256, generator=generator)
+    cached = fuse(campplus, ge2e, CACHE_FUSION_WEIGHT).numpy().reshape(3, 2, 448)  # (chunks, local speakers, dim)
+    files = [{"uri": "a", "training_cache/embeddings": {"embeddings": cached, "other": 1}}, {"uri": "silent"}]
+    weights = [config_weight, config_weight, 0.65, 0.5, 1.0 - config_weight]
+    grid = [{"fusion_weight": weight, "threshold": 0.3} for weight in weights]
+    lists = set()
+    for (setting, weighted), weight in zip(files_per_setting(files, grid, 192), weights):
+        assert setting["fusion_weight"] == weight
+        expected = fuse(campplus, ge2e, weight).numpy().reshape(3, 2, 448)
+        assert np.allclose(weighted[0]["training_cache/embeddings"]["embeddings"], expected, atol=1e-6), weight
+        assert weighted[0]["training_cache/embeddings"]["other"] == 1 and weighted[1] == {"uri": "silent"}
+        lists.add(id(weighted))
+    assert len(lists) == 1  # one copy held: the same list, its entries replaced per weight
+    assert files[0]["training_cache/embeddings"]["embeddings"] is cached  # the cached vectors themselves untouched
+    assert np.allclose(cached, fuse(campplus, ge2e, 0.5).numpy().reshape(3, 2, 448))
+
+
 def test_main_stream_purity_maps_the_main_speaker_to_its_reference_speaker():
     reference = [Turn(0.0, 10.0, "alice"), Turn(10.0, 14.0, "bob")]
     hypothesis = [Turn(0.0, 8.0, "S0"), Turn(8.0, 14.0, "S1")]  # S1 holds 2 s of alice and bob's 4 s

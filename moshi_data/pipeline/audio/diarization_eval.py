@@ -156,9 +156,48 @@ def reweighted_file(file: Mapping[str, Any], campplus_dimension: int, from_weigh
     return {**file, "training_cache/embeddings": cache}
 
 
+# CAM++ share of the fused vectors the CV computes and caches, whatever diarization.fusion_weight says, then rescales
+# to each grid weight: strictly inside (0, 1), so every weight in [0, 1] can be reached (a share of 0 or 1 leaves
+# one half zero, which no rescaling recovers).
+CACHE_FUSION_WEIGHT = 0.5
 # Settings the cached model outputs depend on that joined the cache key later, with the value every cache written
 # before then was made with: a setting at that value adds nothing to the key, so those caches stay valid.
 LATER_CACHE_KEYS = {"fusion_weight": 0.5, "min_active_frames": 20}
+
+
+def cache_diarizer(diarizer):
+    """The diarizer whose model outputs the CV caches: ``diarizer`` itself, or for the fused embedding at another
+    weight than :data:`CACHE_FUSION_WEIGHT`, the same settings at that weight (models loaded when first used)."""
+    from moshi_data.pipeline.audio.diarize import Diarizer
+
+    weight = fusion_weight_of(diarizer)
+    if weight is None or weight == CACHE_FUSION_WEIGHT:
+        return diarizer
+    return Diarizer({**diarizer.config, "diarization": {**diarizer.settings, "fusion_weight": CACHE_FUSION_WEIGHT}})
+
+
+def cv_grid(grid: Sequence[Mapping[str, Any]], fused: bool) -> list[dict[str, Any]]:
+    """The settings the CV runs: ``grid``, or for an embedding other than the fused one (where the fusion weight
+    means nothing) the settings of the grid's first weight."""
+    if fused:
+        return [dict(setting) for setting in grid]
+    return [dict(setting) for setting in grid if setting["fusion_weight"] == grid[0]["fusion_weight"]]
+
+
+def files_per_setting(files: Sequence[dict], grid: Sequence[Mapping[str, Any]], campplus_dimension: int | None):
+    """(setting, files) for each setting of ``grid`` in order: ``files`` (fused embeddings cached at
+    :data:`CACHE_FUSION_WEIGHT`) with the setting's ``fusion_weight`` (``campplus_dimension`` None: unchanged). One rescaled copy is held:
+    the same list is yielded every time, its entries replaced when the weight changes (the grid is ordered weight
+    first, so each weight's copy is made once; the previous one is freed entry by entry)."""
+    current, current_weight = list(files), CACHE_FUSION_WEIGHT
+    for setting in grid:
+        weight = setting["fusion_weight"]
+        if campplus_dimension is not None and weight != current_weight:
+            for index, file in enumerate(files):
+                current[index] = file if weight == CACHE_FUSION_WEIGHT else reweighted_file(
+                    file, campplus_dimension, CACHE_FUSION_WEIGHT, weight)
+            current_weight = weight
+        yield setting, current
 
 
 def cached_file(diarizer, recording: DevRecording, cache_dir: Path | None) -> dict[str, Any]:
@@ -188,29 +227,25 @@ def cached_file(diarizer, recording: DevRecording, cache_dir: Path | None) -> di
 def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[Mapping[str, Any]],
                    collars: Sequence[float], select_collar: float, min_main_speech_s: float,
                    cache_dir: Path | None = None, log=print) -> dict[str, Any]:
-    """Held-out DER and purity of every recording, the setting chosen per fold, and the all-data choice."""
+    """Held-out DER and purity of every recording, the setting chosen per fold, and the all-data choice.
+    Fused embeddings are computed at :data:`CACHE_FUSION_WEIGHT` and rescaled to each grid weight: the configured
+    ``diarization.fusion_weight`` (0 and 1 included) plays no part in the CV."""
+    diarizer = cache_diarizer(diarizer)
     pipeline = diarizer.pipeline
     files = []
     for recording in recordings:
         log(f"  model outputs: {recording.uri} ({recording.duration:.0f} s)")
         files.append(cached_file(diarizer, recording, cache_dir))
     pipeline.training = True
-    cached_weight = fusion_weight_of(diarizer)
-    if cached_weight is None:  # not the fused embedding: the weight means nothing, keep one value of it
-        grid = [setting for setting in grid if setting["fusion_weight"] == grid[0]["fusion_weight"]]
-    by_weight: dict[float, list[dict[str, Any]]] = {}
+    fused = fusion_weight_of(diarizer) is not None
+    grid = cv_grid(grid, fused)
     # components[g][r][collar] for every grid setting g and recording r
     components: list[list[dict[float, dict[str, float]]]] = []
     turns_by_setting: list[list[list[Turn]]] = []
-    for setting in grid:
-        weight = setting["fusion_weight"]
-        if weight not in by_weight:
-            by_weight[weight] = files if cached_weight is None or weight == cached_weight else [
-                reweighted_file(file, pipeline._embedding.model_.campplus.dimension, cached_weight, weight)
-                for file in files]
+    for setting, weighted in files_per_setting(files, grid, pipeline._embedding.model_.campplus.dimension if fused else None):
         pipeline.instantiate(pipeline_parameters({"min_duration_off": setting["min_duration_off"], "clustering": setting}))
         row, row_turns = [], []
-        for recording, file in zip(recordings, by_weight[weight]):
+        for recording, file in zip(recordings, weighted):
             turns = diarizer.diarize_file(file)
             row.append({c: der_components(recording.reference, turns, c) for c in collars})
             row_turns.append(turns)
