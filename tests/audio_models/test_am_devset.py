@@ -116,6 +116,15 @@ def test_cv_rescales_fused_vectors_cached_at_an_interior_weight_whatever_the_con
     assert np.allclose(cached, fuse(campplus, ge2e, 0.5).numpy().reshape(3, 2, 448))
 
 
+def test_cv_grid_reports_no_fusion_weight_for_an_embedding_that_is_not_fused():
+    from moshi_data.pipeline.audio.diarization_eval import cv_grid
+
+    grid = parameter_grid({"threshold": [0.5, 0.6], "min_cluster_size": [1], "min_duration_off": [0.0],
+                           "method": ["centroid"], "fusion_weight": [0.35, 0.65]})
+    assert cv_grid(grid, fused=True) == grid
+    assert cv_grid(grid, fused=False) == [{**setting, "fusion_weight": None} for setting in grid[:2]]
+
+
 def test_main_stream_purity_maps_the_main_speaker_to_its_reference_speaker():
     reference = [Turn(0.0, 10.0, "alice"), Turn(10.0, 14.0, "bob")]
     hypothesis = [Turn(0.0, 8.0, "S0"), Turn(8.0, 14.0, "S1")]  # S1 holds 2 s of alice and bob's 4 s

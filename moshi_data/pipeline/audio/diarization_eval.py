@@ -178,10 +178,10 @@ def cache_diarizer(diarizer):
 
 def cv_grid(grid: Sequence[Mapping[str, Any]], fused: bool) -> list[dict[str, Any]]:
     """The settings the CV runs: ``grid``, or for an embedding other than the fused one (where the fusion weight
-    means nothing) the settings of the grid's first weight."""
+    means nothing) the settings of the grid's first weight, with ``fusion_weight`` None."""
     if fused:
         return [dict(setting) for setting in grid]
-    return [dict(setting) for setting in grid if setting["fusion_weight"] == grid[0]["fusion_weight"]]
+    return [{**setting, "fusion_weight": None} for setting in grid if setting["fusion_weight"] == grid[0]["fusion_weight"]]
 
 
 def files_per_setting(files: Sequence[dict], grid: Sequence[Mapping[str, Any]], campplus_dimension: int | None):
