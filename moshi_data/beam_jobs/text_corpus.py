@@ -143,34 +143,6 @@ class ReadInputChunks(beam.DoFn):
         yield chunk
 
 
-def input_sizes(files: list[str]) -> list[int | None]:
-    """Each input file's size as stored (local stat, object-store metadata, HTTP Content-Length),
-    None where it cannot be learned (a missing file, a server without Content-Length)."""
-    from concurrent.futures import ThreadPoolExecutor
-    import urllib.request
-
-    from apache_beam.io.filesystems import FileSystems
-
-    def size(path: str) -> int | None:
-        try:
-            if storage.is_local(path):
-                return os.path.getsize(path.removeprefix("file://"))
-            if path.startswith(storage.HTTP_SCHEMES):
-                with urllib.request.urlopen(urllib.request.Request(path, method="HEAD"), timeout=30) as response:  # noqa: S310
-                    length = response.headers.get("Content-Length")
-                    return int(length) if length else None
-            [match] = FileSystems.match([path])
-            return match.metadata_list[0].size_in_bytes if match.metadata_list else None
-        except Exception:  # noqa: BLE001 - unknown size: the caller decides (a missing file is a reject later)
-            return None
-
-    local = all(storage.is_local(path) for path in files)
-    if local:
-        return [size(path) for path in files]
-    with ThreadPoolExecutor(16) as pool:
-        return list(pool.map(size, files))
-
-
 def dedup_partitions(files: list[str], groups: list[str], settings: dict) -> dict[str, int]:
     """Hash partitions of each dedup group (``line_dedup.partitions``, or 0 = auto from the files' sizes).
     A file of unknown size counts as the mean known size. When no remote file's size can be learned, auto
@@ -180,7 +152,7 @@ def dedup_partitions(files: list[str], groups: list[str], settings: dict) -> dic
     partitions, per_partition = int(settings["partitions"]), int(settings["bytes_per_partition"])
     if partitions:
         return line_dedup.group_partitions(groups, [0] * len(files), partitions, per_partition)
-    sizes = input_sizes(files)
+    sizes = storage.sizes(files)
     known = [size for size in sizes if size is not None]
     if not known and not all(storage.is_local(path) for path in files):
         raise UserError(f"line_dedup.partitions=0 (auto) needs the input files' sizes, and none of the {len(files)} "

@@ -10,6 +10,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from moshi_data.beam_jobs import text_corpus
+from moshi_data.pipeline import storage
 from moshi_data.beam_jobs.text_corpus import JoinRepeatedLines, ReadInputChunks
 from moshi_data.pipeline.config import ConfigError, load_config
 from moshi_data.pipeline.text import line_dedup
@@ -267,7 +268,7 @@ def test_auto_partitions_read_the_file_sizes(tmp_path):
         files.append(str(tmp_path / f"{name}.wet.gz"))
         (tmp_path / f"{name}.wet.gz").write_bytes(b"x" * size)
     settings = load_config("text_corpus", ["line_dedup.bytes_per_partition=1000"])["line_dedup"]
-    assert text_corpus.input_sizes([*files, str(tmp_path / "missing.wet.gz")]) == [3000, 5000, 100, None]
+    assert storage.sizes([*files, str(tmp_path / "missing.wet.gz")]) == [3000, 5000, 100, None]
     assert text_corpus.dedup_partitions(files, ["g", "g", "h"], settings) == {"g": 8, "h": 1}
     # a file of unknown size counts as the mean known size: (3000 + 5000 + 100) // 3 = 2700
     assert text_corpus.dedup_partitions([*files, str(tmp_path / "missing.wet.gz")], ["g", "g", "h", "h"], settings) == {"g": 8, "h": 4}
