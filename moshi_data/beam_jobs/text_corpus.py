@@ -87,14 +87,18 @@ def _timer(stage: str):
 
 
 class ReadInputChunks(beam.DoFn):
-    """File spec (index, path, group, the group's partitions) -> DocChunks (main), 'rejects', 'counts', 'files'.
+    """File spec (index, path, group, the group's partitions) -> (chunk id, packed DocChunk) (main),
+    'rejects', 'counts', 'files'.
 
-    Files with a ``jsonl.extensions`` ending are read as JSONL document shards, others as WET."""
+    Files with a ``jsonl.extensions`` ending are read as JSONL document shards, others as WET. Chunks
+    leave packed (``pack_chunk``) for the dedup join: as objects, the runner would also pickle each
+    one whole to sample its size for its metrics."""
 
     def __init__(self, config: dict):
         self.limits = WetLimits.from_config(config["wet"])
         self.jsonl = JsonlFormat.from_config(config["jsonl"])
         self.docs_per_chunk = int(config["input"]["docs_per_chunk"])
+        self.level = int(config["shuffle"]["compression_level"])
 
     def process(self, spec: tuple[int, str, str, int]) -> Iterator:
         file_index, path, group, partitions = spec
@@ -140,7 +144,7 @@ class ReadInputChunks(beam.DoFn):
             Metrics.counter(NAMESPACE, "shuffle_bytes_line_counts").inc(counts.nbytes)
             yield beam.pvalue.TaggedOutput("counts", ((group, partition), (chunk.chunk_id, counts)))
         _timer("normalize_hash").inc(int((time.perf_counter() - start) * 1000))
-        yield chunk
+        yield minhash.packed_by_id(chunk, self.level, (NAMESPACE, "shuffle_bytes_chunks"))
 
 
 def dedup_partitions(files: list[str], groups: list[str], settings: dict) -> dict[str, int]:
@@ -213,31 +217,30 @@ class CombineDedupSummaries(beam.CombineFn):
 
 
 class JoinRepeatedLines(beam.PTransform):
-    """Exact line dedup as a shuffle join: chunks + their per-partition line counts ->
-    (chunk, that chunk's repeated-line table) and a summary of the partitions (``summary``).
-    Chunks travel packed (``pack_chunk``, level ``shuffle.compression_level``)."""
-
-    def __init__(self, compression_level: int):
-        super().__init__()
-        self.level = compression_level
+    """Exact line dedup as a shuffle join: (chunk id, packed chunk) + the chunks' per-partition line
+    counts -> (chunk id, {"chunk": [packed chunk], "repeated": [parts of its repeated-line table]})
+    (``chunk_and_table`` opens one) and a summary of the partitions (``summary``)."""
 
     def expand(self, inputs):
         chunks, counts = inputs
         counted = (counts
                    | "GroupByPartition" >> beam.GroupByKey()
                    | "CountPartition" >> beam.FlatMap(count_partition).with_outputs("summary", main="answers"))
-        keyed = chunks | "KeyByChunk" >> beam.Map(minhash.packed_by_id, self.level, (NAMESPACE, "shuffle_bytes_chunks"))
-        joined = ({"chunk": keyed, "repeated": counted.answers}
-                  | "JoinByChunk" >> beam.CoGroupByKey()
-                  | "ChunkTable" >> beam.MapTuple(
-                      lambda _, grouped: (unpack_chunk(grouped["chunk"][0]),
-                                          line_dedup.merge_counts(list(grouped["repeated"])))))
+        joined = {"chunk": chunks, "repeated": counted.answers} | "JoinByChunk" >> beam.CoGroupByKey()
         summary = counted.summary | "SumPartitions" >> beam.CombineGlobally(CombineDedupSummaries())
         return {"chunks": joined, "summary": summary}
 
 
+def chunk_and_table(item) -> tuple[DocChunk, line_dedup.LineCounts]:
+    """A chunk joined with its answers (``JoinRepeatedLines``) -> (the chunk, its repeated-line table)."""
+    _, grouped = item
+    return unpack_chunk(grouped["chunk"][0]), line_dedup.merge_counts(list(grouped["repeated"]))
+
+
 class ProcessChunks(beam.DoFn):
-    """Exact line dedup with the chunk's repeated-line table, then the stage chain (models load in setup)."""
+    """A chunk joined with its answers -> exact line dedup with its repeated-line table, then the
+    stage chain (models load in setup). The chunk is opened here, not in a step before: an object
+    passed between steps is pickled whole to sample its size for the runner's metrics."""
 
     def __init__(self, config: dict):
         self.processor = ChunkProcessor(config)
@@ -245,8 +248,8 @@ class ProcessChunks(beam.DoFn):
     def setup(self):
         self.processor.setup()
 
-    def process(self, item: tuple[DocChunk, line_dedup.LineCounts]) -> Iterator:
-        chunk, table = item
+    def process(self, item) -> Iterator:
+        chunk, table = chunk_and_table(item)
         seconds: Counter = Counter()
         chunk, samples = self.processor.process(chunk, table, seconds)
         for stage, spent in seconds.items():
@@ -258,28 +261,43 @@ class ProcessChunks(beam.DoFn):
 
 
 class SampleLines(beam.CombineFn):
-    """Per-chunk lists of sampled lines -> [(duplicate, rows with the smallest hashes)]."""
+    """Per-chunk ``LineSamples`` -> [(duplicate, rows with the smallest hashes)].
+
+    Accumulator: (rows by class, cutoff by class). A chunk's lines above their class's cutoff are
+    skipped before any row is built, and a class is trimmed back to ``max_per_class`` only when it
+    holds twice that many, so a chunk costs a few array comparisons once the classes are full: exact
+    (``line_dedup.add_sample_batch``), at most twice the limit in memory."""
 
     def __init__(self, max_per_class: int):
         self.max_per_class = max_per_class
 
     def create_accumulator(self):
-        return {}
+        return {}, {}
 
-    def add_input(self, accumulator, samples):
-        return line_dedup.smallest_samples(line_dedup.add_samples(accumulator, samples), self.max_per_class)
+    def add_input(self, accumulator, samples: line_dedup.LineSamples):
+        rows, cutoffs = accumulator
+        line_dedup.add_sample_batch(rows, samples, cutoffs)
+        line_dedup.trim_samples(rows, self.max_per_class, 2 * self.max_per_class, cutoffs)
+        return accumulator
+
+    def compact(self, accumulator):
+        """Before an accumulator is sent on: the limit, not twice it."""
+        rows, cutoffs = accumulator
+        line_dedup.trim_samples(rows, self.max_per_class, self.max_per_class, cutoffs)
+        return accumulator
 
     def merge_accumulators(self, accumulators):
         """Trimmed after each accumulator: memory is two accumulators, however many bundles fed it."""
         merged: dict = {}
-        for accumulator in accumulators:
-            for rows in accumulator.values():
-                line_dedup.add_samples(merged, rows.values())
+        for rows, _ in accumulators:
+            for class_rows in rows.values():
+                line_dedup.add_samples(merged, class_rows.values())
             merged = line_dedup.smallest_samples(merged, self.max_per_class)
-        return merged
+        return merged, {}
 
     def extract_output(self, accumulator):
-        return [(cls, sorted(rows.values())) for cls, rows in sorted(accumulator.items())]
+        rows = line_dedup.smallest_samples(accumulator[0], self.max_per_class)
+        return [(cls, sorted(class_rows.values())) for cls, class_rows in sorted(rows.items())]
 
 
 class WriteShards(beam.DoFn):
@@ -416,7 +434,7 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
             | "FileList" >> beam.Create(specs)
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadInput" >> beam.ParDo(ReadInputChunks(config)).with_outputs("rejects", "counts", "files", main="chunks"))
-    dedup = (read.chunks, read.counts) | "CountLines" >> JoinRepeatedLines(int(config["shuffle"]["compression_level"]))
+    dedup = (read.chunks, read.counts) | "CountLines" >> JoinRepeatedLines()
     processed = dedup["chunks"] | "Dedup+Stages" >> beam.ParDo(ProcessChunks(config)).with_outputs("samples", main="chunks")
     chunks, stage_summaries = processed.chunks, []
     for name in config["cross_document_stages"]:

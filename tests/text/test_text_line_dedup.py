@@ -10,8 +10,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from moshi_data.beam_jobs import text_corpus
+from moshi_data.beam_jobs.minhash import packed_by_id
 from moshi_data.pipeline import storage
-from moshi_data.beam_jobs.text_corpus import JoinRepeatedLines, ReadInputChunks
+from moshi_data.beam_jobs.text_corpus import JoinRepeatedLines, ReadInputChunks, chunk_and_table
 from moshi_data.pipeline.config import ConfigError, load_config
 from moshi_data.pipeline.text import line_dedup
 from moshi_data.pipeline.text.accounting import AccountingError, check_invariant, to_stats
@@ -100,7 +101,7 @@ def test_chunk_processor_removes_repeated_boilerplate_and_counts(tmp_path):
     assert [d.lines for d in out.docs] == [[article] for article in articles]
     assert all(d.line_hashes is None for d in out.docs)  # used up: not carried into the MinHash join
     assert out.tally["lines.removed.exact_dedup"] == 13 and out.tally["documents.filtered.exact_dedup"] == 1
-    assert {(text, count, dup) for _, text, count, dup in samples} >= {("Home", 5, True), ("About us", 4, True)}
+    assert {(text, count, dup) for _, text, count, dup in samples.rows()} >= {("Home", 5, True), ("About us", 4, True)}
     tally = dict(out.tally, **{"documents.kept": 4, "lines.kept": 4})
     check_invariant(to_stats(tally))
 
@@ -119,8 +120,10 @@ def check_join(chunks, partitions, expected):
         created = p | beam.Create(chunks)
         counts = created | beam.FlatMap(lambda c: [((c.group, part), (c.chunk_id, counts))
                                                   for part, counts in chunk_line_counts(c, partitions).items()])
-        joined = (created, counts) | JoinRepeatedLines(int(config["shuffle"]["compression_level"]))
-        out = joined["chunks"] | beam.MapTuple(lambda c, t: (c.chunk_id, (t.hashes.tolist(), t.counts.tolist(), t.first.tolist())))
+        packed = created | beam.Map(packed_by_id, int(config["shuffle"]["compression_level"]))
+        joined = (packed, counts) | JoinRepeatedLines()
+        out = (joined["chunks"] | beam.Map(chunk_and_table)
+               | beam.MapTuple(lambda c, t: (c.chunk_id, (t.hashes.tolist(), t.counts.tolist(), t.first.tolist()))))
         assert_that(out, equal_to(sorted(expected.items())))
 
 
@@ -169,7 +172,8 @@ def test_read_transform_outputs(tmp_path):
     with TestPipeline(argv=IN_PROCESS) as p:
         out = p | beam.Create(specs) | beam.ParDo(ReadInputChunks(config)).with_outputs(
             "rejects", "counts", "files", main="chunks")
-        assert_that(out.chunks | "ChunkShape" >> beam.Map(lambda c: (c.shard_name, [d.url for d in c.docs])),
+        assert_that(out.chunks | "ChunkShape" >> beam.MapTuple(
+                        lambda chunk_id, packed: (unpack_chunk(packed).shard_name, [d.url for d in unpack_chunk(packed).docs])),
                     equal_to([("part-000000-00000.parquet", ["http://a/", "http://b/"]),
                               ("part-000000-00001.parquet", ["http://c/"])]), label="chunks")
         assert_that(out.rejects | "Reason" >> beam.Map(lambda r: (r.file_index, r.reason)),
@@ -183,11 +187,29 @@ def test_line_sample_selection_is_exact_and_order_independent():
     samples = [(int(h), f"line {h} v{v}", int(c), bool(c >= 2))
                for h, v, c in zip(rng.integers(0, 300, 1000), rng.integers(0, 3, 1000), rng.integers(1, 4, 1000))]
     whole = line_dedup.smallest_samples(line_dedup.add_samples({}, samples), 20)
+    expected = [(cls, sorted(rows.values())) for cls, rows in sorted(whole.items())]
+    assert all(len(rows) == 20 for _, rows in expected)
+
+    def batch(rows):
+        hashes, texts, counts, duplicate = zip(*rows)
+        return line_dedup.LineSamples(np.array(hashes, np.uint64), list(texts), np.array(counts, np.uint32),
+                                      np.array(duplicate, bool))
+
     fn = text_corpus.SampleLines(20)
-    parts = [fn.add_input(fn.create_accumulator(), samples[i::4]) for i in range(4)]
-    for order in (parts, parts[::-1]):
-        assert fn.extract_output(fn.merge_accumulators(order)) == fn.extract_output(whole)
-    assert all(len(rows) == 20 for _, rows in fn.extract_output(whole))
+    # several batches per accumulator: the cutoffs skip lines, the trims happen at twice the limit
+    parts = []
+    for i in range(4):
+        accumulator = fn.create_accumulator()
+        for j in range(0, 250, 25):
+            accumulator = fn.add_input(accumulator, batch(samples[i::4][j:j + 25]))
+        parts.append(accumulator)
+    assert all(part[1] for part in parts)  # cutoffs were set
+    for order in (parts, parts[::-1], [fn.compact(part) for part in parts]):
+        assert fn.extract_output(fn.merge_accumulators(order)) == expected
+    single = fn.create_accumulator()
+    for j in range(0, 1000, 7):
+        single = fn.add_input(single, batch(samples[j:j + 7]))
+    assert fn.extract_output(single) == expected
 
 
 def test_blank_lines_are_paragraph_separators_not_lines():

@@ -4,10 +4,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import sys
 
 import numpy as np
 
-from moshi_data.pipeline.text.normalize import hash_lines, line_hashes, normalize_line, normalize_lines
+from moshi_data.pipeline.text.normalize import hash_lines, line_hashes, normalize_line, normalize_lines, normalized_utf8
 
 
 def test_ccnet_rules():
@@ -26,6 +27,17 @@ def test_document_fast_path_equals_per_line(shared_data):
     docs.append(["  İstanbul 1923 ", "\x0bvertical\x0ctab", "", "ＡＢＣ１２３"])
     for lines in docs:
         assert normalize_lines(lines) == [normalize_line(line) for line in lines]
+        assert normalized_utf8(lines) == [normalize_line(line).encode("utf-8") for line in lines]
+        assert line_hashes(lines).tolist() == hash_lines([normalize_line(line) for line in lines]).tolist()
+
+
+def test_utf8_fast_path_equals_per_line_for_every_code_point():
+    """``normalized_utf8`` splits the rules by ASCII / non-ASCII: checked on every character, alone
+    and between others (digits of every script, punctuation, controls, other planes)."""
+    chars = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c < 0xE000 and c != 10]
+    for start in range(0, len(chars), 4096):
+        lines = chars[start:start + 4096] + [f" x{c}Y 7{c} " for c in chars[start:start + 4096]]
+        assert normalized_utf8(lines) == [normalize_line(line).encode("utf-8") for line in lines], start
 
 
 def test_hashes_are_stable_uint64():

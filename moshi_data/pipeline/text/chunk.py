@@ -6,6 +6,7 @@ the input list, never on workers or timing.
 """
 from __future__ import annotations
 
+import itertools
 import pickle
 import time
 from collections import Counter
@@ -104,18 +105,21 @@ class ChunkProcessor:
             stage.setup()
 
     def process(self, chunk: DocChunk, table: line_dedup.LineCounts,
-                seconds: Counter | None = None) -> tuple[DocChunk, list[tuple]]:
-        """Returns the chunk with only kept documents (tally updated) and sampled lines as
-        ``(hash, text, count, duplicate)`` tuples."""
+                seconds: Counter | None = None) -> tuple[DocChunk, line_dedup.LineSamples]:
+        """Returns the chunk with only kept documents (tally updated) and its sampled lines."""
         seconds = Counter() if seconds is None else seconds
         tally = chunk.tally
         kept: list[Document] = []
-        samples: list[tuple] = []
         start = time.perf_counter()
         # one table lookup for the whole chunk; each document takes its slice
-        all_counts, all_first = line_dedup.lookup(table, np.concatenate(
-            [doc.line_hashes for doc in chunk.docs] or [np.empty(0, np.uint64)]))
+        all_hashes = np.concatenate([doc.line_hashes for doc in chunk.docs] or [np.empty(0, np.uint64)])
+        all_counts, all_first = line_dedup.lookup(table, all_hashes)
         ends = np.cumsum([len(doc.line_hashes) for doc in chunk.docs]).tolist()
+        sampled = line_dedup.sample_mask(all_hashes, self.sample_rate)
+        lines = itertools.chain.from_iterable(doc.lines for doc in chunk.docs)  # the lines before any removal
+        samples = line_dedup.LineSamples(
+            all_hashes[sampled], list(lines) if sampled.all() else list(itertools.compress(lines, sampled.tolist())),
+            all_counts[sampled], all_counts[sampled] >= self.threshold)
         seconds[EXACT_DEDUP] += time.perf_counter() - start
         for doc, end in zip(chunk.docs, ends):
             start = time.perf_counter()
@@ -127,9 +131,6 @@ class ChunkProcessor:
             duplicate, remove = line_dedup.duplicate_mask(counts, first, doc.doc_key, self.threshold,
                                                           self.keep_canonical)
             tally["line_dedup.duplicate_line_occurrences"] += int(duplicate.sum())
-            picked = np.flatnonzero(line_dedup.sample_mask(doc.line_hashes, self.sample_rate))
-            samples.extend(zip(doc.line_hashes[picked].tolist(), [doc.lines[i] for i in picked.tolist()],
-                               counts[picked].tolist(), duplicate[picked].tolist()))
             doc.drop_lines(~remove, EXACT_DEDUP)
             doc.line_counts[EXACT_DEDUP] = len(doc.lines)
             seconds[EXACT_DEDUP] += time.perf_counter() - start

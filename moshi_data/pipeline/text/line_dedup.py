@@ -182,6 +182,50 @@ def sample_mask(hashes: np.ndarray, rate: float) -> np.ndarray:
     return hashes < np.uint64(int(rate * HASH_SPACE))
 
 
+@dataclass(slots=True)
+class LineSamples:
+    """The sampled lines of one chunk as arrays (line i: ``hashes[i]``, ``texts[i]``, group count
+    ``counts[i]``, ``duplicate[i]``): rows are built only for the lines that can still be selected."""
+
+    hashes: np.ndarray     # uint64
+    texts: list[str]
+    counts: np.ndarray     # uint32
+    duplicate: np.ndarray  # bool
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def rows(self, index: np.ndarray | None = None) -> list[tuple]:
+        """``(hash, text, count, duplicate)`` tuples of the lines at ``index`` (default: all)."""
+        index = np.arange(len(self)) if index is None else index
+        return list(zip(self.hashes[index].tolist(), [self.texts[i] for i in index.tolist()],
+                        self.counts[index].tolist(), self.duplicate[index].tolist()))
+
+
+def add_sample_batch(by_class: dict[bool, dict[int, tuple]], samples: LineSamples, cutoffs: dict[bool, int]) -> None:
+    """``add_samples`` of a chunk's samples, skipping every line whose hash is above its class's
+    cutoff (a hash with ``limit`` distinct smaller-or-equal ones already held: it cannot be selected)."""
+    for duplicate in (False, True):
+        mask = samples.duplicate == duplicate
+        if duplicate in cutoffs:
+            mask &= samples.hashes <= np.uint64(cutoffs[duplicate])
+        index = np.flatnonzero(mask)
+        if len(index):
+            add_samples(by_class, samples.rows(index))
+
+
+def trim_samples(by_class: dict[bool, dict[int, tuple]], limit: int, above: int, cutoffs: dict[bool, int]) -> None:
+    """Per class holding more than ``above`` samples: keep the ``limit`` smallest hashes (the same
+    rows as ``smallest_samples``, by a partition instead of a sort) and record the largest as the
+    class's cutoff."""
+    for duplicate, rows in by_class.items():
+        if len(rows) > above:
+            keys = np.fromiter(rows, np.uint64, len(rows))
+            cutoff = int(np.partition(keys, limit - 1)[limit - 1])
+            by_class[duplicate] = {key: row for key, row in rows.items() if key <= cutoff}
+            cutoffs[duplicate] = cutoff
+
+
 def smallest_samples(by_class: dict[bool, dict[int, tuple]], limit: int) -> dict[bool, dict[int, tuple]]:
     """Keep, per class (duplicate or not), the ``limit`` samples with the smallest hashes.
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
+from operator import methodcaller
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from datasketch import MinHash
+from datasketch.hashfunc import sha1_hash32, sha1_hash64
 from datasketch.lsh import _optimal_param
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -26,11 +28,21 @@ def lsh_bands_rows(threshold: float, num_perm: int, weights: Sequence[float]) ->
 
 
 def shingles(text: str, ngram: int) -> set[bytes]:
-    """Word n-grams of the lower-cased text; a text shorter than n words is one shingle."""
+    """Word n-grams of the lower-cased text (UTF-8, words joined by a space); a text shorter than n
+    words is one shingle."""
     words = _WORD.findall(text.lower())
     if len(words) <= ngram:
         return {" ".join(words).encode("utf-8")} if words else set()
-    return {" ".join(words[i : i + ngram]).encode("utf-8") for i in range(len(words) - ngram + 1)}
+    encoded = " ".join(words).encode("utf-8").split(b" ")  # words hold no space: one encode for all
+    return set(map(b" ".join, zip(*(encoded[i:] for i in range(ngram)))))
+
+
+def sha1_hashes(values: Iterable[bytes], width: int) -> list[int]:
+    """datasketch's ``sha1_hash32`` / ``sha1_hash64`` of each value (the first 4 / 8 bytes of its
+    SHA-1, little-endian), the digests joined and read at once instead of one unpack per value."""
+    digests = b"".join(map(methodcaller("digest"), map(hashlib.sha1, values)))
+    first = np.frombuffer(digests, np.uint8).reshape(-1, 20)[:, :width]
+    return np.ascontiguousarray(first).view("<u4" if width == 4 else "<u8").ravel().tolist()
 
 
 class MinHasher:
@@ -45,14 +57,18 @@ class MinHasher:
             float(config["threshold"]), self.num_perm, config["weights"]
         )
         self._template = MinHash(num_perm=self.num_perm, seed=self.seed, scheme=self.scheme)
+        self.hash_bytes = 8 if self._template.hashfunc is sha1_hash64 else 4  # datasketch's default for the scheme
+        if self._template.hashfunc not in (sha1_hash32, sha1_hash64):
+            raise ValueError(f"unexpected datasketch default hash {self._template.hashfunc!r}")
 
     def signature(self, text: str) -> np.ndarray:
-        minhash = MinHash(
-            num_perm=self.num_perm, seed=self.seed, scheme=self.scheme, permutations=self._template.permutations
-        )
-        grams = sorted(shingles(text, self.ngram))
+        """datasketch's MinHash of the shingles with its default SHA-1 hash (computed by ``sha1_hashes``
+        and handed over as integers: ``hashfunc=int``)."""
+        minhash = MinHash(num_perm=self.num_perm, seed=self.seed, scheme=self.scheme,
+                          permutations=self._template.permutations, hashfunc=int)
+        grams = shingles(text, self.ngram)
         if grams:
-            minhash.update_batch(grams)
+            minhash.update_batch(sha1_hashes(grams, self.hash_bytes))
         return minhash.hashvalues
 
     def band_keys(self, signature: np.ndarray) -> list[str]:

@@ -2,12 +2,16 @@
 
 ``normalize_line`` follows cc_net's ``normalize_for_dedup``: strip, lower-case, every digit to 0,
 remove unicode punctuation and non-printing characters. ``normalize_lines`` gives the same result
-for a whole document with a handful of C-level passes instead of per-line regex calls.
+for a whole document with a handful of C-level passes instead of per-line regex calls, and
+``line_hashes`` the same again as UTF-8: the ASCII digits and control characters (most of the
+matches) are mapped on the encoded bytes with ``bytes.translate``, only the rare non-ASCII ones by
+regex on the text.
 """
 from __future__ import annotations
 
 import hashlib
 import re
+import sys
 
 import numpy as np
 
@@ -19,6 +23,15 @@ NON_PRINTING = "".join(map(chr, list(range(0, 32)) + list(range(127, 160))))
 DIGIT_RE = re.compile(r"\d")
 _REMOVE_RE = re.compile("[" + re.escape(UNICODE_PUNCT + NON_PRINTING) + "]")
 _REMOVE_KEEP_NEWLINE_RE = re.compile("[" + re.escape(UNICODE_PUNCT + NON_PRINTING.replace("\n", "")) + "]")
+# line_hashes: the same rules split by ASCII / non-ASCII; the non-ASCII ones in one regex pass, each
+# match replaced by its rule ("\d" is str.isdecimal; the digit rule wins: "１" is a digit and in
+# UNICODE_PUNCT). The class lists the BMP characters (a bitmap in the regex engine: listed characters
+# above U+FFFF would make it a slow list) and takes every other plane's character to the rule lookup.
+_NON_ASCII_RULES = dict.fromkeys(filter(str.isdecimal, map(chr, range(128, sys.maxunicode + 1))), "0")
+_NON_ASCII_RULES.update((c, "") for c in UNICODE_PUNCT + NON_PRINTING if not c.isascii() and c not in _NON_ASCII_RULES)
+_NON_ASCII_RE = re.compile("[" + re.escape("".join(c for c in _NON_ASCII_RULES if c <= "\uffff")) + "\U00010000-\U0010ffff]")
+_ASCII_DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_ASCII_REMOVED = "".join(c for c in NON_PRINTING if c.isascii() and c != "\n").encode("ascii")
 
 
 def normalize_line(line: str) -> str:
@@ -40,12 +53,30 @@ def normalize_lines(lines: list[str]) -> list[str]:
     return joined.split("\n")
 
 
-def hash_lines(normalized: list[str]) -> np.ndarray:
-    """64-bit hashes (first 8 bytes of BLAKE2b, little-endian) of normalized lines, as uint64."""
-    digests = b"".join([hashlib.blake2b(line.encode("utf-8"), digest_size=8).digest() for line in normalized])
+def _non_ascii_rule(match: re.Match) -> str:
+    char = match.group()
+    return _NON_ASCII_RULES.get(char, char)
+
+
+def normalized_utf8(lines: list[str]) -> list[bytes]:
+    """``[normalize_line(l).encode("utf-8") for l in lines]`` computed on the joined document."""
+    if not lines:
+        return []
+    joined = "\n".join([line.strip() for line in lines]).lower()
+    joined = _NON_ASCII_RE.sub(_non_ascii_rule, joined)
+    return joined.encode("utf-8").translate(_ASCII_DIGITS_TO_ZERO, _ASCII_REMOVED).split(b"\n")
+
+
+def _blake2b_64(encoded: list[bytes]) -> np.ndarray:
+    digests = b"".join([hashlib.blake2b(line, digest_size=8).digest() for line in encoded])
     return np.frombuffer(digests, dtype="<u8").astype(np.uint64, copy=False)
 
 
+def hash_lines(normalized: list[str]) -> np.ndarray:
+    """64-bit hashes (first 8 bytes of BLAKE2b, little-endian) of normalized lines, as uint64."""
+    return _blake2b_64([line.encode("utf-8") for line in normalized])
+
+
 def line_hashes(lines: list[str]) -> np.ndarray:
-    """Normalize and hash every line of a document."""
-    return hash_lines(normalize_lines(lines))
+    """Normalize and hash every line of a document: ``hash_lines(normalize_lines(lines))``."""
+    return _blake2b_64(normalized_utf8(lines))
