@@ -11,6 +11,7 @@ count, the salts or the order of elements.
 """
 from __future__ import annotations
 
+import pickle
 import time
 from typing import Any, Callable, Iterator, Mapping
 
@@ -19,7 +20,7 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
 from moshi_data.pipeline.text.accounting import add_to_funnel
-from moshi_data.pipeline.text.chunk import pack_chunk, unpack_chunk
+from moshi_data.pipeline.text.chunk import DocChunk, pack_chunk, unpack_chunk
 from moshi_data.pipeline.text.document import file_index_of
 from moshi_data.pipeline.text.minhash import (UNSETTLED, MinHasher, UnionFind, final_label, large_star, node_status,
                                               salt_of, small_star, star_edges)
@@ -409,6 +410,32 @@ def chunk_nodes(chunk) -> list:
     return [((doc.doc_key, chunk.chunk_index), doc.text) for doc in chunk.docs]
 
 
+class DocChunkCoder(beam.coders.Coder):
+    """The coder of PCollections of DocChunks (``register_coder`` below; the steps that output them
+    declare ``with_output_types(DocChunk)``): a pickle, with a cheap size estimate. The runner
+    estimates the size of elements passed between fused steps for its metrics, by default by
+    encoding them: a whole chunk pickled for a number. Chunks that go through a join are packed
+    explicitly (``packed_by_id``)."""
+
+    def encode(self, chunk: DocChunk) -> bytes:
+        return pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def decode(self, data: bytes) -> DocChunk:
+        return pickle.loads(data)
+
+    def estimate_size(self, chunk: DocChunk) -> int:
+        return sum(doc.chars for doc in chunk.docs)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self):
+        return DocChunk
+
+
+beam.coders.registry.register_coder(DocChunk, DocChunkCoder)
+
+
 def packed_by_id(chunk, level: int, counter: tuple[str, str] = ("minhash", "shuffle_bytes_chunks_minhash")) -> tuple:
     """(chunk id, packed chunk): a chunk on its way into a join (here: to meet its cluster tags);
     its packed bytes are added to ``counter`` (namespace, name)."""
@@ -435,5 +462,5 @@ def minhash_chunks(chunks, config: Mapping[str, Any], metrics_namespace: str):
     keyed = chunks | "KeyChunks" >> beam.Map(packed_by_id, int(config["shuffle"]["compression_level"]))
     kept = ({"chunk": keyed, "tags": tags}
             | "JoinClusterTags" >> beam.CoGroupByKey()
-            | "DropNearDuplicates" >> beam.ParDo(DropNearDuplicatesFn(metrics_namespace)))
+            | "DropNearDuplicates" >> beam.ParDo(DropNearDuplicatesFn(metrics_namespace)).with_output_types(DocChunk))
     return kept, clusters["summary"]

@@ -435,7 +435,8 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadInput" >> beam.ParDo(ReadInputChunks(config)).with_outputs("rejects", "counts", "files", main="chunks"))
     dedup = (read.chunks, read.counts) | "CountLines" >> JoinRepeatedLines()
-    processed = dedup["chunks"] | "Dedup+Stages" >> beam.ParDo(ProcessChunks(config)).with_outputs("samples", main="chunks")
+    processed = dedup["chunks"] | "Dedup+Stages" >> beam.ParDo(ProcessChunks(config)).with_output_types(DocChunk).with_outputs(
+        "samples", main="chunks")
     chunks, stage_summaries = processed.chunks, []
     for name in config["cross_document_stages"]:
         chunks, summary = CROSS_DOCUMENT_STAGES[name][0](chunks, config)

