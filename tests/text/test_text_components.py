@@ -11,15 +11,43 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from moshi_data.beam_jobs.minhash import ConnectedComponents
 from moshi_data.pipeline.config import load_config
-from moshi_data.pipeline.text.minhash import clusters_from_edges, large_star, small_star
+from moshi_data.pipeline.text.minhash import UNSETTLED, clusters_from_edges, large_star, node_status, small_star
 from text_helpers import IN_PROCESS
 
 COMPONENTS = load_config("text_corpus")["minhash_components"]
 
 
+def unsettled_after(edges, rounds: int) -> int:
+    """Unsettled nodes after ``rounds`` unsalted large-star + small-star rounds, in plain Python:
+    the reference for the summary's ``unsettled_nodes`` (salts must not change it)."""
+    def step(edges, small: bool):
+        neighbours: dict = {}
+        for a, b in edges:
+            if a != b:
+                for node, other in ((a, b), (b, a)):
+                    if not small or other < node:
+                        neighbours.setdefault(node, set()).add(other)
+        star = small_star if small else large_star
+        return {edge for node, nodes in neighbours.items() for edge in star(node, min(nodes | {node}), nodes)}
+
+    edges = set(edges)
+    for _ in range(rounds):
+        edges = step(step(edges, small=False), small=True)
+    smaller: dict = {}
+    larger = set()
+    for a, b in edges:
+        if a != b:
+            low, high = min(a, b), max(a, b)
+            smaller.setdefault(high, set()).add(low)
+            larger.add(low)
+    nodes = {node for edge in edges for node in edge if edge[0] != edge[1]}
+    return sum(node_status(sorted(smaller.get(node, ()))[:2], node in larger, node)[0] == UNSETTLED for node in nodes)
+
+
 def run_components(edges, **settings):
-    """Labels, sizes and summary of the Beam transform, checked against union-find; returns the
-    largest salted neighbourhood one key held."""
+    """Labels, sizes and summary of the Beam transform, checked against union-find (labels, sizes,
+    largest component) and the plain rounds (unsettled nodes, converged); returns the largest salted
+    neighbourhood one key held."""
     components = {**COMPONENTS, **settings}
     reference = clusters_from_edges(edges)
     p = TestPipeline(argv=IN_PROCESS)
@@ -27,8 +55,10 @@ def run_components(edges, **settings):
     assert_that(out["labels"], equal_to([(node, rep) for node, (rep, _) in reference.items()]), label="labels")
     assert_that(out["sizes"], equal_to(sorted({rep: size for rep, size in reference.values()}.items())), label="sizes")
     largest = max((size for _, size in reference.values()), default=0)
-    assert_that(out["summary"] | beam.Map(lambda s: (s["largest_component"], s["rounds"])),
-                equal_to([(largest, components["rounds"])]), label="summary")
+    unsettled = unsettled_after(edges, components["rounds"])
+    assert_that(out["summary"] | beam.Map(lambda s: (s["largest_component"], s["rounds"], s["unsettled_nodes"],
+                                                     s["converged"], s["residue_nodes"] > 0)),
+                equal_to([(largest, components["rounds"], unsettled, unsettled == 0, unsettled > 0)]), label="summary")
     result = p.run()
     result.wait_until_finish()
     key_sizes = result.metrics().query(MetricsFilter().with_name("star_key_neighbours"))["distributions"]
@@ -84,6 +114,7 @@ def test_giant_star_is_spread_over_salted_keys():
 
 def test_too_few_rounds_finish_a_small_residue_and_fail_a_large_one():
     path = [(a, b) for a, b in zip(shuffled_labels(300, 2), shuffled_labels(300, 2)[1:])]
+    assert unsettled_after(path, 1) > 0
     run_components(path, rounds=1)  # not a star after one round: the residue is finished on one worker
     with pytest.raises(Exception, match="not converged after 1 rounds"):
         run_components(path, rounds=1, residue_max_edges=10)
