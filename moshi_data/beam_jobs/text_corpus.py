@@ -30,6 +30,7 @@ import functools
 import json
 import logging
 import os
+import pickle
 import sys
 import tempfile
 import time
@@ -260,6 +261,29 @@ class ProcessChunks(beam.DoFn):
         yield chunk
 
 
+class LineSamplesCoder(beam.coders.Coder):
+    """The coder of the per-chunk line samples (``register_coder`` below; see ``minhash.DocChunkCoder``):
+    a pickle, with a size estimate that does not pickle them."""
+
+    def encode(self, samples: line_dedup.LineSamples) -> bytes:
+        return pickle.dumps(samples, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def decode(self, data: bytes) -> line_dedup.LineSamples:
+        return pickle.loads(data)
+
+    def estimate_size(self, samples: line_dedup.LineSamples) -> int:
+        return samples.hashes.nbytes + samples.counts.nbytes + samples.duplicate.nbytes + sum(map(len, samples.texts))
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self):
+        return line_dedup.LineSamples
+
+
+beam.coders.registry.register_coder(line_dedup.LineSamples, LineSamplesCoder)
+
+
 class SampleLines(beam.CombineFn):
     """Per-chunk ``LineSamples`` -> [(duplicate, rows with the smallest hashes)].
 
@@ -435,8 +459,8 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadInput" >> beam.ParDo(ReadInputChunks(config)).with_outputs("rejects", "counts", "files", main="chunks"))
     dedup = (read.chunks, read.counts) | "CountLines" >> JoinRepeatedLines()
-    processed = dedup["chunks"] | "Dedup+Stages" >> beam.ParDo(ProcessChunks(config)).with_output_types(DocChunk).with_outputs(
-        "samples", main="chunks")
+    processed = dedup["chunks"] | "Dedup+Stages" >> beam.ParDo(ProcessChunks(config)).with_output_types(
+        DocChunk, samples=line_dedup.LineSamples).with_outputs("samples", main="chunks")
     chunks, stage_summaries = processed.chunks, []
     for name in config["cross_document_stages"]:
         chunks, summary = CROSS_DOCUMENT_STAGES[name][0](chunks, config)
