@@ -218,6 +218,8 @@ def test_blank_lines_are_paragraph_separators_not_lines():
     document = doc(0, lines)
     document.breaks = breaks
     assert document.text == "Title\n\nPara one a\nPara one b\n\nPara two" and document.chars == len(document.text)
+    document.lines[0] = "Tïtle ½"
+    assert document.text_bytes == len(document.text.encode("utf-8"))
     document.drop_lines([False, True, False, True], "x")  # the break before a dropped line moves to the next kept one
     assert document.text == "Para one a\n\nPara two" and document.lines_removed["x"] == 2
     document.drop_lines([False, True], "x")

@@ -17,7 +17,7 @@ def add_to_funnel(tally: Counter, stage: str, doc) -> None:
     """Count a document that passed ``stage`` in ``funnel.<stage>.{documents,lines,bytes}``."""
     tally[f"funnel.{stage}.documents"] += 1
     tally[f"funnel.{stage}.lines"] += len(doc.lines)
-    tally[f"funnel.{stage}.bytes"] += len(doc.text.encode("utf-8"))  # one C-level encode per document
+    tally[f"funnel.{stage}.bytes"] += doc.text_bytes
 
 
 def to_stats(tally: Mapping[str, int | float]) -> dict[str, Any]:

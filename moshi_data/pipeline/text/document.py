@@ -9,6 +9,7 @@ stage adds to the output Parquet are declared in ``columns`` (pyarrow fields) an
 """
 from __future__ import annotations
 
+import itertools
 import operator
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
@@ -64,6 +65,12 @@ class Document:
         return "\n".join([f"\n{line}" if brk else line for line, brk in zip(self.lines, self.breaks.tolist())])
 
     @property
+    def text_bytes(self) -> int:
+        """``len(self.text.encode("utf-8"))`` without building the text (a break is one more newline)."""
+        breaks = 0 if self.breaks is None else int(self.breaks.sum())
+        return len("\n".join(self.lines).encode("utf-8")) + breaks
+
+    @property
     def chars(self) -> int:
         """``len(self.text)`` without building it."""
         breaks = 0 if self.breaks is None else int(self.breaks.sum())
@@ -74,7 +81,7 @@ class Document:
         keep = np.asarray(keep, dtype=bool)
         removed = int(len(self.lines) - keep.sum())
         if removed:
-            self.lines = [line for line, flag in zip(self.lines, keep) if flag]
+            self.lines = list(itertools.compress(self.lines, keep.tolist()))
             if self.line_hashes is not None:
                 self.line_hashes = self.line_hashes[keep]
             if self.breaks is not None:
