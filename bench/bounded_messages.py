@@ -13,13 +13,23 @@ reader streams a bundle in bounded pieces, so this growth is the local runner's,
 ``install(piece_bytes)`` (called in the launcher, before the pipeline runs) changes two things and
 nothing else: a worker's share of a grouped stage input is cut into pieces of about ``piece_bytes``
 at key boundaries (a key's values stay one element, so each key's state is exactly what the job
-asks for), and each piece is flushed as its own data message, sent by a thread while the bundle runs. Elements, bundles, keys and their
-order per worker are unchanged. The SDK worker's receive queue (5 messages, 100 MB) then bounds
-what it buffers. Fails loudly when Beam's internals are not the expected ones.
+asks for), and each piece is sent as its own data message, by a thread while the bundle runs.
+Elements, bundles, keys and their order per worker are unchanged.
+
+Message size: ~1 MB (``PIECE_BYTES``), the data-plane buffer of Beam's Java runner side
+(``BeamFnDataOutboundAggregator.DEFAULT_BUFFER_LIMIT_BYTES = 1_000_000``, the code that portable
+runners use to send bundle data to an SDK harness), not the FnApiRunner's 10 MB flush threshold.
+It matters because the SDK worker's receive queue holds 5 messages whatever their size
+(``data_plane._DEFAULT_RECEIVE_QUEUE_MAX_ELEMENTS``; 100 MB at most): when the worker is slower than
+the sender, which is the case once a worker's share exceeds a few messages, it buffers 5 messages
+of unprocessed input. With the earlier 8 MB pieces flushed at the 10 MB threshold (16-18 MB
+messages) that was 85-91 MB in each worker at 800k documents and nothing at 50k (a worker's whole
+share of the dedup join is ~25 MB there): measured 2026-12-01, docs/text-corpus.md "Scale". With
+~1 MB messages it is ~5 MB at any size. Fails loudly when Beam's internals are not the expected ones.
 """
 from __future__ import annotations
 
-PIECE_BYTES = 8 << 20
+PIECE_BYTES = 1_000_000  # see the module docstring
 
 
 def install(piece_bytes: int = PIECE_BYTES) -> None:
@@ -68,7 +78,7 @@ def install(piece_bytes: int = PIECE_BYTES) -> None:
             try:
                 for byte_stream in byte_streams or []:
                     data_out.write(byte_stream)
-                    data_out.maybe_flush()  # a message per ~10 MB, not per bundle
+                    data_out.flush()  # one data message per piece
             finally:
                 data_out.close()
 
