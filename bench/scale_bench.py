@@ -162,6 +162,7 @@ def summarize(label: str, n_docs: int, result: dict, cores: int) -> dict:
         "input": label, "docs": n_docs, "wall_s": result["wall_s"], "process_wall_s": result["process_wall_s"],
         "docs_per_s_per_core": round(n_docs / result["wall_s"] / cores, 1),
         "cpu_s": result["cpu_s"], "docs_per_cpu_s": round(n_docs / result["cpu_s"], 1) if result["cpu_s"] else None,
+        "heap_trim_s": result.get("seconds", {}).get("heap_trim"),  # what handing free heap pages back cost (all workers)
         "worker_peak_rss_mb": workers, "max_worker_peak_rss_mb": max(workers, default=None),
         "launcher_peak_rss_mb": launcher,
         "dedup_max_partition_bytes": dedup.get("max_partition_bytes"), "dedup_table_bytes": dedup.get("table_bytes"),

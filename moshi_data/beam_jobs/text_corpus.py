@@ -43,6 +43,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
 from moshi_data.beam_jobs import minhash
+from moshi_data.beam_jobs.heap import release_free_heap
 from moshi_data.beam_jobs.options import build_pipeline_options, check_paths_reach_workers, prepare_workers, runner_name
 from moshi_data.beam_jobs.progress import mark, progress_bar
 from moshi_data.beam_jobs.run_results import first_rejects, stage_seconds
@@ -253,6 +254,9 @@ class ProcessChunks(beam.DoFn):
         chunk, table = chunk_and_table(item)
         seconds: Counter = Counter()
         chunk, samples = self.processor.process(chunk, table, seconds)
+        start = time.perf_counter()
+        release_free_heap()  # a bundle can last a worker's whole share: freed pages must not pile up (beam_jobs/heap.py)
+        seconds["heap_trim"] += time.perf_counter() - start
         for stage, spent in seconds.items():
             _timer(stage).inc(int(spent * 1000))
         Metrics.counter(NAMESPACE, "documents_processed").inc(chunk.tally["documents.in"])
