@@ -70,59 +70,104 @@ def test_each_fold_is_scored_with_the_setting_chosen_on_the_other_folds():
                     [0.9, 0.9, 0.2, 0.2]])
     chosen, all_data = choose_settings(der, [0, 0, 1, 1])
     assert chosen == {0: 2, 1: 0} and all_data == 1
-    grid = {"threshold": [0.5, 0.6], "min_cluster_size": [1, 6], "min_duration_off": [0.0], "method": ["centroid"]}
+    grid = {"threshold": [0.5, 0.6], "min_cluster_size": [1, 6], "min_duration_off": [0.0], "method": ["centroid"],
+            "segmentation_step": [0.2]}
     assert len(parameter_grid({**grid, "fusion_weight": [0.35, 0.5]})) == 8
     with pytest.raises(ValueError, match="within"):
         parameter_grid({**grid, "fusion_weight": [1.5]})
 
 
-@pytest.mark.parametrize("config_weight", [0.0, 1.0])
-def test_cv_rescales_fused_vectors_cached_at_an_interior_weight_whatever_the_config_weight(config_weight, models_config):
-    """A config weight of 0 or 1 (allowed; 1 = CAM++ alone) must not be the weight the CV caches and rescales
-    from (one half would be zero); every grid weight, 0 and 1 included, is reached from the cache's 0.5."""
+def test_cv_rescales_fused_vectors_cached_at_an_interior_weight_per_segmentation_step():
+    """Every grid weight, 0 and 1 included, is reached from the cache's 0.5 (a weight of 0 or 1 could not be
+    rescaled from), for the files of the setting's segmentation step; one rescaled copy is held at a time."""
     import torch
 
-    from moshi_data.pipeline.audio.diarization_eval import (CACHE_FUSION_WEIGHT, cache_diarizer, files_per_setting,
-                                                            fusion_weight_of)
-    from moshi_data.pipeline.audio.diarize import Diarizer
+    from moshi_data.pipeline.audio.diarization_eval import CACHE_FUSION_WEIGHT, files_per_setting
     from moshi_data.pipeline.audio.embedding import fuse
-    from moshi_data.pipeline.config import apply_overrides
-
-    configured = Diarizer(apply_overrides(models_config, [f"diarization.fusion_weight={config_weight}"]))
-    cv = cache_diarizer(configured)  # no model is loaded: Diarizer loads on first use
-    assert fusion_weight_of(cv) == CACHE_FUSION_WEIGHT == 0.5 and cv._pipeline is None
-    assert {k: v for k, v in cv.settings.items() if k != "fusion_weight"} == {
-        k: v for k, v in configured.settings.items() if k != "fusion_weight"}
-    default = Diarizer(models_config)
-    assert cache_diarizer(default) is not default and cache_diarizer(cv) is cv
-    assert cache_diarizer(Diarizer(apply_overrides(models_config, ["diarization.embedding_model=campplus"]))).settings[
-        "fusion_weight"] == models_config["diarization"]["fusion_weight"]  # not fused: left as it is
 
     generator = torch.Generator().manual_seed(1)
-    campplus, ge2e = torch.randn(6, 192, generator=generator), torch.randn(6, 256, generator=generator)
-    cached = fuse(campplus, ge2e, CACHE_FUSION_WEIGHT).numpy().reshape(3, 2, 448)  # (chunks, local speakers, dim)
-    files = [{"uri": "a", "training_cache/embeddings": {"embeddings": cached, "other": 1}}, {"uri": "silent"}]
-    weights = [config_weight, config_weight, 0.65, 0.5, 1.0 - config_weight]
-    grid = [{"fusion_weight": weight, "threshold": 0.3} for weight in weights]
+    halves = {step: (torch.randn(6, 192, generator=generator), torch.randn(6, 256, generator=generator))
+              for step in (0.2, 0.1)}
+    cached = {step: fuse(*halves[step], CACHE_FUSION_WEIGHT).numpy().reshape(3, 2, 448) for step in halves}
+    files_by_step = {step: [{"uri": "a", "training_cache/embeddings": {"embeddings": cached[step], "other": step}},
+                            {"uri": "silent"}] for step in halves}
+    pairs = [(0.2, 0.0), (0.2, 0.0), (0.2, 0.65), (0.2, 0.5), (0.2, 1.0), (0.1, 1.0), (0.1, 0.5)]
+    grid = [{"segmentation_step": step, "fusion_weight": weight, "threshold": 0.3} for step, weight in pairs]
     lists = set()
-    for (setting, weighted), weight in zip(files_per_setting(files, grid, 192), weights):
-        assert setting["fusion_weight"] == weight
-        expected = fuse(campplus, ge2e, weight).numpy().reshape(3, 2, 448)
-        assert np.allclose(weighted[0]["training_cache/embeddings"]["embeddings"], expected, atol=1e-6), weight
-        assert weighted[0]["training_cache/embeddings"]["other"] == 1 and weighted[1] == {"uri": "silent"}
+    for (setting, weighted), (step, weight) in zip(files_per_setting(files_by_step, grid, 192), pairs):
+        assert (setting["segmentation_step"], setting["fusion_weight"]) == (step, weight)
+        expected = fuse(*halves[step], weight).numpy().reshape(3, 2, 448)
+        assert np.allclose(weighted[0]["training_cache/embeddings"]["embeddings"], expected, atol=1e-6), (step, weight)
+        assert weighted[0]["training_cache/embeddings"]["other"] == step and weighted[1] == {"uri": "silent"}
         lists.add(id(weighted))
-    assert len(lists) == 1  # one copy held: the same list, its entries replaced per weight
-    assert files[0]["training_cache/embeddings"]["embeddings"] is cached  # the cached vectors themselves untouched
-    assert np.allclose(cached, fuse(campplus, ge2e, 0.5).numpy().reshape(3, 2, 448))
+    assert len(lists) == 1  # one copy held: the same list, its entries replaced per (step, weight)
+    assert all(files_by_step[step][0]["training_cache/embeddings"]["embeddings"] is cached[step] for step in halves)
 
 
-def test_cv_grid_reports_no_fusion_weight_for_an_embedding_that_is_not_fused():
-    from moshi_data.pipeline.audio.diarization_eval import cv_grid
+def test_cv_grid_has_the_segmentation_step_and_drops_dimensions_that_mean_nothing():
+    from moshi_data.pipeline.audio.diarization_eval import GRID_KEYS, cv_grid
 
     grid = parameter_grid({"threshold": [0.5, 0.6], "min_cluster_size": [1], "min_duration_off": [0.0],
-                           "method": ["centroid"], "fusion_weight": [0.35, 0.65]})
-    assert cv_grid(grid, fused=True) == grid
-    assert cv_grid(grid, fused=False) == [{**setting, "fusion_weight": None} for setting in grid[:2]]
+                           "method": ["centroid"], "fusion_weight": [0.35, 0.65], "segmentation_step": [0.2, 0.1]})
+    assert len(grid) == 8 and tuple(grid[0]) == GRID_KEYS and [s["segmentation_step"] for s in grid[:4]] == [0.2] * 4
+    assert cv_grid(grid) == grid
+    assert cv_grid(grid, ("fusion_weight",)) == [{**s, "fusion_weight": None} for s in grid if s["fusion_weight"] == 0.35]
+    loaded = cv_grid(grid, ("segmentation_step", "fusion_weight"))  # a pipeline loaded by name keeps its own
+    assert loaded == [{**s, "fusion_weight": None, "segmentation_step": None} for s in grid[:2]]
+    with pytest.raises(ValueError, match="within"):
+        parameter_grid({**{k: [v] for k, v in grid[0].items()}, "segmentation_step": [0.0]})
+    with pytest.raises(ValueError, match="lacks segmentation_step"):
+        parameter_grid({k: [v] for k, v in grid[0].items() if k != "segmentation_step"})
+
+
+def test_cross_validation_chooses_the_segmentation_step_on_other_folds_with_outputs_cached_per_step(
+        diarizer, sample_audio, models_config, shared_data, tmp_path):
+    """Two 12 s pieces of the sample in two folds, a grid of two steps x two thresholds: the model outputs are
+    computed once per (recording, step) by pipelines around the diarizer's own models, cached under keys that
+    differ by step, reused by a second run without any model call; the held-out turns are those of each fold's
+    choice, and the diarizer's own pipeline is left as it was."""
+    from moshi_data.pipeline.audio.devset import DevRecording
+    from moshi_data.pipeline.audio.diarization_eval import (CACHE_FUSION_WEIGHT, cross_validate,
+                                                            model_output_pipelines)
+    from moshi_data.pipeline.audio.rttm import read_rttm
+
+    reference = read_rttm((shared_data / "diarization/pyannote_sample/sample.rttm").read_text())["sample"]
+
+    def piece(start: float, fold: int) -> DevRecording:
+        turns = [Turn(max(t.start, start) - start, min(t.end, start + 12) - start, t.speaker) for t in reference
+                 if t.end > start and t.start < start + 12]
+        return DevRecording(f"piece{fold}", sample_audio[int(start * 16000): int((start + 12) * 16000)], turns, fold, "real")
+
+    recordings = [piece(4.0, 0), piece(16.0, 1)]
+    grid = parameter_grid({"threshold": [0.3, 0.7], "min_cluster_size": [1], "min_duration_off": [0.0],
+                           "method": ["weighted"], "fusion_weight": [0.65], "segmentation_step": [0.2, 0.1]})
+    pipelines = model_output_pipelines(diarizer, [0.2, 0.1])
+    own = diarizer.pipeline
+    for step, pipeline in pipelines.items():
+        assert pipeline.segmentation_step == step and pipeline._segmentation.model is own._segmentation.model
+        fused = pipeline._embedding.model_
+        assert fused.campplus is own._embedding.model_.campplus and fused.ge2e is own._embedding.model_.ge2e
+        assert fused.hparams.campplus_weight == CACHE_FUSION_WEIGHT
+    assert own._embedding.model_.hparams.campplus_weight == models_config["diarization"]["fusion_weight"]
+
+    results = cross_validate(diarizer, recordings, grid, [0.25], 0.25, 1.0, cache_dir=tmp_path, log=lambda _: None)
+    cached = sorted(path.name for path in tmp_path.glob("*.pkl"))
+    assert len(cached) == 4 and len({name.split("-")[1] for name in cached}) == 4  # 2 recordings x 2 steps
+    assert results["grid"]["segmentation_step"] == [0.2, 0.1] and results["grid_size"] == 4
+    for entry in results["per_recording"]:
+        setting = results["chosen_per_fold"][str(entry["fold"])]
+        assert entry["setting"] == setting and setting["segmentation_step"] in (0.2, 0.1)
+
+    def no_model_call(*args, **kwargs):
+        raise AssertionError("model outputs should come from the cache")
+
+    original = own._segmentation.model.forward
+    own._segmentation.model.forward = no_model_call  # shared by every step's pipeline
+    try:
+        again = cross_validate(diarizer, recordings, grid, [0.25], 0.25, 1.0, cache_dir=tmp_path, log=lambda _: None)
+    finally:
+        own._segmentation.model.forward = original
+    assert again["per_recording"] == results["per_recording"] and not own.training
 
 
 def test_main_stream_purity_maps_the_main_speaker_to_its_reference_speaker():

@@ -2,10 +2,11 @@
 
 The expensive model outputs of pyannote's pipeline (segmentation scores and the embedding of every
 (window, local speaker)) depend only on the models, not on the clustering hyper-parameters; they are
-computed once per recording (pyannote's own training-mode cache in the file dict, also pickled under
-``cache_dir``), then every setting of the grid re-runs only clustering and reconstruction. The fused
-embedding's CAM++ share (``fusion_weight``) is a grid dimension too: the cached fused vectors' two halves
-are rescaled (:func:`embedding.reweight_fused`), not re-embedded.
+computed once per recording and segmentation step (pyannote's own training-mode cache in the file dict, also
+pickled under ``cache_dir``, keyed by audio and model settings), then every setting of the grid re-runs only
+clustering and reconstruction. The segmentation window step (``segmentation_step``) is a grid dimension: one
+pipeline per step, all built around the same loaded models. The fused embedding's CAM++ share (``fusion_weight``)
+is one too: the cached fused vectors' two halves are rescaled (:func:`embedding.reweight_fused`), not re-embedded.
 
 Each tuned setting is chosen by k-fold cross-validation over recordings: for fold k the setting with
 the lowest mean DER on the other folds' recordings is applied to fold k's recordings, and only those
@@ -125,23 +126,31 @@ def main_stream_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], mi
             "random": uniform, "each": each}
 
 
+# Grid dimensions, those of the model outputs first: the grid is ordered so that each (segmentation step, fusion
+# weight) copy of the cached files is made once.
+GRID_KEYS = ("segmentation_step", "fusion_weight", "threshold", "min_cluster_size", "min_duration_off", "method")
+
+
+def check_segmentation_step(step: float) -> float:
+    """A segmentation window step (fraction of the window), as a float in (0, 1] (ValueError otherwise)."""
+    step = float(step)
+    if not 0.0 < step <= 1.0:
+        raise ValueError(f"segmentation_step must be a fraction of the window within (0, 1], got {step}")
+    return step
+
+
 def parameter_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """Every combination of ``evaluation.cv.grid`` (fusion_weight, threshold, min_cluster_size, min_duration_off,
-    method); ``fusion_weight`` values are checked to lie in [0, 1]."""
+    """Every combination of ``evaluation.cv.grid`` (:data:`GRID_KEYS`), in that key order; ``segmentation_step``
+    values are checked to lie in (0, 1] and ``fusion_weight`` values in [0, 1]."""
     from moshi_data.pipeline.audio.embedding import check_fusion_weight
 
-    keys = ("fusion_weight", "threshold", "min_cluster_size", "min_duration_off", "method")
-    values = [list(grid[key]) for key in keys]
-    values[0] = [check_fusion_weight(weight) for weight in values[0]]
-    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
-
-
-def fusion_weight_of(diarizer) -> float | None:
-    """CAM++ share of the diarizer's cached embeddings, or None when its embedding is not the fused one."""
-    from moshi_data.pipeline.audio.diarize import FUSED_EMBEDDING
-
-    settings = diarizer.settings
-    return float(settings["fusion_weight"]) if settings["embedding_model"] == FUSED_EMBEDDING else None
+    missing = [key for key in GRID_KEYS if key not in grid]
+    if missing:
+        raise ValueError(f"evaluation.cv.grid lacks {', '.join(missing)}")
+    values = [list(grid[key]) for key in GRID_KEYS]
+    values[0] = [check_segmentation_step(step) for step in values[0]]
+    values[1] = [check_fusion_weight(weight) for weight in values[1]]
+    return [dict(zip(GRID_KEYS, combo)) for combo in itertools.product(*values)]
 
 
 def reweighted_file(file: Mapping[str, Any], campplus_dimension: int, from_weight: float, to_weight: float) -> dict:
@@ -162,60 +171,102 @@ def reweighted_file(file: Mapping[str, Any], campplus_dimension: int, from_weigh
 CACHE_FUSION_WEIGHT = 0.5
 # Settings the cached model outputs depend on that joined the cache key later, with the value every cache written
 # before then was made with: a setting at that value adds nothing to the key, so those caches stay valid.
-LATER_CACHE_KEYS = {"fusion_weight": 0.5, "min_active_frames": 20}
+LATER_CACHE_KEYS = {"fusion_weight": 0.5, "min_active_frames": 20, "pipeline": None}
 
 
-def cache_diarizer(diarizer):
-    """The diarizer whose model outputs the CV caches: ``diarizer`` itself, or for the fused embedding at another
-    weight than :data:`CACHE_FUSION_WEIGHT`, the same settings at that weight (models loaded when first used)."""
-    from moshi_data.pipeline.audio.diarize import Diarizer
+def model_output_pipelines(diarizer, steps: Sequence[float | None]) -> dict[float | None, Any]:
+    """Per segmentation step, the pyannote pipeline whose model outputs the CV computes and caches, built around
+    the diarizer's loaded models (shared: nothing is loaded twice), the fused embedding at
+    :data:`CACHE_FUSION_WEIGHT`. A pipeline loaded by name (``diarization.pipeline``) keeps its own step and
+    embedding: ``{None: that pipeline}``."""
+    import torch
 
-    weight = fusion_weight_of(diarizer)
-    if weight is None or weight == CACHE_FUSION_WEIGHT:
-        return diarizer
-    return Diarizer({**diarizer.config, "diarization": {**diarizer.settings, "fusion_weight": CACHE_FUSION_WEIGHT}})
+    from moshi_data.pipeline.audio.diarize import build_offline_pipeline
+    from moshi_data.pipeline.audio.embedding import FusedEmbedding
+
+    loaded = diarizer.pipeline
+    if diarizer.settings["pipeline"]:
+        return {None: loaded}
+    embedding = getattr(loaded._embedding, "model_", None) or diarizer.settings["embedding_model"]
+    if isinstance(embedding, FusedEmbedding):
+        embedding = embedding.with_weight(CACHE_FUSION_WEIGHT)
+    device = torch.device(diarizer.config["device"])
+    return {step: build_offline_pipeline({**diarizer.settings, "segmentation_step": step},
+                                         segmentation=loaded._segmentation.model, embedding=embedding).to(device)
+            for step in steps}
 
 
-def cv_grid(grid: Sequence[Mapping[str, Any]], fused: bool) -> list[dict[str, Any]]:
-    """The settings the CV runs: ``grid``, or for an embedding other than the fused one (where the fusion weight
-    means nothing) the settings of the grid's first weight, with ``fusion_weight`` None."""
-    if fused:
-        return [dict(setting) for setting in grid]
-    return [{**setting, "fusion_weight": None} for setting in grid if setting["fusion_weight"] == grid[0]["fusion_weight"]]
+def fused_dimension(pipeline) -> int | None:
+    """CAM++ dimension of the pipeline's fused embedding (the split :func:`reweighted_file` rescales at), None
+    when its embedding is not the fused one."""
+    from moshi_data.pipeline.audio.embedding import FusedEmbedding
+
+    model = getattr(pipeline._embedding, "model_", None)
+    return model.campplus.dimension if isinstance(model, FusedEmbedding) else None
 
 
-def files_per_setting(files: Sequence[dict], grid: Sequence[Mapping[str, Any]], campplus_dimension: int | None):
-    """(setting, files) for each setting of ``grid`` in order: ``files`` (fused embeddings cached at
-    :data:`CACHE_FUSION_WEIGHT`) with the setting's ``fusion_weight`` (``campplus_dimension`` None: unchanged). One rescaled copy is held:
-    the same list is yielded every time, its entries replaced when the weight changes (the grid is ordered weight
-    first, so each weight's copy is made once; the previous one is freed entry by entry)."""
-    current, current_weight = list(files), CACHE_FUSION_WEIGHT
+def cv_grid(grid: Sequence[Mapping[str, Any]], fixed: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """The settings the CV runs: ``grid``, less the dimensions in ``fixed`` that mean nothing for this diarizer
+    (``fusion_weight`` for an embedding other than the fused one; ``segmentation_step`` too for a pipeline loaded
+    by name, which keeps its own): only the settings at the grid's first value of those, reported as None."""
+    fixed = tuple(fixed)
+    first = grid[0] if grid else {}
+    return [{**setting, **{key: None for key in fixed}} for setting in grid
+            if all(setting[key] == first[key] for key in fixed)]
+
+
+def setting_file(file: Mapping[str, Any], setting: Mapping[str, Any], campplus_dimension: int | None) -> dict:
+    """``file`` (cached at :data:`CACHE_FUSION_WEIGHT`) with the setting's fusion weight (unchanged when the
+    embedding is not fused: ``campplus_dimension`` None)."""
+    weight = setting["fusion_weight"]
+    if campplus_dimension is None or weight == CACHE_FUSION_WEIGHT:
+        return file
+    return reweighted_file(file, campplus_dimension, CACHE_FUSION_WEIGHT, weight)
+
+
+def files_per_setting(files_by_step: Mapping[Any, Sequence[dict]], grid: Sequence[Mapping[str, Any]],
+                      campplus_dimension: int | None):
+    """(setting, files) for each setting of ``grid`` in order: the cached files of the setting's segmentation step
+    with its ``fusion_weight`` (:func:`setting_file`). One rescaled copy is held: the same list is yielded every
+    time, its entries replaced when the (step, weight) pair changes (the grid is ordered step, then weight, first,
+    so each pair's copy is made once; the previous one is freed entry by entry)."""
+    current: list[dict] = []
+    current_pair = None
     for setting in grid:
-        weight = setting["fusion_weight"]
-        if campplus_dimension is not None and weight != current_weight:
+        pair = (setting["segmentation_step"], setting["fusion_weight"])
+        if pair != current_pair:
+            files = files_by_step[pair[0]]
+            if not current:
+                current = [{} for _ in files]
             for index, file in enumerate(files):
-                current[index] = file if weight == CACHE_FUSION_WEIGHT else reweighted_file(
-                    file, campplus_dimension, CACHE_FUSION_WEIGHT, weight)
-            current_weight = weight
+                current[index] = setting_file(file, setting, campplus_dimension)
+            current_pair = pair
         yield setting, current
 
 
-def cached_file(diarizer, recording: DevRecording, cache_dir: Path | None) -> dict[str, Any]:
-    """pyannote file dict of a recording with its segmentation and embeddings computed (or loaded) once."""
+def cache_key(recording: DevRecording, settings: Mapping[str, Any], step: float | None, fusion_weight: float | None) -> str:
+    """Key of a recording's cached model outputs: its audio and every setting they depend on (models, segmentation
+    step, overlap exclusion; later keys only when not at the value older caches were made with)."""
+    later = {"fusion_weight": fusion_weight, "min_active_frames": settings["min_active_frames"],
+             "pipeline": settings["pipeline"]}
+    described = [settings["segmentation_model"], settings["embedding_model"], step, settings["embedding_exclude_overlap"]]
+    described += [value for name, value in later.items() if value is not None and value != LATER_CACHE_KEYS[name]]
+    return hashlib.sha256(recording.audio.tobytes() + repr(described).encode()).hexdigest()[:20]
+
+
+def cached_file(diarizer, pipeline, recording: DevRecording, cache_dir: Path | None,
+                fusion_weight: float | None) -> dict[str, Any]:
+    """pyannote file dict of a recording with the segmentation and embeddings of ``pipeline`` (one of
+    :func:`model_output_pipelines`; its fused embedding at ``fusion_weight``, None if not fused or not known)
+    computed (or loaded from ``cache_dir``) once."""
     file = diarizer.file(recording.audio, recording.uri)
-    settings = diarizer.settings
-    keys = ("segmentation_model", "embedding_model", "segmentation_step", "embedding_exclude_overlap")
-    # the fused vectors depend on the fusion weight (None for other embeddings: their keys unchanged)
-    later = {"fusion_weight": fusion_weight_of(diarizer), "min_active_frames": settings["min_active_frames"]}
-    key = hashlib.sha256(recording.audio.tobytes() + repr([settings[k] for k in keys] + [
-        value for name, value in later.items() if value is not None and value != LATER_CACHE_KEYS[name]]
-        ).encode()).hexdigest()[:20]
+    key = cache_key(recording, diarizer.settings, getattr(pipeline, "segmentation_step", None), fusion_weight)
     path = cache_dir / f"{recording.uri}-{key}.pkl" if cache_dir else None
     if path is not None and path.exists():
         file.update(pickle.loads(path.read_bytes()))
         return file
-    diarizer.pipeline.training = True
-    diarizer.diarize_file(file)  # fills file["training_cache/..."]
+    pipeline.training = True
+    diarizer.diarize_file(file, pipeline)  # in training mode: fills file["training_cache/..."]
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")
@@ -224,40 +275,55 @@ def cached_file(diarizer, recording: DevRecording, cache_dir: Path | None) -> di
     return file
 
 
+def clustering_parameters(setting: Mapping[str, Any]) -> dict[str, Any]:
+    """``pipeline.instantiate`` parameters of a grid setting."""
+    return pipeline_parameters({"min_duration_off": setting["min_duration_off"], "clustering": setting})
+
+
 def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[Mapping[str, Any]],
                    collars: Sequence[float], select_collar: float, min_main_speech_s: float,
                    cache_dir: Path | None = None, log=print) -> dict[str, Any]:
     """Held-out DER and purity of every recording, the setting chosen per fold, and the all-data choice.
-    Fused embeddings are computed at :data:`CACHE_FUSION_WEIGHT` and rescaled to each grid weight: the configured
-    ``diarization.fusion_weight`` (0 and 1 included) plays no part in the CV."""
-    diarizer = cache_diarizer(diarizer)
-    pipeline = diarizer.pipeline
-    files = []
-    for recording in recordings:
-        log(f"  model outputs: {recording.uri} ({recording.duration:.0f} s)")
-        files.append(cached_file(diarizer, recording, cache_dir))
-    pipeline.training = True
-    fused = fusion_weight_of(diarizer) is not None
-    grid = cv_grid(grid, fused)
+    Model outputs are computed once per (recording, segmentation step) by pipelines sharing the diarizer's models;
+    fused embeddings at :data:`CACHE_FUSION_WEIGHT`, rescaled to each grid weight: the configured
+    ``diarization.segmentation_step`` and ``fusion_weight`` play no part in the CV."""
+    loaded_by_name = bool(diarizer.settings["pipeline"])
+    grid = cv_grid(grid, ("segmentation_step",) if loaded_by_name else ())
+    pipelines = model_output_pipelines(diarizer, list(dict.fromkeys(s["segmentation_step"] for s in grid)))
+    # a loaded pipeline's fused embedding (if any) has the weight its checkpoint says: not rescaled
+    dimension = None if loaded_by_name else fused_dimension(next(iter(pipelines.values())))
+    if dimension is None:
+        grid = cv_grid(grid, ("fusion_weight",))
+    files_by_step = {}
+    for step, pipeline in pipelines.items():
+        pipeline.training = True  # pyannote's training mode: cached model outputs are used, not recomputed
+        files_by_step[step] = []
+        for recording in recordings:
+            log(f"  model outputs: {recording.uri} ({recording.duration:.0f} s), segmentation step {step}")
+            files_by_step[step].append(cached_file(diarizer, pipeline, recording, cache_dir,
+                                                   None if dimension is None else CACHE_FUSION_WEIGHT))
     # components[g][r][collar] for every grid setting g and recording r
     components: list[list[dict[float, dict[str, float]]]] = []
-    turns_by_setting: list[list[list[Turn]]] = []
-    for setting, weighted in files_per_setting(files, grid, pipeline._embedding.model_.campplus.dimension if fused else None):
-        pipeline.instantiate(pipeline_parameters({"min_duration_off": setting["min_duration_off"], "clustering": setting}))
-        row, row_turns = [], []
-        for recording, file in zip(recordings, weighted):
-            turns = diarizer.diarize_file(file)
-            row.append({c: der_components(recording.reference, turns, c) for c in collars})
-            row_turns.append(turns)
-        components.append(row)
-        turns_by_setting.append(row_turns)
+    for setting, files in files_per_setting(files_by_step, grid, dimension):
+        pipeline = pipelines[setting["segmentation_step"]]
+        pipeline.instantiate(clustering_parameters(setting))
+        components.append([{c: der_components(recording.reference, diarizer.diarize_file(file, pipeline), c)
+                            for c in collars} for recording, file in zip(recordings, files)])
 
     der = np.array([[rates(row[r][select_collar])["der"] for r in range(len(recordings))] for row in components])
     chosen, all_data = choose_settings(der, [r.fold for r in recordings])
+    held_out_turns: dict[int, list[Turn]] = {}  # turns are not kept per setting: re-run with each fold's choice
+    for fold, g in chosen.items():
+        pipeline = pipelines[grid[g]["segmentation_step"]]
+        pipeline.instantiate(clustering_parameters(grid[g]))
+        for index, recording in enumerate(recordings):
+            if recording.fold == fold:
+                file = setting_file(files_by_step[grid[g]["segmentation_step"]][index], grid[g], dimension)
+                held_out_turns[index] = diarizer.diarize_file(file, pipeline)
     per_recording = []
     for index, recording in enumerate(recordings):
         g = chosen[recording.fold]
-        turns = turns_by_setting[g][index]
+        turns = held_out_turns[index]
         entry = {"uri": recording.uri, "kind": recording.kind, "fold": recording.fold,
                  "duration_s": round(recording.duration, 2),
                  "speakers_ref": len({t.speaker for t in recording.reference}),
@@ -267,9 +333,12 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
                  "purity": main_stream_purity(recording.reference, turns, min_main_speech_s)}
         entry.update({f"collar_{c:g}": rates(components[g][index][c]) for c in collars})
         per_recording.append(entry)
+    for pipeline in pipelines.values():
+        pipeline.training = False
     return {"per_recording": per_recording, "summary": summarize(per_recording, collars),
             "chosen_per_fold": {str(fold): grid[g] for fold, g in chosen.items()},
             "all_data_choice": grid[all_data], "grid_size": len(grid),
+            "grid": {key: list(dict.fromkeys(s[key] for s in grid)) for key in GRID_KEYS},
             "all_data_choice_in_sample_mean_der": float(der[all_data].mean())}
 
 

@@ -124,11 +124,11 @@ def pipeline_parameters(settings: Mapping[str, Any]) -> dict[str, Any]:
                            "min_cluster_size": int(clustering["min_cluster_size"])}}
 
 
-def build_offline_pipeline(settings: Mapping[str, Any]):
-    """pyannote SpeakerDiarization from the packaged segmentation and embedding models, instantiated."""
+def load_segmentation_model(name: str):
+    """The pyannote segmentation ``Model`` of ``diarization.segmentation_model`` (a packaged name, path or hub id)."""
     from pyannote.audio import Model
 
-    path = segmentation_checkpoint(str(settings["segmentation_model"]))
+    path = segmentation_checkpoint(name)
     try:
         segmentation = Model.from_pretrained(path)
     except Exception as error:  # noqa: BLE001 - any loading failure names the key to fix
@@ -137,9 +137,17 @@ def build_offline_pipeline(settings: Mapping[str, Any]):
     if segmentation is None:
         raise DiarizationModelError(f"cannot load segmentation model {path!r}; set "
                                     "diarization.segmentation_model in configs/audio_models.yaml")
+    return segmentation
+
+
+def build_offline_pipeline(settings: Mapping[str, Any], segmentation=None, embedding=None):
+    """pyannote SpeakerDiarization from the packaged segmentation and embedding models, instantiated.
+    ``segmentation`` / ``embedding``: pyannote models already loaded, used as they are (shared, not copied) instead
+    of loading ``settings``' ones (the CV builds one pipeline per segmentation step around the same models)."""
     pipeline = AgglomerativeSpeakerDiarization(
-        segmentation=segmentation, embedding=embedding_model(str(settings["embedding_model"]), settings["fusion_weight"],
-                                                           settings["min_active_frames"]),
+        segmentation=segmentation or load_segmentation_model(str(settings["segmentation_model"])),
+        embedding=embedding or embedding_model(str(settings["embedding_model"]), settings["fusion_weight"],
+                                               settings["min_active_frames"]),
         segmentation_step=float(settings["segmentation_step"]),
         embedding_exclude_overlap=bool(settings["embedding_exclude_overlap"]),
         embedding_batch_size=int(settings["embedding_batch_size"]),
@@ -278,8 +286,9 @@ class Diarizer:
         return {"waveform": torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None],
                 "sample_rate": MODEL_SAMPLE_RATE, "uri": uri}
 
-    def diarize_file(self, file: dict[str, Any]) -> list[Turn]:
-        """Turns of a pyannote file dict (kept by callers that re-run the pipeline on cached outputs)."""
-        output = self.pipeline(file, **self.speaker_bounds())
+    def diarize_file(self, file: dict[str, Any], pipeline=None) -> list[Turn]:
+        """Turns of a pyannote file dict (kept by callers that re-run a pipeline on cached outputs), by the
+        diarizer's pipeline or ``pipeline`` (one built around the same models), with the configured speaker bounds."""
+        output = (pipeline or self.pipeline)(file, **self.speaker_bounds())
         annotation = getattr(output, "speaker_diarization", output)
         return annotation_turns(annotation, file["waveform"].shape[-1] / file["sample_rate"])

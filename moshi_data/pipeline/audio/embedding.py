@@ -243,12 +243,13 @@ class FusedEmbedding(_SpeakerEmbedding):
     """CAM++ and GE2E embeddings, each L2-normalized, weighted by ``campplus_weight`` (:func:`fuse`), concatenated."""
 
     def __init__(self, campplus_weight: float, min_active_frames: int, sample_rate: int = 16000, num_channels: int = 1,
-                 task=None):
+                 task=None, parts: Optional[tuple["CAMPPlusEmbedding", "GE2EEmbedding"]] = None):
         super().__init__(sample_rate=sample_rate, num_channels=num_channels, task=task)
         check_fusion_weight(campplus_weight)
         self.save_hyperparameters("sample_rate", "num_channels", "campplus_weight", "min_active_frames")
-        self.campplus = CAMPPlusEmbedding(min_active_frames, sample_rate=sample_rate, num_channels=num_channels)
-        self.ge2e = GE2EEmbedding(min_active_frames, sample_rate=sample_rate, num_channels=num_channels)
+        self.campplus, self.ge2e = parts or (
+            CAMPPlusEmbedding(min_active_frames, sample_rate=sample_rate, num_channels=num_channels),
+            GE2EEmbedding(min_active_frames, sample_rate=sample_rate, num_channels=num_channels))
 
     @classmethod
     def packaged(cls, campplus_weight: float, min_active_frames: int) -> "FusedEmbedding":
@@ -256,6 +257,12 @@ class FusedEmbedding(_SpeakerEmbedding):
         model = cls(campplus_weight=campplus_weight, min_active_frames=min_active_frames)
         model.campplus.load_state_dict(CAMPPlusEmbedding.packaged(min_active_frames).state_dict())
         return model.eval()
+
+    def with_weight(self, campplus_weight: float) -> "FusedEmbedding":
+        """The same two models (shared, not copied or reloaded) fused with another CAM++ share."""
+        hparams = self.hparams
+        return FusedEmbedding(campplus_weight, int(hparams.min_active_frames), sample_rate=int(hparams.sample_rate),
+                              num_channels=int(hparams.num_channels), parts=(self.campplus, self.ge2e)).train(self.training)
 
     @property
     def dimension(self) -> int:
