@@ -120,25 +120,44 @@ def test_cv_grid_has_the_segmentation_step_and_drops_dimensions_that_mean_nothin
         parameter_grid({k: [v] for k, v in grid[0].items() if k != "segmentation_step"})
 
 
-def test_cross_validation_chooses_the_segmentation_step_on_other_folds_with_outputs_cached_per_step(
-        diarizer, sample_audio, models_config, shared_data, tmp_path):
-    """Two 12 s pieces of the sample in two folds, a grid of two steps x two thresholds: the model outputs are
-    computed once per (recording, step) by pipelines around the diarizer's own models, cached under keys that
-    differ by step, reused by a second run without any model call; the held-out turns are those of each fold's
-    choice, and the diarizer's own pipeline is left as it was."""
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test, restored after: 2-thread pools thrash on a shared 2-core machine
+    (docs/audio.md: cpu_threads=1 there), which made these model runs minutes instead of seconds."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def sample_pieces(shared_data, sample_audio, seconds: float = 12.0) -> list:
+    """Two pieces of the pyannote sample (4-16 s, 16-28 s) with their reference turns, in folds 0 and 1."""
     from moshi_data.pipeline.audio.devset import DevRecording
-    from moshi_data.pipeline.audio.diarization_eval import (CACHE_FUSION_WEIGHT, cross_validate,
-                                                            model_output_pipelines)
     from moshi_data.pipeline.audio.rttm import read_rttm
 
     reference = read_rttm((shared_data / "diarization/pyannote_sample/sample.rttm").read_text())["sample"]
 
     def piece(start: float, fold: int) -> DevRecording:
-        turns = [Turn(max(t.start, start) - start, min(t.end, start + 12) - start, t.speaker) for t in reference
-                 if t.end > start and t.start < start + 12]
-        return DevRecording(f"piece{fold}", sample_audio[int(start * 16000): int((start + 12) * 16000)], turns, fold, "real")
+        end = start + seconds
+        turns = [Turn(max(t.start, start) - start, min(t.end, end) - start, t.speaker) for t in reference
+                 if t.end > start and t.start < end]
+        return DevRecording(f"piece{fold}", sample_audio[int(start * 16000): int(end * 16000)], turns, fold, "real")
 
-    recordings = [piece(4.0, 0), piece(16.0, 1)]
+    return [piece(4.0, 0), piece(16.0, 1)]
+
+
+def test_cross_validation_chooses_the_segmentation_step_on_other_folds_with_outputs_cached_per_step(
+        diarizer, sample_audio, models_config, shared_data, tmp_path, one_torch_thread):
+    """Two 12 s pieces of the sample in two folds, a grid of two steps x two thresholds: the model outputs are
+    computed once per (recording, step) by pipelines around the diarizer's own models, cached under keys that
+    differ by step, reused by a second run without any model call; the held-out turns are those of each fold's
+    choice, and the diarizer's own pipeline is left as it was."""
+    from moshi_data.pipeline.audio.diarization_eval import (CACHE_FUSION_WEIGHT, cross_validate,
+                                                            model_output_pipelines)
+
+    recordings = sample_pieces(shared_data, sample_audio)
     grid = parameter_grid({"threshold": [0.3, 0.7], "min_cluster_size": [1], "min_duration_off": [0.0],
                            "method": ["weighted"], "fusion_weight": [0.65], "segmentation_step": [0.2, 0.1]})
     pipelines = model_output_pipelines(diarizer, [0.2, 0.1])
@@ -192,3 +211,31 @@ def test_missed_speech_is_split_into_overlap_single_speaker_and_whole_turns():
     assert with_collar == pytest.approx({"overlap": 1.5, "single": 2.25, "whole_turns": 1.5}, abs=0.011)
     assert sum(with_collar[k] for k in ("overlap", "single")) == pytest.approx(
         der_components(reference, hypothesis, 0.5)["missed"], abs=0.011)
+
+
+def test_a_pipeline_loaded_by_name_is_scored_as_it_is(models_config, sample_audio, shared_data, tmp_path):
+    # (no one_torch_thread fixture: Diarizer.setup sets the threads; cpu_threads=1 below, restored after)
+    """diarization.pipeline=<dir> (any pyannote pipeline, VBx included): the CV tunes nothing, it scores the
+    pipeline with its own parameters, and the cache key tells it from the offline default's."""
+    from moshi_data.pipeline.audio.diarization_eval import cross_validate
+    from moshi_data.pipeline.audio.diarize import Diarizer, write_pipeline_dir
+    from moshi_data.pipeline.config import apply_overrides
+
+    directory = write_pipeline_dir({**models_config["diarization"], "clustering": {
+        **models_config["diarization"]["clustering"], "threshold": 0.5}}, tmp_path / "pipeline")
+    import torch
+
+    production = Diarizer(apply_overrides(models_config, [f"diarization.pipeline={directory}", "cpu_threads=1"]))
+    recordings = sample_pieces(shared_data, sample_audio)
+    grid = parameter_grid(models_config["evaluation"]["cv"]["grid"])
+    previous = torch.get_num_threads()
+    try:
+        results = cross_validate(production, recordings, grid, [0.25], 0.25, 1.0, cache_dir=tmp_path / "cache",
+                                 log=lambda _: None)
+        assert results["grid_size"] == 1 and set(results["all_data_choice"].values()) == {None}
+        assert production.pipeline.clustering.threshold == 0.5 and not production.pipeline.training
+        for recording, entry in zip(recordings, results["per_recording"]):
+            assert entry["components"]["collar_0.25"] == der_components(recording.reference,
+                                                                        production.diarize(recording.audio), 0.25)
+    finally:
+        torch.set_num_threads(previous)

@@ -196,6 +196,13 @@ def test_missing_segmentation_checkpoint_names_the_config_key(models_config, tmp
         Diarizer(config).setup()
 
 
+@pytest.mark.parametrize("step", [0, -0.1, 1.5])
+def test_segmentation_step_outside_the_window_names_the_config_key(models_config, step):
+    config = apply_overrides(models_config, [f"diarization.segmentation_step={step}"])
+    with pytest.raises(DiarizationModelError, match=r"diarization\.segmentation_step .*within \(0, 1\]"):
+        Diarizer(config).setup()
+
+
 def test_missing_wav2vec2_model_names_the_config_key(models_config, tmp_path):
     with pytest.raises(RuntimeError, match=r"align\.wav2vec2_model"):
         Transcriber(models_config)._load_wav2vec2(str(tmp_path / "no-such-model"), "en")

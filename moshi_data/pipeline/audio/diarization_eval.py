@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from moshi_data.pipeline.audio.devset import DevRecording
-from moshi_data.pipeline.audio.diarize import pipeline_parameters
+from moshi_data.pipeline.audio.diarize import check_segmentation_step, pipeline_parameters
 from moshi_data.pipeline.audio.streams import speech_seconds
 from moshi_data.pipeline.audio.types import Turn
 
@@ -131,14 +131,6 @@ def main_stream_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], mi
 GRID_KEYS = ("segmentation_step", "fusion_weight", "threshold", "min_cluster_size", "min_duration_off", "method")
 
 
-def check_segmentation_step(step: float) -> float:
-    """A segmentation window step (fraction of the window), as a float in (0, 1] (ValueError otherwise)."""
-    step = float(step)
-    if not 0.0 < step <= 1.0:
-        raise ValueError(f"segmentation_step must be a fraction of the window within (0, 1], got {step}")
-    return step
-
-
 def parameter_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     """Every combination of ``evaluation.cv.grid`` (:data:`GRID_KEYS`), in that key order; ``segmentation_step``
     values are checked to lie in (0, 1] and ``fusion_weight`` values in [0, 1]."""
@@ -187,7 +179,9 @@ def model_output_pipelines(diarizer, steps: Sequence[float | None]) -> dict[floa
     loaded = diarizer.pipeline
     if diarizer.settings["pipeline"]:
         return {None: loaded}
-    embedding = getattr(loaded._embedding, "model_", None) or diarizer.settings["embedding_model"]
+    embedding = getattr(loaded._embedding, "model_", None)  # a pyannote Model (every packaged one), else by name
+    if embedding is None:
+        embedding = str(diarizer.settings["embedding_model"])
     if isinstance(embedding, FusedEmbedding):
         embedding = embedding.with_weight(CACHE_FUSION_WEIGHT)
     device = torch.device(diarizer.config["device"])
@@ -207,8 +201,8 @@ def fused_dimension(pipeline) -> int | None:
 
 def cv_grid(grid: Sequence[Mapping[str, Any]], fixed: Iterable[str] = ()) -> list[dict[str, Any]]:
     """The settings the CV runs: ``grid``, less the dimensions in ``fixed`` that mean nothing for this diarizer
-    (``fusion_weight`` for an embedding other than the fused one; ``segmentation_step`` too for a pipeline loaded
-    by name, which keeps its own): only the settings at the grid's first value of those, reported as None."""
+    (``fusion_weight`` for an embedding other than the fused one): only the settings at the grid's first value of
+    those, reported as None."""
     fixed = tuple(fixed)
     first = grid[0] if grid else {}
     return [{**setting, **{key: None for key in fixed}} for setting in grid
@@ -275,9 +269,11 @@ def cached_file(diarizer, pipeline, recording: DevRecording, cache_dir: Path | N
     return file
 
 
-def clustering_parameters(setting: Mapping[str, Any]) -> dict[str, Any]:
-    """``pipeline.instantiate`` parameters of a grid setting."""
-    return pipeline_parameters({"min_duration_off": setting["min_duration_off"], "clustering": setting})
+def instantiate(pipeline, setting: Mapping[str, Any]) -> None:
+    """Give the offline pipeline a grid setting's hyper-parameters (a pipeline loaded by name, whose setting is
+    all None, keeps its own)."""
+    if setting["method"] is not None:
+        pipeline.instantiate(pipeline_parameters({"min_duration_off": setting["min_duration_off"], "clustering": setting}))
 
 
 def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[Mapping[str, Any]],
@@ -286,9 +282,11 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
     """Held-out DER and purity of every recording, the setting chosen per fold, and the all-data choice.
     Model outputs are computed once per (recording, segmentation step) by pipelines sharing the diarizer's models;
     fused embeddings at :data:`CACHE_FUSION_WEIGHT`, rescaled to each grid weight: the configured
-    ``diarization.segmentation_step`` and ``fusion_weight`` play no part in the CV."""
+    ``diarization.segmentation_step`` and ``fusion_weight`` play no part in the CV. A pipeline loaded by name
+    (``diarization.pipeline``) is scored as it is: one setting, every value None."""
     loaded_by_name = bool(diarizer.settings["pipeline"])
-    grid = cv_grid(grid, ("segmentation_step",) if loaded_by_name else ())
+    if loaded_by_name:  # scored with its own hyper-parameters (any clustering, VBx included): nothing is tuned
+        grid = [{key: None for key in GRID_KEYS}]
     pipelines = model_output_pipelines(diarizer, list(dict.fromkeys(s["segmentation_step"] for s in grid)))
     # a loaded pipeline's fused embedding (if any) has the weight its checkpoint says: not rescaled
     dimension = None if loaded_by_name else fused_dimension(next(iter(pipelines.values())))
@@ -306,7 +304,7 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
     components: list[list[dict[float, dict[str, float]]]] = []
     for setting, files in files_per_setting(files_by_step, grid, dimension):
         pipeline = pipelines[setting["segmentation_step"]]
-        pipeline.instantiate(clustering_parameters(setting))
+        instantiate(pipeline, setting)
         components.append([{c: der_components(recording.reference, diarizer.diarize_file(file, pipeline), c)
                             for c in collars} for recording, file in zip(recordings, files)])
 
@@ -315,7 +313,7 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
     held_out_turns: dict[int, list[Turn]] = {}  # turns are not kept per setting: re-run with each fold's choice
     for fold, g in chosen.items():
         pipeline = pipelines[grid[g]["segmentation_step"]]
-        pipeline.instantiate(clustering_parameters(grid[g]))
+        instantiate(pipeline, grid[g])
         for index, recording in enumerate(recordings):
             if recording.fold == fold:
                 file = setting_file(files_by_step[grid[g]["segmentation_step"]][index], grid[g], dimension)

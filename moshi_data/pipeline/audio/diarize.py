@@ -124,6 +124,14 @@ def pipeline_parameters(settings: Mapping[str, Any]) -> dict[str, Any]:
                            "min_cluster_size": int(clustering["min_cluster_size"])}}
 
 
+def check_segmentation_step(step: float) -> float:
+    """A segmentation window step (fraction of the window), as a float in (0, 1] (ValueError otherwise)."""
+    step = float(step)
+    if not 0.0 < step <= 1.0:
+        raise ValueError(f"segmentation_step must be a fraction of the window within (0, 1], got {step}")
+    return step
+
+
 def load_segmentation_model(name: str):
     """The pyannote segmentation ``Model`` of ``diarization.segmentation_model`` (a packaged name, path or hub id)."""
     from pyannote.audio import Model
@@ -144,11 +152,15 @@ def build_offline_pipeline(settings: Mapping[str, Any], segmentation=None, embed
     """pyannote SpeakerDiarization from the packaged segmentation and embedding models, instantiated.
     ``segmentation`` / ``embedding``: pyannote models already loaded, used as they are (shared, not copied) instead
     of loading ``settings``' ones (the CV builds one pipeline per segmentation step around the same models)."""
+    try:
+        step = check_segmentation_step(settings["segmentation_step"])
+    except ValueError as error:
+        raise DiarizationModelError(f"diarization.{error}") from error
     pipeline = AgglomerativeSpeakerDiarization(
-        segmentation=segmentation or load_segmentation_model(str(settings["segmentation_model"])),
-        embedding=embedding or embedding_model(str(settings["embedding_model"]), settings["fusion_weight"],
-                                               settings["min_active_frames"]),
-        segmentation_step=float(settings["segmentation_step"]),
+        segmentation=load_segmentation_model(str(settings["segmentation_model"])) if segmentation is None else segmentation,
+        embedding=embedding_model(str(settings["embedding_model"]), settings["fusion_weight"],
+                                  settings["min_active_frames"]) if embedding is None else embedding,
+        segmentation_step=step,
         embedding_exclude_overlap=bool(settings["embedding_exclude_overlap"]),
         embedding_batch_size=int(settings["embedding_batch_size"]),
         segmentation_batch_size=int(settings["segmentation_batch_size"]))
@@ -289,6 +301,6 @@ class Diarizer:
     def diarize_file(self, file: dict[str, Any], pipeline=None) -> list[Turn]:
         """Turns of a pyannote file dict (kept by callers that re-run a pipeline on cached outputs), by the
         diarizer's pipeline or ``pipeline`` (one built around the same models), with the configured speaker bounds."""
-        output = (pipeline or self.pipeline)(file, **self.speaker_bounds())
+        output = (self.pipeline if pipeline is None else pipeline)(file, **self.speaker_bounds())
         annotation = getattr(output, "speaker_diarization", output)
         return annotation_turns(annotation, file["waveform"].shape[-1] / file["sample_rate"])

@@ -247,7 +247,7 @@ class FusedEmbedding(_SpeakerEmbedding):
         super().__init__(sample_rate=sample_rate, num_channels=num_channels, task=task)
         check_fusion_weight(campplus_weight)
         self.save_hyperparameters("sample_rate", "num_channels", "campplus_weight", "min_active_frames")
-        self.campplus, self.ge2e = parts or (
+        self.campplus, self.ge2e = parts if parts is not None else (
             CAMPPlusEmbedding(min_active_frames, sample_rate=sample_rate, num_channels=num_channels),
             GE2EEmbedding(min_active_frames, sample_rate=sample_rate, num_channels=num_channels))
 

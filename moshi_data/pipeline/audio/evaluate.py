@@ -123,7 +123,6 @@ def evaluate_diarization(diarizer, config: dict, data: Path, log=print) -> dict:
     """Cross-validated DER and purity on the dev set, plus the silent-file check."""
     from moshi_data.pipeline.audio.devset import build_devset
     from moshi_data.pipeline.audio.diarization_eval import cross_validate, parameter_grid
-    from moshi_data.pipeline.audio.diarize import pipeline_parameters
 
     evaluation = config["evaluation"]
     recordings = build_devset(data, evaluation["devset"])
@@ -132,8 +131,6 @@ def evaluate_diarization(diarizer, config: dict, data: Path, log=print) -> dict:
     results = cross_validate(diarizer, recordings, parameter_grid(cv["grid"]), evaluation["collars"],
                              float(cv["select_collar"]), float(load_config("audio_shards")["streams"]["min_main_speech_s"]),
                              cache if cache is None or cache.is_absolute() else REPO_ROOT / cache, log=log)
-    diarizer.pipeline.training = False
-    diarizer.pipeline.instantiate(pipeline_parameters(config["diarization"]))
     empty = data / "diarization/pyannote_ami_debug/empty.wav"
     results["empty_wav_turns"] = len(diarizer.diarize(load_audio_16k(empty))) if empty.exists() else None
     results["select_collar"] = float(cv["select_collar"])
@@ -212,6 +209,10 @@ def _missed_text(missed) -> str:
     return f"{missed['overlap']:.1f}/{missed['single']:.1f}/{missed['whole_turns']:.1f}"
 
 
+def _ms_text(value) -> str:
+    return "n/a (no word matched)" if value is None else f"{value:.1f} ms"
+
+
 def _purity_text(purity) -> str:
     return "  -  " if not purity else f"{purity['precision']:.2f}/{purity['recall']:.2f}"
 
@@ -253,8 +254,8 @@ def format_table(metrics: dict, checks) -> str:
                   ("not scored: language " + f["language"]) if not f["scored"] else "no match")
         lines.append(f"  {f['set']}/{f['file']}: {detail}")
     lines.append(f"  all: matched {onset['matched_words']}/{onset['reference_words']} "
-                 f"({onset['matched_fraction']:.0%}), median {onset['median_ms']:.1f} ms, p90 {onset['p90_ms']:.1f} ms, "
-                 f"mean {onset['mean_ms']:.1f} ms")
+                 f"({onset['matched_fraction']:.0%}), median {_ms_text(onset['median_ms'])}, p90 {_ms_text(onset['p90_ms'])}, "
+                 f"mean {_ms_text(onset['mean_ms'])}")
     wer = metrics["wer"]
     lines += ["", f"WER pyannote sample.stm: {wer['wer']:.3f} (S {wer['substitutions']} D {wer['deletions']} "
               f"I {wer['insertions']} of {wer['reference_words']}); alignment {wer['alignment_counts']}",
