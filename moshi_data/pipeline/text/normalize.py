@@ -1,11 +1,12 @@
 """CCNet line normalization for exact deduplication, and 64-bit line hashes.
 
 ``normalize_line`` follows cc_net's ``normalize_for_dedup``: strip, lower-case, every digit to 0,
-remove unicode punctuation and non-printing characters. ``normalize_lines`` gives the same result
-for a whole document with a handful of C-level passes instead of per-line regex calls, and
-``line_hashes`` the same again as UTF-8: the ASCII digits and control characters (most of the
-matches) are mapped on the encoded bytes with ``bytes.translate``, only the rare non-ASCII ones by
-regex on the text.
+remove unicode punctuation and non-printing characters; it is the reference rule (the tests check
+the fast path against it on every code point). ``line_hashes``, what the job uses, gives the same
+normalized lines for a whole document at once, as UTF-8, with a handful of C-level passes instead
+of per-line regex calls: the ASCII digits and control characters (most of the matches) are mapped
+on the encoded bytes with ``bytes.translate``, only the rare non-ASCII ones by one regex pass on the
+text; then 64-bit BLAKE2b hashes of the normalized lines.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ UNICODE_PUNCT = (
 NON_PRINTING = "".join(map(chr, list(range(0, 32)) + list(range(127, 160))))
 DIGIT_RE = re.compile(r"\d")
 _REMOVE_RE = re.compile("[" + re.escape(UNICODE_PUNCT + NON_PRINTING) + "]")
-_REMOVE_KEEP_NEWLINE_RE = re.compile("[" + re.escape(UNICODE_PUNCT + NON_PRINTING.replace("\n", "")) + "]")
 # line_hashes: the same rules split by ASCII / non-ASCII; the non-ASCII ones in one regex pass, each
 # match replaced by its rule ("\d" is str.isdecimal; the digit rule wins: "１" is a digit and in
 # UNICODE_PUNCT). The class lists the BMP characters (a bitmap in the regex engine: listed characters
@@ -44,22 +44,14 @@ def normalize_line(line: str) -> str:
     return _REMOVE_RE.sub("", line)
 
 
-def normalize_lines(lines: list[str]) -> list[str]:
-    """``[normalize_line(l) for l in lines]`` computed on the joined document (lines hold no ``\\n``)."""
-    if not lines:
-        return []
-    joined = "\n".join([line.strip() for line in lines]).lower()
-    joined = _REMOVE_KEEP_NEWLINE_RE.sub("", DIGIT_RE.sub("0", joined))
-    return joined.split("\n")
-
-
 def _non_ascii_rule(match: re.Match) -> str:
     char = match.group()
     return _NON_ASCII_RULES.get(char, char)
 
 
 def normalized_utf8(lines: list[str]) -> list[bytes]:
-    """``[normalize_line(l).encode("utf-8") for l in lines]`` computed on the joined document."""
+    """``[normalize_line(l).encode("utf-8") for l in lines]`` computed on the joined document (lines
+    hold no ``\\n``)."""
     if not lines:
         return []
     joined = "\n".join([line.strip() for line in lines]).lower()
@@ -67,16 +59,8 @@ def normalized_utf8(lines: list[str]) -> list[bytes]:
     return joined.encode("utf-8").translate(_ASCII_DIGITS_TO_ZERO, _ASCII_REMOVED).split(b"\n")
 
 
-def _blake2b_64(encoded: list[bytes]) -> np.ndarray:
-    digests = b"".join([hashlib.blake2b(line, digest_size=8).digest() for line in encoded])
-    return np.frombuffer(digests, dtype="<u8").astype(np.uint64, copy=False)
-
-
-def hash_lines(normalized: list[str]) -> np.ndarray:
-    """64-bit hashes (first 8 bytes of BLAKE2b, little-endian) of normalized lines, as uint64."""
-    return _blake2b_64([line.encode("utf-8") for line in normalized])
-
-
 def line_hashes(lines: list[str]) -> np.ndarray:
-    """Normalize and hash every line of a document: ``hash_lines(normalize_lines(lines))``."""
-    return _blake2b_64(normalized_utf8(lines))
+    """Normalize and hash every line of a document: the first 8 bytes (little-endian, as uint64) of the
+    BLAKE2b of each ``normalized_utf8`` line."""
+    digests = b"".join([hashlib.blake2b(line, digest_size=8).digest() for line in normalized_utf8(lines)])
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64, copy=False)
