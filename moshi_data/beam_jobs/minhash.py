@@ -11,7 +11,6 @@ count, the salts or the order of elements.
 """
 from __future__ import annotations
 
-import pickle
 import time
 from typing import Any, Callable, Iterator, Mapping
 
@@ -19,6 +18,7 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
+from moshi_data.beam_jobs import coders  # noqa: F401 - registers the DocChunk coder (with_output_types(DocChunk) below)
 from moshi_data.pipeline.text.accounting import add_to_funnel
 from moshi_data.pipeline.text.chunk import DocChunk, pack_chunk, unpack_chunk
 from moshi_data.pipeline.text.document import file_index_of
@@ -408,32 +408,6 @@ def chunk_nodes(chunk) -> list:
     """Component nodes of a chunk's documents: (doc key, chunk index), ordered by doc key, so the
     representative is the earliest document of its cluster in input order and a tag finds its chunk."""
     return [((doc.doc_key, chunk.chunk_index), doc.text) for doc in chunk.docs]
-
-
-class DocChunkCoder(beam.coders.Coder):
-    """The coder of PCollections of DocChunks (``register_coder`` below; the steps that output them
-    declare ``with_output_types(DocChunk)``): a pickle, with a cheap size estimate. The runner
-    estimates the size of elements passed between fused steps for its metrics, by default by
-    encoding them: a whole chunk pickled for a number. Chunks that go through a join are packed
-    explicitly (``packed_by_id``)."""
-
-    def encode(self, chunk: DocChunk) -> bytes:
-        return pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def decode(self, data: bytes) -> DocChunk:
-        return pickle.loads(data)
-
-    def estimate_size(self, chunk: DocChunk) -> int:
-        return sum(doc.chars for doc in chunk.docs)
-
-    def is_deterministic(self) -> bool:
-        return False
-
-    def to_type_hint(self):
-        return DocChunk
-
-
-beam.coders.registry.register_coder(DocChunk, DocChunkCoder)
 
 
 def packed_by_id(chunk, level: int, counter: tuple[str, str] = ("minhash", "shuffle_bytes_chunks_minhash")) -> tuple:

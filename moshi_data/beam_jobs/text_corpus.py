@@ -30,7 +30,6 @@ import functools
 import json
 import logging
 import os
-import pickle
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
-from moshi_data.beam_jobs import minhash
+from moshi_data.beam_jobs import coders, minhash  # noqa: F401 - coders: registers the DocChunk and LineSamples coders
 from moshi_data.beam_jobs.heap import release_free_heap
 from moshi_data.beam_jobs.options import build_pipeline_options, check_paths_reach_workers, prepare_workers, runner_name
 from moshi_data.beam_jobs.progress import mark, progress_bar
@@ -263,29 +262,6 @@ class ProcessChunks(beam.DoFn):
         if samples:
             yield beam.pvalue.TaggedOutput("samples", samples)
         yield chunk
-
-
-class LineSamplesCoder(beam.coders.Coder):
-    """The coder of the per-chunk line samples (``register_coder`` below; see ``minhash.DocChunkCoder``):
-    a pickle, with a size estimate that does not pickle them."""
-
-    def encode(self, samples: line_dedup.LineSamples) -> bytes:
-        return pickle.dumps(samples, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def decode(self, data: bytes) -> line_dedup.LineSamples:
-        return pickle.loads(data)
-
-    def estimate_size(self, samples: line_dedup.LineSamples) -> int:
-        return samples.hashes.nbytes + samples.counts.nbytes + samples.duplicate.nbytes + sum(map(len, samples.texts))
-
-    def is_deterministic(self) -> bool:
-        return False
-
-    def to_type_hint(self):
-        return line_dedup.LineSamples
-
-
-beam.coders.registry.register_coder(line_dedup.LineSamples, LineSamplesCoder)
 
 
 class SampleLines(beam.CombineFn):
