@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from collections import defaultdict
 
 import apache_beam as beam
 import pytest
@@ -11,42 +12,49 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from moshi_data.beam_jobs.minhash import ConnectedComponents
 from moshi_data.pipeline.config import load_config
-from moshi_data.pipeline.text.minhash import UNSETTLED, clusters_from_edges, large_star, node_status, small_star
+from moshi_data.pipeline.text.minhash import clusters_from_edges, large_star, small_star
 from text_helpers import IN_PROCESS
 
 COMPONENTS = load_config("text_corpus")["minhash_components"]
 
 
-def unsettled_after(edges, rounds: int) -> int:
-    """Unsettled nodes after ``rounds`` unsalted large-star + small-star rounds, in plain Python:
-    the reference for the summary's ``unsettled_nodes`` (salts must not change it)."""
-    def step(edges, small: bool):
-        neighbours: dict = {}
+def paper_rounds(edges, rounds: int) -> set:
+    """The edges after ``rounds`` rounds of large-star then small-star, written from Kiveris et al.
+    2014 (Algorithms 1 and 2) without the job's code: the reference the Beam rounds (salted or not)
+    must match. Large-star: each node u links every neighbour larger than u to m(u), the smallest of
+    u and its neighbours. Small-star: each node u links itself and every neighbour smaller than u to
+    the smallest of them. Self-loops are dropped."""
+    def undirected(edges):
+        neighbours = defaultdict(set)
         for a, b in edges:
             if a != b:
-                for node, other in ((a, b), (b, a)):
-                    if not small or other < node:
-                        neighbours.setdefault(node, set()).add(other)
-        star = small_star if small else large_star
-        return {edge for node, nodes in neighbours.items() for edge in star(node, min(nodes | {node}), nodes)}
+                neighbours[a].add(b)
+                neighbours[b].add(a)
+        return neighbours
 
     edges = set(edges)
     for _ in range(rounds):
-        edges = step(step(edges, small=False), small=True)
-    smaller: dict = {}
-    larger = set()
-    for a, b in edges:
-        if a != b:
-            low, high = min(a, b), max(a, b)
-            smaller.setdefault(high, set()).add(low)
-            larger.add(low)
-    nodes = {node for edge in edges for node in edge if edge[0] != edge[1]}
-    return sum(node_status(sorted(smaller.get(node, ()))[:2], node in larger, node)[0] == UNSETTLED for node in nodes)
+        edges = {(v, min(ns | {u})) for u, ns in undirected(edges).items() for v in ns if v > u}
+        smaller = {u: {v for v in ns if v < u} for u, ns in undirected(edges).items()}
+        edges = {(v, min(ns | {u})) for u, ns in smaller.items() if ns for v in ns | {u}}
+        edges = {(a, b) for a, b in edges if a != b}
+    return edges
+
+
+def unsettled_after(edges, rounds: int) -> int:
+    """Nodes not yet in a star after ``paper_rounds``: the reference for the summary's
+    ``unsettled_nodes`` (salts must not change it). In a star forest every node is a centre (no
+    smaller neighbour) or a leaf (one neighbour, smaller than it)."""
+    neighbours = defaultdict(set)
+    for a, b in paper_rounds(edges, rounds):
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+    return sum(not (min(ns) > u or (len(ns) == 1 and min(ns) < u)) for u, ns in neighbours.items())
 
 
 def run_components(edges, **settings):
     """Labels, sizes and summary of the Beam transform, checked against union-find (labels, sizes,
-    largest component) and the plain rounds (unsettled nodes, converged); returns the largest salted
+    largest component) and the paper's rounds (unsettled nodes, converged); returns the largest salted
     neighbourhood one key held."""
     components = {**COMPONENTS, **settings}
     reference = clusters_from_edges(edges)
