@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import InitVar, dataclass, field
 
 import apache_beam as beam
 import numpy as np
@@ -18,7 +19,7 @@ from moshi_data.pipeline.text import line_dedup
 from moshi_data.pipeline.text.accounting import AccountingError, check_invariant, to_stats
 from moshi_data.pipeline.text.chunk import (ChunkProcessor, DocChunk, chunk_line_counts, hash_documents, pack_chunk,
                                             unpack_chunk)
-from moshi_data.pipeline.text.document import Document, split_paragraphs
+from moshi_data.pipeline.text.document import Document, init_field_getter, split_paragraphs
 from moshi_data.pipeline.text.normalize import line_hashes
 from text_helpers import IN_PROCESS, warcinfo, wet_record, write_wet
 
@@ -224,6 +225,36 @@ def test_blank_lines_are_paragraph_separators_not_lines():
     assert document.text == "Para one a\n\nPara two" and document.lines_removed["x"] == 2
     document.drop_lines([False, True], "x")
     assert document.text == "Para two" and document.breaks.tolist() == [False]
+
+
+def test_document_pickles_every_field_and_the_reduce_checks_the_init():
+    document = doc(7, ["a", "b"])
+    document.line_hashes, document.breaks = np.array([1, 2], np.uint64), np.array([False, True])
+    document.invalid_utf8_bytes, document.language, document.language_score = 3, "fr", 0.5
+    document.line_counts, document.lines_removed, document.fields = {"x": 2}, {"x": 1}, {"cluster_size": 4}
+    copy = pickle.loads(pickle.dumps(document, protocol=pickle.HIGHEST_PROTOCOL))
+    for name in Document.__slots__:
+        value, expected = getattr(copy, name), getattr(document, name)
+        assert (value.tolist() == expected.tolist()) if isinstance(expected, np.ndarray) else value == expected, name
+
+    @dataclass
+    class NotInit:
+        a: int
+        b: int = field(default=0, init=False)
+
+    @dataclass
+    class KeywordOnly:
+        a: int
+        b: int = field(default=0, kw_only=True)
+
+    @dataclass
+    class WithInitVar:
+        a: int
+        scale: InitVar[int] = 1
+
+    for cls in (NotInit, KeywordOnly, WithInitVar):
+        with pytest.raises(TypeError, match="every field positionally"):
+            init_field_getter(cls)
 
 
 def test_blank_lines_are_never_duplicates_and_blank_only_documents_are_empty():

@@ -9,9 +9,11 @@ stage adds to the output Parquet are declared in ``columns`` (pyarrow fields) an
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 import operator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any, Protocol
 
 import numpy as np
@@ -53,8 +55,9 @@ class Document:
     breaks: np.ndarray | None = None  # bool per line: a paragraph break (blank line) comes before it
 
     def __reduce__(self):
-        """Pickled as its field values, rebuilt by ``__init__``: a third faster both ways than the
-        default of a slots dataclass (chunks are pickled whole through the job's joins)."""
+        """Pickled as its field values, rebuilt by ``__init__`` (positional, in field order: checked at
+        import by ``init_field_getter``): a third faster both ways than the default of a slots
+        dataclass (chunks are pickled whole through the job's joins)."""
         return Document, _document_fields(self)
 
     @property
@@ -90,7 +93,20 @@ class Document:
         return removed
 
 
-_document_fields = operator.attrgetter(*(f.name for f in fields(Document)))
+def init_field_getter(cls) -> operator.attrgetter:
+    """A getter of a dataclass's field values in the order its ``__init__`` takes them, so that
+    ``cls(*getter(obj))`` rebuilds ``obj``. A TypeError (at import) unless ``__init__`` takes exactly the
+    fields, in order, positionally: an ``init=False``, keyword-only or ``InitVar`` field would make
+    ``__reduce__`` rebuild a wrong object."""
+    names = [f.name for f in dataclass_fields(cls)]
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    if [p.name for p in parameters] != names or any(p.kind is not p.POSITIONAL_OR_KEYWORD for p in parameters):
+        raise TypeError(f"{cls.__name__}.__reduce__ needs __init__ to take every field positionally, in order: "
+                        f"fields {names}, __init__ takes {[str(p) for p in parameters]}")
+    return operator.attrgetter(*names)
+
+
+_document_fields = init_field_getter(Document)
 
 
 def split_paragraphs(lines: list[str]) -> tuple[list[str], np.ndarray]:
