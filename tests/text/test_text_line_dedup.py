@@ -227,6 +227,19 @@ def test_blank_lines_are_paragraph_separators_not_lines():
     assert document.text == "Para two" and document.breaks.tolist() == [False]
 
 
+def test_text_bytes_and_chars_edge_cases():
+    """``text_bytes`` / ``chars`` equal the built text's UTF-8 length / length: an empty document, a
+    break before the first line (the text then starts with a newline) with non-ASCII lines, no breaks."""
+    cases = [([], None), ([], np.zeros(0, bool)), (["½ élan", "日本語", "x"], np.array([True, False, True])),
+             (["Ünïcode ✓", "b"], None), (["only"], np.array([True]))]
+    for lines, breaks in cases:
+        document = doc(0, lines)
+        document.breaks = breaks
+        assert document.text_bytes == len(document.text.encode("utf-8")), (lines, breaks)
+        assert document.chars == len(document.text), (lines, breaks)
+    assert doc(0, []).text_bytes == 0
+
+
 def test_document_pickles_every_field_and_the_reduce_checks_the_init():
     document = doc(7, ["a", "b"])
     document.line_hashes, document.breaks = np.array([1, 2], np.uint64), np.array([False, True])
