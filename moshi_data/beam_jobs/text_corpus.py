@@ -268,12 +268,19 @@ class SampleLines(beam.CombineFn):
     """Per-chunk ``LineSamples`` -> [(duplicate, rows with the smallest hashes)].
 
     Accumulator: (rows by class, cutoff by class). A chunk's lines above their class's cutoff are
-    skipped before any row is built, and a class is trimmed back to ``max_per_class`` only when it
-    holds twice that many, so a chunk costs a few array comparisons once the classes are full: exact
-    (``line_dedup.add_sample_batch``), at most twice the limit in memory."""
+    skipped before any row is built, and a class is trimmed back to ``max_per_class`` only once it
+    holds ``trim_slack`` x that many (``line_samples.trim_slack``), so a chunk costs a few array
+    comparisons once the classes are full: exact (``line_dedup.add_sample_batch``); while adding, a
+    class holds at most ``trim_slack`` x ``max_per_class`` rows, ``max_per_class`` once compacted."""
 
-    def __init__(self, max_per_class: int):
+    def __init__(self, max_per_class: int, trim_slack: float):
         self.max_per_class = max_per_class
+        self.trim_above = int(trim_slack * max_per_class)
+
+    @classmethod
+    def from_config(cls, settings: dict) -> "SampleLines":
+        line_dedup.check_sample_settings(settings)
+        return cls(int(settings["max_per_class"]), float(settings["trim_slack"]))
 
     def create_accumulator(self):
         return {}, {}
@@ -281,17 +288,19 @@ class SampleLines(beam.CombineFn):
     def add_input(self, accumulator, samples: line_dedup.LineSamples):
         rows, cutoffs = accumulator
         line_dedup.add_sample_batch(rows, samples, cutoffs)
-        line_dedup.trim_samples(rows, self.max_per_class, 2 * self.max_per_class, cutoffs)
+        line_dedup.trim_samples(rows, self.max_per_class, self.trim_above, cutoffs)
         return accumulator
 
     def compact(self, accumulator):
-        """Before an accumulator is sent on: the limit, not twice it."""
+        """Before an accumulator is sent on: ``max_per_class`` rows per class, not the slack."""
         rows, cutoffs = accumulator
         line_dedup.trim_samples(rows, self.max_per_class, self.max_per_class, cutoffs)
         return accumulator
 
     def merge_accumulators(self, accumulators):
-        """Trimmed after each accumulator: memory is two accumulators, however many bundles fed it."""
+        """Trimmed to ``max_per_class`` after each accumulator, however many bundles fed them: memory is
+        the merged rows (``max_per_class`` per class) plus one accumulator being added (up to
+        ``trim_slack`` x ``max_per_class`` per class when it was not compacted)."""
         merged: dict = {}
         for rows, _ in accumulators:
             for class_rows in rows.values():
@@ -453,7 +462,7 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], config: dict, outp
     examples = written.examples | "FirstExamples" >> beam.combiners.Top.SmallestPerKey(
         int(config["report"]["examples_per_reason"]), key=lambda item: item[0])
     samples = processed.samples | "LineSamples" >> beam.CombineGlobally(
-        SampleLines(int(config["line_samples"]["max_per_class"])))
+        SampleLines.from_config(config["line_samples"]))
     reject_files = (read.rejects
                     | "KeyRejectsByFile" >> beam.Map(lambda reject: (reject.file_index, reject))
                     | "GroupRejects" >> beam.GroupByKey()

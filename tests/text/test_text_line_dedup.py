@@ -183,7 +183,8 @@ def test_read_transform_outputs(tmp_path):
                     | beam.CombineGlobally(sum), equal_to([5]), label="counts")
 
 
-def test_line_sample_selection_is_exact_and_order_independent():
+@pytest.mark.parametrize("trim_slack", [1.0, 1.5, 2.0])
+def test_line_sample_selection_is_exact_and_order_independent(trim_slack):
     rng = np.random.default_rng(1)
     samples = [(int(h), f"line {h} v{v}", int(c), bool(c >= 2))
                for h, v, c in zip(rng.integers(0, 300, 1000), rng.integers(0, 3, 1000), rng.integers(1, 4, 1000))]
@@ -196,13 +197,14 @@ def test_line_sample_selection_is_exact_and_order_independent():
         return line_dedup.LineSamples(np.array(hashes, np.uint64), list(texts), np.array(counts, np.uint32),
                                       np.array(duplicate, bool))
 
-    fn = text_corpus.SampleLines(20)
-    # several batches per accumulator: the cutoffs skip lines, the trims happen at twice the limit
+    fn = text_corpus.SampleLines.from_config({"max_per_class": 20, "trim_slack": trim_slack})
+    # several batches per accumulator: the cutoffs skip lines, the trims happen at trim_slack x the limit
     parts = []
     for i in range(4):
         accumulator = fn.create_accumulator()
         for j in range(0, 250, 25):
             accumulator = fn.add_input(accumulator, batch(samples[i::4][j:j + 25]))
+            assert all(len(rows) <= trim_slack * 20 for rows in accumulator[0].values())  # the bound while adding
         parts.append(accumulator)
     assert all(part[1] for part in parts)  # cutoffs were set
     for order in (parts, parts[::-1], [fn.compact(part) for part in parts]):
@@ -211,6 +213,14 @@ def test_line_sample_selection_is_exact_and_order_independent():
     for j in range(0, 1000, 7):
         single = fn.add_input(single, batch(samples[j:j + 7]))
     assert fn.extract_output(single) == expected
+    assert all(len(rows) == 20 for rows in fn.compact(single)[0].values())
+
+
+def test_line_sample_settings_are_checked():
+    for override, message in (("line_samples.trim_slack=0.5", "line_samples.trim_slack must be >= 1"),
+                              ("line_samples.max_per_class=0", "line_samples.max_per_class must be >= 1")):
+        with pytest.raises(ConfigError, match=message):
+            text_corpus.SampleLines.from_config(load_config("text_corpus", [override])["line_samples"])
 
 
 def test_blank_lines_are_paragraph_separators_not_lines():

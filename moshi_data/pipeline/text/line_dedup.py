@@ -81,6 +81,17 @@ def check_settings(settings: dict) -> None:
                               + f", got {settings[key]}")
 
 
+def check_sample_settings(settings: dict) -> None:
+    """``line_samples`` settings the sample combiner cannot work with: a one-line error."""
+    from moshi_data.pipeline.config import ConfigError
+
+    if int(settings["max_per_class"]) < 1:
+        raise ConfigError(f"line_samples.max_per_class must be >= 1, got {settings['max_per_class']}")
+    if not float(settings["trim_slack"]) >= 1:
+        raise ConfigError(f"line_samples.trim_slack must be >= 1 (trim at trim_slack x max_per_class), "
+                          f"got {settings['trim_slack']}")
+
+
 def group_partitions(groups: list[str], sizes: list[int], partitions: int, bytes_per_partition: int) -> dict[str, int]:
     """Hash partitions of each dedup group (``groups[i]``, ``sizes[i]``: file i's group and bytes):
     ``partitions``, or with 0 one per ``bytes_per_partition`` of the group, rounded up to a power of two."""
