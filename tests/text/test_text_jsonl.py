@@ -105,3 +105,43 @@ def test_shared_dolma_and_ccnet_shards(shared_data):
     docs, rejects, _ = read(folder / "dolma_cc_en_head-0091.jsonl.gz", limits=limits)
     assert rejects == [] and len(docs) == 10
     assert all(d.crawl == "CC-MAIN-2020-16" and d.content_language == "en" and d.url.startswith("http") for d in docs)
+
+
+LONE_SURROGATES = [  # valid JSON whose strings hold a UTF-16 surrogate with no partner
+    b'{"id": "s1", "text": "fine start \\ud800 then more"}\n',
+    b'{"id": "s2", "text": "fine text", "metadata": {"warc_url": "https://example.org/\\uDFFF"}}\n',
+    b'{"id": "s3", "text": "low first \\udc00\\ud800"}\n',
+]
+
+
+def test_lone_surrogates_are_invalid_text_rejects(tmp_path):
+    pair = b'{"id": "pair", "text": "an emoji \\ud83d\\ude00 and a backslash-u \\\\ud800 as text"}\n'
+    path = tmp_path / "surrogates.jsonl"
+    path.write_bytes(good(0) + b"".join(LONE_SURROGATES) + pair + good(1))
+    docs, rejects, report = read(path)
+    assert [(r.reason, r.record_offset) for r in rejects] == [("invalid_text", 2), ("invalid_text", 3), ("invalid_text", 4)]
+    assert "'text' holds a lone surrogate \\ud800 at character 11" in rejects[0].message
+    assert "'url'" in rejects[1].message and rejects[1].url == "https://example.org/\\udfff"  # escaped: valid UTF-8
+    assert all(json.dumps(r.to_json(), ensure_ascii=False).encode("utf-8") for r in rejects)
+    assert [d.record_id for d in docs] == ["doc0", "pair", "doc1"]
+    assert docs[1].text == "an emoji \U0001F600 and a backslash-u \\ud800 as text"  # a valid pair is one code point
+
+
+def test_job_rejects_a_lone_surrogate_document_and_goes_on(shared_data, tmp_path):
+    from moshi_data.beam_jobs import text_corpus
+    from moshi_data.pipeline.text.accounting import check_invariant
+    from text_helpers import IN_PROCESS
+
+    source = shared_data / "wet" / "cc_text_jsonl" / "dolma_cc_en_head-0091.jsonl.gz"
+    lines = gzip.decompress(source.read_bytes()).splitlines(keepends=True)
+    path = tmp_path / "input" / "mixed.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(b"".join(lines[:5]) + LONE_SURROGATES[0] + b"".join(lines[5:]))
+    output = tmp_path / "out"
+    stats = text_corpus.run(str(path), str(output), overrides=["stages=[min_length]"], beam_args=IN_PROCESS)["stats"]
+    check_invariant(stats)
+    docs = stats["documents"]
+    assert docs["rejected"] == {"invalid_text": 1} and docs["in"] == len(lines) + 1
+    assert docs["in"] == docs["kept"] + sum(docs["filtered"].values()) + sum(docs["rejected"].values())
+    rejects = [json.loads(row) for row in (output / "rejects" / "rejects-000000.jsonl").read_text().splitlines()]
+    assert [(r["reason"], r["record_offset"]) for r in rejects] == [("invalid_text", 6)]

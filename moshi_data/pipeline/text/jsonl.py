@@ -7,7 +7,9 @@ One JSON object per line; the text is under ``jsonl.text_field`` and the provena
 zstd, or plain text); concatenated members/frames are one stream.
 
 Bad lines never stop the job. Reject reasons: ``empty_file``, ``invalid_json`` (not JSON, or not a
-JSON object), ``missing_text`` (no text field or null), ``text_not_string``, ``invalid_utf8`` and
+JSON object), ``missing_text`` (no text field or null), ``text_not_string``, ``invalid_text`` (a
+lone surrogate escape such as ``"\\ud800"`` in the text or a provenance column: valid JSON, but no
+Unicode text that UTF-8, the line hashes or Parquet could hold), ``invalid_utf8`` and
 ``line_too_long`` (the ``wet`` limits), ``truncated_gzip`` / ``truncated_zstd`` (the lines before
 the break are kept, the incomplete line is the reject), ``corrupt_gzip`` / ``corrupt_zstd``.
 Blank lines are not documents; they are counted in ``records.read.blank_line``.
@@ -30,6 +32,10 @@ from moshi_data.pipeline.text.wet import (GZIP_MAGIC, FileReport, GzipStream, Tr
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 CRAWL_ID_RE = re.compile(r"CC-MAIN-\d{4}-\d{2}")
 PROVENANCE_COLUMNS = ("record_id", "url", "date", "crawl", "content_language")
+# A JSON escape of a UTF-16 surrogate: the only way a line decoded from UTF-8 can hold one (a valid
+# pair becomes one code point; a lone one stays a surrogate). Checked on the bytes first: rare.
+SURROGATE_ESCAPE_RE = re.compile(rb"\\u[dD][89a-fA-F]")
+SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 
 
 class _ZstdStream(GzipStream):
@@ -131,6 +137,14 @@ def _to_document(line: bytes, source: str, file_index: int, record_index: int, n
                       f"line {number} is a JSON {type(record).__name__}, not an object")
     meta = provenance(record, fmt)
     text = get_dotted(record, fmt.text_field)
+    if SURROGATE_ESCAPE_RE.search(line):  # before any other reject: a reject's url must be valid UTF-8 too
+        columns = [("text", text)] if isinstance(text, str) else []
+        for column, value in (*columns, *meta.items()):
+            found = SURROGATE_RE.search(value)
+            if found:
+                return Reject(source, file_index, number, "invalid_text",
+                              f"{column!r} holds a lone surrogate {_escaped(found.group())} at character "
+                              f"{found.start()}: not encodable as UTF-8", _escaped(meta["url"]), _escaped(meta["record_id"]))
     if text is None:
         return Reject(source, file_index, number, "missing_text", f"no {fmt.text_field!r} field",
                       meta["url"], meta["record_id"])
@@ -148,3 +162,8 @@ def _to_document(line: bytes, source: str, file_index: int, record_index: int, n
         record_id=meta["record_id"], date=meta["date"], crawl=meta["crawl"], source=source, record_offset=number,
         content_language=meta["content_language"], lines=doc_lines, invalid_utf8_bytes=invalid, breaks=breaks,
     )
+
+
+def _escaped(value: str) -> str:
+    """``value`` with any surrogate written as its escape (a reject's fields must be valid UTF-8)."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
