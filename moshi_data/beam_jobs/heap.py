@@ -1,12 +1,12 @@
 """Give the C heap's free pages back to the operating system between work items of a long bundle.
 
-Why (measured on the text job, docs/text-corpus.md "Scale"): an SDK worker process runs a fused
-stage's bundle for as long as its share of the input lasts (minutes for a CC segment). glibc's
+Why (measured on the text job, docs/text-corpus.md "Scale"): an SDK worker process runs many
+chunks one after the other, often in one bundle (on the local runner a worker's whole share). glibc's
 malloc keeps the pages of freed blocks inside its heaps; with many blocks freed and a few
-long-lived ones left between them (the per-chunk unpickled documents and numpy arrays, the line
-samples' pre-combined rows), the heaps' free space grows with the bundle's length although the live
-memory does not: at 800k documents a worker's malloc'd live memory after the main stage was the same
-as at 50k (130-150 MB) while its heaps held 410-450 MB of free space (200 MB at 50k). Production
+longer-lived ones left between them (most likely the per-chunk unpickled documents and numpy
+arrays), the heaps' free space grows with the bundle's length although the live memory does not:
+at 800k documents a worker's malloc'd live memory after the main stage was the same as at 50k
+(130-150 MB) while its heaps held 420-450 MB of free space (160-180 MB at 50k). Production
 workers run the same CPython and glibc, so this is the job's to handle, not the local runner's.
 ``malloc_trim(0)`` hands back every whole free page of every heap (glibc >= 2.8), without moving
 anything; where there is no glibc (macOS, musl) ``release_free_heap`` does nothing.
