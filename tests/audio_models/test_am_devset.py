@@ -239,3 +239,23 @@ def test_a_pipeline_loaded_by_name_is_scored_as_it_is(models_config, sample_audi
                                                                         production.diarize(recording.audio), 0.25)
     finally:
         torch.set_num_threads(previous)
+
+
+def test_cache_key_tells_steps_and_pipelines_apart_and_keeps_the_keys_of_older_caches(models_config):
+    import hashlib
+
+    from moshi_data.pipeline.audio.devset import DevRecording
+    from moshi_data.pipeline.audio.diarization_eval import CACHE_FUSION_WEIGHT, cache_key
+
+    recording = DevRecording("x", np.linspace(-0.1, 0.1, 1600, dtype=np.float32), [], 0, "real")
+    settings = models_config["diarization"]
+    key = cache_key(recording, settings, 0.2, CACHE_FUSION_WEIGHT)
+    older = [settings["segmentation_model"], settings["embedding_model"], 0.2, settings["embedding_exclude_overlap"]]
+    assert key == hashlib.sha256(recording.audio.tobytes() + repr(older).encode()).hexdigest()[:20]
+    others = {cache_key(recording, settings, 0.1, CACHE_FUSION_WEIGHT),
+              cache_key(recording, {**settings, "pipeline": "/pipelines/a"}, 0.2, CACHE_FUSION_WEIGHT),
+              cache_key(recording, {**settings, "pipeline": "/pipelines/b"}, 0.2, CACHE_FUSION_WEIGHT),
+              cache_key(recording, {**settings, "min_active_frames": 10}, 0.2, CACHE_FUSION_WEIGHT),
+              cache_key(recording, settings, 0.2, 0.65),
+              cache_key(DevRecording("x", recording.audio * 2, [], 0, "real"), settings, 0.2, CACHE_FUSION_WEIGHT)}
+    assert len(others) == 6 and key not in others
