@@ -302,7 +302,12 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
                                                    None if dimension is None else CACHE_FUSION_WEIGHT))
     # components[g][r][collar] for every grid setting g and recording r
     components: list[list[dict[float, dict[str, float]]]] = []
-    for setting, files in files_per_setting(files_by_step, grid, dimension):
+    logged = None
+    for index, (setting, files) in enumerate(files_per_setting(files_by_step, grid, dimension)):
+        if (setting["segmentation_step"], setting["fusion_weight"]) != logged:  # progress: one line per (step, weight)
+            logged = (setting["segmentation_step"], setting["fusion_weight"])
+            log(f"  clustering from setting {index + 1} of {len(grid)}: segmentation step {logged[0]}, "
+                f"CAM++ share {logged[1]}")
         pipeline = pipelines[setting["segmentation_step"]]
         instantiate(pipeline, setting)
         components.append([{c: der_components(recording.reference, diarizer.diarize_file(file, pipeline), c)
