@@ -9,7 +9,8 @@ at 800k documents a worker's malloc'd live memory after the main stage was the s
 (130-150 MB) while its heaps held 420-450 MB of free space (160-180 MB at 50k). Production
 workers run the same CPython and glibc, so this is the job's to handle, not the local runner's.
 ``malloc_trim(0)`` hands back every whole free page of every heap (glibc >= 2.8), without moving
-anything; where there is no glibc (macOS, musl) ``release_free_heap`` does nothing.
+anything; where there is no glibc (macOS, musl, Windows) ``release_free_heap`` does nothing. The text job
+calls it after each chunk unless ``worker_memory.release_free_heap`` is false.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import ctypes
 def _malloc_trim():
     try:
         trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc
+    except (OSError, AttributeError, TypeError):  # not glibc (TypeError: no CDLL(None) on Windows)
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return trim
