@@ -29,9 +29,29 @@ def test_every_real_recording_with_a_reference_is_in(shared_data):
 
 
 def test_folds_are_balanced_and_deterministic():
-    uris = [f"rec{i}" for i in range(16)]
-    folds = assign_folds(uris, 5)
-    assert folds == assign_folds(list(reversed(uris)), 5)
+    speakers = {f"rec{i}": {f"spk{i}"} for i in range(16)}
+    folds = assign_folds(speakers, 5)
+    assert folds == assign_folds(dict(reversed(list(speakers.items()))), 5)
+    assert sorted(np.bincount(list(folds.values()))) == [3, 3, 3, 3, 4]
+
+
+def test_no_speaker_crosses_folds():
+    """Recordings sharing a voice, even through a third recording, land in one fold; the rest balance."""
+    speakers = {"a": {"x", "y"}, "b": {"y"}, "c": {"z", "x"}, "d": {"w"}, "e": {"w"}, "f": {"v"}, "g": {"u"}}
+    folds = assign_folds(speakers, 3)
+    assert folds["a"] == folds["b"] == folds["c"] and folds["d"] == folds["e"]
+    assert len({folds["a"], folds["d"]}) == 2
+    assert sorted(np.bincount(list(folds.values()))) == [2, 2, 3]
+
+
+def test_the_real_recordings_share_no_speaker_across_folds(shared_data):
+    cases = real_cases(shared_data)
+    folds = assign_folds({uri: {t.speaker for t in turns} for uri, _, turns in cases}, 5)
+    fold_of_speaker: dict[str, int] = {}
+    for uri, _, turns in cases:
+        for speaker in {t.speaker for t in turns}:
+            assert fold_of_speaker.setdefault(speaker, folds[uri]) == folds[uri], (speaker, uri)
+    assert folds["trn07"] == folds["trn08"] and folds["dev00"] == folds["dev01"]
     assert sorted(np.bincount(list(folds.values()))) == [3, 3, 3, 3, 4]
 
 

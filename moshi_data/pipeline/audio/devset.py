@@ -20,7 +20,7 @@ import random
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -61,10 +61,43 @@ def ascii_uri(name: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
 
 
-def assign_folds(uris: Sequence[str], folds: int) -> dict[str, int]:
-    """Balanced deterministic folds: uris ordered by sha256, dealt round robin."""
-    ordered = sorted(uris, key=lambda uri: hashlib.sha256(uri.encode()).hexdigest())
-    return {uri: rank % folds for rank, uri in enumerate(ordered)}
+def speaker_groups(speakers_by_uri: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """Recordings joined when they share a reference speaker (transitively): the AMI debug clips reuse
+    meeting participants (trn00-trn03 share MEE068 / MÉO069, trn07 and trn08 have the same four), so a
+    fold must hold all recordings of a voice or the held-out folds hear voices the settings were chosen on."""
+    parent = {uri: uri for uri in speakers_by_uri}
+
+    def root(uri: str) -> str:
+        while parent[uri] != uri:
+            parent[uri] = parent[parent[uri]]
+            uri = parent[uri]
+        return uri
+
+    first_seen: dict[str, str] = {}
+    for uri in sorted(speakers_by_uri):
+        for speaker in speakers_by_uri[uri]:
+            other = first_seen.setdefault(speaker, uri)
+            parent[root(uri)] = root(other)
+    groups: dict[str, list[str]] = {}
+    for uri in sorted(speakers_by_uri):
+        groups.setdefault(root(uri), []).append(uri)
+    return list(groups.values())
+
+
+def assign_folds(speakers_by_uri: Mapping[str, Iterable[str]], folds: int) -> dict[str, int]:
+    """Deterministic folds in which no reference speaker crosses folds: groups of recordings that share a
+    speaker (``speaker_groups``), largest first (ties: sha256 of their uris), each dealt to the fold that
+    holds the fewest recordings so far (ties: the lowest fold)."""
+    def order(group: list[str]) -> tuple:
+        return -len(group), hashlib.sha256("\n".join(group).encode()).hexdigest()
+
+    sizes = [0] * folds
+    fold_by_uri: dict[str, int] = {}
+    for group in sorted(speaker_groups(speakers_by_uri), key=order):
+        fold = min(range(folds), key=lambda f: (sizes[f], f))
+        sizes[fold] += len(group)
+        fold_by_uri.update({uri: fold for uri in group})
+    return fold_by_uri
 
 
 def _textgrid_turns(path: Path) -> list[Turn]:
@@ -130,8 +163,8 @@ def simulate_conversation(pool: Mapping[str, list[np.ndarray]], uri: str, fold: 
     gains = {s: 10 ** (rng.uniform(-settings["level_range_db"], settings["level_range_db"]) / 20) for s in speakers}
     next_clip = {s: rng.randrange(len(pool[s])) for s in speakers}
     target = int(settings["duration_s"] * MODEL_SAMPLE_RATE)
-    pieces, reference, position, previous = [], [], int(0.5 * MODEL_SAMPLE_RATE), None
-    while position < target:
+    pieces, reference, position, previous, speech_end = [], [], int(0.5 * MODEL_SAMPLE_RATE), None, 0
+    while speech_end < target:  # on the last turn's end, not the next start: a pause must not end it short
         speaker = rng.choice([s for s in speakers if s != previous])
         clip = pool[speaker][next_clip[speaker]]
         next_clip[speaker] = (next_clip[speaker] + 1) % len(pool[speaker])
@@ -141,6 +174,7 @@ def simulate_conversation(pool: Mapping[str, list[np.ndarray]], uri: str, fold: 
         pieces.append((position, clip))
         reference.append(Turn(round(position / MODEL_SAMPLE_RATE, 3), round((position + clip.size) / MODEL_SAMPLE_RATE, 3), speaker))
         end = position + clip.size
+        speech_end = max(speech_end, end)
         if rng.random() < settings["overlap_probability"]:
             gap = -rng.uniform(settings["overlap_min_s"], settings["overlap_max_s"])
         else:
@@ -161,7 +195,7 @@ def build_devset(data: Path, settings: Mapping[str, Any]) -> list[DevRecording]:
     """Real recordings (with folds) and the simulated conversations of each fold."""
     folds = int(settings["folds"])
     cases = real_cases(data)
-    fold_by_uri = assign_folds([uri for uri, _, _ in cases], folds)
+    fold_by_uri = assign_folds({uri: {t.speaker for t in reference} for uri, _, reference in cases}, folds)
     recordings = [DevRecording(uri, load_audio_16k(path), sorted(reference, key=lambda t: (t.start, t.end, t.speaker)),
                                fold_by_uri[uri], "real", (uri,))
                   for uri, path, reference in cases]
