@@ -196,11 +196,15 @@ def test_missing_segmentation_checkpoint_names_the_config_key(models_config, tmp
         Diarizer(config).setup()
 
 
-@pytest.mark.parametrize("step", [0, -0.1, 1.5])
+@pytest.mark.parametrize("step", [0, -0.1, 1.5, "abc", True, float("nan")])
 def test_segmentation_step_outside_the_window_names_the_config_key(models_config, step):
-    config = apply_overrides(models_config, [f"diarization.segmentation_step={step}"])
-    with pytest.raises(DiarizationModelError, match=r"diarization\.segmentation_step .*within \(0, 1\]"):
+    """A step outside (0, 1], not a number, or a bool (True is not 1.0): one line naming the key, before any model loads."""
+    from moshi_data.pipeline.config import ConfigError
+
+    config = {**models_config, "diarization": {**models_config["diarization"], "segmentation_step": step}}
+    with pytest.raises(ConfigError, match=r"^diarization\.segmentation_step must be a number within \(0, 1\]") as error:
         Diarizer(config).setup()
+    assert "\n" not in str(error.value) and repr(step) in str(error.value)
 
 
 def test_missing_wav2vec2_model_names_the_config_key(models_config, tmp_path):

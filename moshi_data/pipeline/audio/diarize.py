@@ -29,6 +29,7 @@ from pyannote.audio.pipelines import SpeakerDiarization  # noqa: E402
 from pyannote.audio.pipelines.clustering import AgglomerativeClustering  # noqa: E402
 
 from moshi_data.pipeline.audio.types import MODEL_SAMPLE_RATE, Turn  # noqa: E402
+from moshi_data.pipeline.config import ConfigError  # noqa: E402
 
 
 class DiarizationModelError(RuntimeError):
@@ -124,12 +125,12 @@ def pipeline_parameters(settings: Mapping[str, Any]) -> dict[str, Any]:
                            "min_cluster_size": int(clustering["min_cluster_size"])}}
 
 
-def check_segmentation_step(step: float) -> float:
-    """A segmentation window step (fraction of the window), as a float in (0, 1] (ValueError otherwise)."""
-    step = float(step)
-    if not 0.0 < step <= 1.0:
-        raise ValueError(f"segmentation_step must be a fraction of the window within (0, 1], got {step}")
-    return step
+def check_segmentation_step(step: Any, key: str = "segmentation_step") -> float:
+    """A segmentation window step (fraction of the window), as a float in (0, 1]; anything else (a string, a bool,
+    NaN, a value outside) is a one-line ConfigError naming ``key`` (the config key it came from)."""
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0.0 < float(step) <= 1.0:
+        raise ConfigError(f"{key} must be a number within (0, 1] (a fraction of the window), got {step!r}")
+    return float(step)
 
 
 def load_segmentation_model(name: str):
@@ -152,10 +153,7 @@ def build_offline_pipeline(settings: Mapping[str, Any], segmentation=None, embed
     """pyannote SpeakerDiarization from the packaged segmentation and embedding models, instantiated.
     ``segmentation`` / ``embedding``: pyannote models already loaded, used as they are (shared, not copied) instead
     of loading ``settings``' ones (the CV builds one pipeline per segmentation step around the same models)."""
-    try:
-        step = check_segmentation_step(settings["segmentation_step"])
-    except ValueError as error:
-        raise DiarizationModelError(f"diarization.{error}") from error
+    step = check_segmentation_step(settings["segmentation_step"], "diarization.segmentation_step")
     pipeline = AgglomerativeSpeakerDiarization(
         segmentation=load_segmentation_model(str(settings["segmentation_model"])) if segmentation is None else segmentation,
         embedding=embedding_model(str(settings["embedding_model"]), settings["fusion_weight"],
