@@ -97,6 +97,54 @@ def test_each_fold_is_scored_with_the_setting_chosen_on_the_other_folds():
         parameter_grid({**grid, "fusion_weight": [1.5]})
 
 
+GOOD_GRID = {"threshold": [0.3], "min_cluster_size": [1], "min_duration_off": [0.0], "method": ["weighted"],
+             "fusion_weight": [0.5], "segmentation_step": [0.2]}
+
+
+@pytest.mark.parametrize("key, values, message", [
+    ("threshold", [], r"threshold: must be a non-empty list"),
+    ("method", [], r"method: must be a non-empty list"),
+    ("min_cluster_size", 3, r"min_cluster_size: must be a non-empty list"),
+    ("method", ["weird"], r"method: 'weird' is not a linkage method .*average, centroid"),
+    ("threshold", [0.3, 0.0], r"threshold: every value must be a number above 0, got 0\.0"),
+    ("threshold", ["0.3"], r"threshold: every value must be a number above 0, got '0\.3'"),
+    ("min_cluster_size", [2.5], r"min_cluster_size: every value must be an integer of at least 1"),
+    ("min_cluster_size", [True], r"min_cluster_size: every value must be an integer of at least 1, got True"),
+    ("min_cluster_size", [0], r"min_cluster_size: every value must be an integer of at least 1"),
+    ("min_duration_off", [-0.1], r"min_duration_off: every value must be a number of at least 0"),
+    ("segmentation_step", [0.0], r"segmentation_step must be a number within \(0, 1\]"),
+    ("segmentation_step", [True], r"segmentation_step must be a number within \(0, 1\].*got True"),
+    ("fusion_weight", [1.5], r"fusion_weight: every value must be a number within \[0, 1\]"),
+    ("fusion_weight", [False], r"fusion_weight: every value must be a number within \[0, 1\], got False"),
+    ("thresold", [0.3], r"thresold: unknown key"),
+])
+def test_a_bad_grid_is_refused_up_front_naming_its_key(key, values, message):
+    from moshi_data.pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^evaluation\.cv\.grid\.{message}") as error:
+        parameter_grid({**GOOD_GRID, key: values})
+    assert "\n" not in str(error.value)
+    assert len(parameter_grid(GOOD_GRID)) == 1
+    with pytest.raises(ConfigError, match=r"^evaluation\.cv\.grid lacks method"):
+        parameter_grid({k: v for k, v in GOOD_GRID.items() if k != "method"})
+
+
+def test_eval_audio_refuses_a_bad_grid_before_loading_any_model(capsys, monkeypatch):
+    """One line, exit 2, and no model loaded (the transcriber and diarizer setups would fail the test)."""
+    from moshi_data.pipeline.audio import evaluate
+    from moshi_data.pipeline.audio.diarize import Diarizer
+    from moshi_data.pipeline.audio.transcribe import Transcriber
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded before the grid was checked")
+
+    monkeypatch.setattr(Transcriber, "setup", no_model)
+    monkeypatch.setattr(Diarizer, "setup", no_model)
+    assert evaluate.main(["--set", "evaluation.cv.grid.method=[weird]"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "evaluation.cv.grid.method: 'weird' is not a linkage method" in error and "\n" not in error
+
+
 def test_cv_rescales_fused_vectors_cached_at_an_interior_weight_per_segmentation_step():
     """Every grid weight, 0 and 1 included, is reached from the cache's 0.5 (a weight of 0 or 1 could not be
     rescaled from), for the files of the setting's segmentation step; one rescaled copy is held at a time."""

@@ -27,6 +27,7 @@ from moshi_data.pipeline.audio.devset import DevRecording
 from moshi_data.pipeline.audio.diarize import check_segmentation_step, pipeline_parameters
 from moshi_data.pipeline.audio.streams import speech_seconds
 from moshi_data.pipeline.audio.types import Turn
+from moshi_data.pipeline.config import ConfigError
 
 CACHE_KEYS = ("training_cache/segmentation", "training_cache/embeddings")
 PURITY_POLICIES = ("most_speech", "random", "each")  # streams.main_speaker policies scored by main_stream_purity
@@ -131,18 +132,56 @@ def main_stream_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], mi
 GRID_KEYS = ("segmentation_step", "fusion_weight", "threshold", "min_cluster_size", "min_duration_off", "method")
 
 
-def parameter_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """Every combination of ``evaluation.cv.grid`` (:data:`GRID_KEYS`), in that key order; ``segmentation_step``
-    values are checked to lie in (0, 1] and ``fusion_weight`` values in [0, 1]."""
-    from moshi_data.pipeline.audio.embedding import check_fusion_weight
+def linkage_methods() -> tuple[str, ...]:
+    """The linkage methods pyannote's AgglomerativeClustering accepts (its ``method`` parameter's choices)."""
+    from pyannote.audio.pipelines.clustering import AgglomerativeClustering
 
+    return tuple(AgglomerativeClustering().method.choices)
+
+
+def _grid_number(key: str, value: Any, accepted, wanted: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not accepted(float(value)):
+        raise ConfigError(f"evaluation.cv.grid.{key}: every value must be {wanted}, got {value!r}")
+    return float(value)
+
+
+def check_grid(grid: Mapping[str, Any]) -> dict[str, list]:
+    """``evaluation.cv.grid`` checked before any model loads (a bad value would otherwise fail after the model
+    outputs): every key of :data:`GRID_KEYS`, no other, each a non-empty list of valid values. Returns the lists
+    (numbers as floats, ``min_cluster_size`` as ints); a one-line ConfigError naming the key otherwise."""
+    unknown = sorted(str(key) for key in grid if key not in GRID_KEYS)
+    if unknown:
+        raise ConfigError(f"evaluation.cv.grid.{unknown[0]}: unknown key (known: {', '.join(GRID_KEYS)})")
     missing = [key for key in GRID_KEYS if key not in grid]
     if missing:
-        raise ValueError(f"evaluation.cv.grid lacks {', '.join(missing)}")
-    values = [list(grid[key]) for key in GRID_KEYS]
-    values[0] = [check_segmentation_step(step) for step in values[0]]
-    values[1] = [check_fusion_weight(weight) for weight in values[1]]
-    return [dict(zip(GRID_KEYS, combo)) for combo in itertools.product(*values)]
+        raise ConfigError(f"evaluation.cv.grid lacks {', '.join(missing)}")
+    for key in GRID_KEYS:
+        if not isinstance(grid[key], (list, tuple)) or not grid[key]:
+            raise ConfigError(f"evaluation.cv.grid.{key}: must be a non-empty list of values, got {grid[key]!r}")
+    methods = linkage_methods()
+    for method in grid["method"]:
+        if method not in methods:
+            raise ConfigError(f"evaluation.cv.grid.method: {method!r} is not a linkage method of pyannote's "
+                              f"AgglomerativeClustering ({', '.join(methods)})")
+    for size in grid["min_cluster_size"]:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"evaluation.cv.grid.min_cluster_size: every value must be an integer of at least 1, "
+                              f"got {size!r}")
+    return {"segmentation_step": [check_segmentation_step(step, "evaluation.cv.grid.segmentation_step")
+                                  for step in grid["segmentation_step"]],
+            "fusion_weight": [_grid_number("fusion_weight", w, lambda v: 0.0 <= v <= 1.0, "a number within [0, 1]")
+                              for w in grid["fusion_weight"]],
+            "threshold": [_grid_number("threshold", t, lambda v: v > 0.0, "a number above 0") for t in grid["threshold"]],
+            "min_cluster_size": [int(size) for size in grid["min_cluster_size"]],
+            "min_duration_off": [_grid_number("min_duration_off", d, lambda v: v >= 0.0, "a number of at least 0")
+                                 for d in grid["min_duration_off"]],
+            "method": [str(method) for method in grid["method"]]}
+
+
+def parameter_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of ``evaluation.cv.grid`` (:func:`check_grid`), in :data:`GRID_KEYS` order."""
+    checked = check_grid(grid)
+    return [dict(zip(GRID_KEYS, combo)) for combo in itertools.product(*(checked[key] for key in GRID_KEYS))]
 
 
 def reweighted_file(file: Mapping[str, Any], campplus_dimension: int, from_weight: float, to_weight: float) -> dict:

@@ -279,12 +279,14 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _main(args) -> int:
+    from moshi_data.pipeline.audio.diarization_eval import check_grid
     from moshi_data.pipeline.audio.diarize import Diarizer
     from moshi_data.pipeline.audio.transcribe import Transcriber
     from moshi_data.pipeline.command import UserError
 
     config = args.cfg
     evaluation = config["evaluation"]
+    check_grid(evaluation["cv"]["grid"])  # before any model loads: a bad grid would fail after the model outputs
     if not args.data.is_dir():
         raise UserError(f"shared data folder missing: {args.data}")
     transcriber, diarizer = Transcriber(config), Diarizer(config)
