@@ -159,7 +159,27 @@ def test_local_pipeline_directory_runs_end_to_end(models_config, diarizer, sampl
     turns = production.diarize(sample_audio)
     assert turns == diarizer.diarize(sample_audio)
     assert _sample_der(shared_data, turns) <= models_config["evaluation"]["targets"]["der_sample_collar_025"]
-    assert production.model_versions["diarization"] == f"pyannote pipeline {directory}"
+    bounds = models_config["diarization"]
+    assert production.model_versions["diarization"] == (f"pyannote pipeline {directory}; min_speakers "
+                                                        f"{bounds['min_speakers']}, max_speakers {bounds['max_speakers']}")
+
+
+def test_shard_provenance_names_every_setting_that_changes_the_turns(models_config):
+    """meta.json's model_versions.diarization differs whenever a setting that changes the turns does (no model loads)."""
+    settings = models_config["diarization"]
+
+    def versions(**changed):
+        clustering = {**settings["clustering"], **changed.pop("clustering", {})}
+        return Diarizer({**models_config, "diarization": {**settings, **changed, "clustering": clustering}}
+                        ).model_versions["diarization"]
+
+    variants = [versions(), versions(segmentation_step=0.2), versions(min_duration_off=0.2),
+                versions(clustering={"min_cluster_size": 3}), versions(clustering={"threshold": 0.4}),
+                versions(clustering={"method": "average"}), versions(min_active_frames=10),
+                versions(embedding_exclude_overlap=False), versions(fusion_weight=0.65), versions(max_speakers=4),
+                versions(num_speakers=2), versions(segmentation_model="/models/segmentation.bin")]
+    assert len(set(variants)) == len(variants)
+    assert versions() == versions(embedding_batch_size=8)  # batch sizes do not change the turns
 
 
 def test_packaged_segmentation_names_resolve_to_files_and_other_names_pass_through(tmp_path):

@@ -265,15 +265,21 @@ class Diarizer:
 
     @property
     def model_versions(self) -> dict[str, str]:
+        """``meta.json`` provenance: the pipeline and every setting that changes its turns (speaker bounds included)."""
+        bounds = ", ".join(f"{key} {value}" for key, value in self.speaker_bounds().items())
         if self.settings["pipeline"]:
-            return {"diarization": f"pyannote pipeline {self.settings['pipeline']}"}
+            return {"diarization": f"pyannote pipeline {self.settings['pipeline']}; {bounds}"}
         settings = self.settings
+        clustering = settings["clustering"]
         embedding = settings["embedding_model"]
         if embedding == FUSED_EMBEDDING:
             embedding = f"{embedding} (CAM++ share {settings['fusion_weight']})"
-        return {"diarization": f"pyannote SpeakerDiarization: segmentation {settings['segmentation_model']} + "
-                               f"embedding {embedding} + agglomerative "
-                               f"{settings['clustering']['method']} {settings['clustering']['threshold']}"}
+        return {"diarization": f"pyannote SpeakerDiarization: segmentation {settings['segmentation_model']} "
+                               f"(step {settings['segmentation_step']}, min_duration_off {settings['min_duration_off']}) + "
+                               f"embedding {embedding} (min_active_frames {settings['min_active_frames']}, "
+                               f"exclude_overlap {settings['embedding_exclude_overlap']}) + agglomerative "
+                               f"{clustering['method']} {clustering['threshold']} "
+                               f"(min_cluster_size {clustering['min_cluster_size']}); {bounds}"}
 
     def speaker_bounds(self) -> dict[str, int]:
         settings = self.settings
