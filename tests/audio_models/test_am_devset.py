@@ -327,3 +327,17 @@ def test_cache_key_tells_steps_and_pipelines_apart_and_keeps_the_keys_of_older_c
               cache_key(recording, settings, 0.2, 0.65),
               cache_key(DevRecording("x", recording.audio * 2, [], 0, "real"), settings, 0.2, CACHE_FUSION_WEIGHT)}
     assert len(others) == 6 and key not in others
+
+
+def test_training_mode_is_undone_when_the_cv_fails():
+    """pyannote's training mode (cached outputs used) is put back as it was, also when a step raises."""
+    from types import SimpleNamespace
+
+    from moshi_data.pipeline.audio.diarization_eval import training_mode
+
+    pipelines = [SimpleNamespace(training=False), SimpleNamespace(training=True)]
+    with pytest.raises(RuntimeError, match="boom"):
+        with training_mode(pipelines):
+            assert all(p.training for p in pipelines)
+            raise RuntimeError("boom")
+    assert [p.training for p in pipelines] == [False, True]

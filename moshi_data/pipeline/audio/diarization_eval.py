@@ -15,6 +15,7 @@ were cut from (:mod:`devset`), so no audio is seen on both sides of a split.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import pickle
@@ -290,22 +291,36 @@ def cache_key(recording: DevRecording, settings: Mapping[str, Any], step: float 
 def cached_file(diarizer, pipeline, recording: DevRecording, cache_dir: Path | None,
                 fusion_weight: float | None) -> dict[str, Any]:
     """pyannote file dict of a recording with the segmentation and embeddings of ``pipeline`` (one of
-    :func:`model_output_pipelines`; its fused embedding at ``fusion_weight``, None if not fused or not known)
-    computed (or loaded from ``cache_dir``) once."""
+    :func:`model_output_pipelines`, in training mode; its fused embedding at ``fusion_weight``, None if not fused or
+    not known) computed (or loaded from ``cache_dir``) once."""
     file = diarizer.file(recording.audio, recording.uri)
     key = cache_key(recording, diarizer.settings, getattr(pipeline, "segmentation_step", None), fusion_weight)
     path = cache_dir / f"{recording.uri}-{key}.pkl" if cache_dir else None
     if path is not None and path.exists():
         file.update(pickle.loads(path.read_bytes()))
         return file
-    pipeline.training = True
-    diarizer.diarize_file(file, pipeline)  # in training mode: fills file["training_cache/..."]
+    diarizer.diarize_file(file, pipeline)  # in training mode (:func:`training_mode`): fills file["training_cache/..."]
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")
         temporary.write_bytes(pickle.dumps({k: file[k] for k in CACHE_KEYS if k in file}))
         temporary.replace(path)
     return file
+
+
+@contextlib.contextmanager
+def training_mode(pipelines: Iterable[Any]):
+    """pyannote's training mode on ``pipelines`` (a file dict's cached model outputs are used, not recomputed, and
+    new ones are cached in it), each put back as it was afterwards, also when the block raises."""
+    pipelines = list(pipelines)
+    previous = [pipeline.training for pipeline in pipelines]
+    for pipeline in pipelines:
+        pipeline.training = True
+    try:
+        yield
+    finally:
+        for pipeline, training in zip(pipelines, previous):
+            pipeline.training = training
 
 
 def instantiate(pipeline, setting: Mapping[str, Any]) -> None:
@@ -331,37 +346,37 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
     dimension = None if loaded_by_name else fused_dimension(next(iter(pipelines.values())))
     if dimension is None:
         grid = cv_grid(grid, ("fusion_weight",))
-    files_by_step = {}
-    for step, pipeline in pipelines.items():
-        pipeline.training = True  # pyannote's training mode: cached model outputs are used, not recomputed
-        files_by_step[step] = []
-        for recording in recordings:
-            log(f"  model outputs: {recording.uri} ({recording.duration:.0f} s), segmentation step {step}")
-            files_by_step[step].append(cached_file(diarizer, pipeline, recording, cache_dir,
-                                                   None if dimension is None else CACHE_FUSION_WEIGHT))
-    # components[g][r][collar] for every grid setting g and recording r
-    components: list[list[dict[float, dict[str, float]]]] = []
-    logged = None
-    for index, (setting, files) in enumerate(files_per_setting(files_by_step, grid, dimension)):
-        if (setting["segmentation_step"], setting["fusion_weight"]) != logged:  # progress: one line per (step, weight)
-            logged = (setting["segmentation_step"], setting["fusion_weight"])
-            log(f"  clustering from setting {index + 1} of {len(grid)}: segmentation step {logged[0]}, "
-                f"CAM++ share {logged[1]}")
-        pipeline = pipelines[setting["segmentation_step"]]
-        instantiate(pipeline, setting)
-        components.append([{c: der_components(recording.reference, diarizer.diarize_file(file, pipeline), c)
-                            for c in collars} for recording, file in zip(recordings, files)])
+    with training_mode(pipelines.values()):  # cached model outputs are used, not recomputed
+        files_by_step = {}
+        for step, pipeline in pipelines.items():
+            files_by_step[step] = []
+            for recording in recordings:
+                log(f"  model outputs: {recording.uri} ({recording.duration:.0f} s), segmentation step {step}")
+                files_by_step[step].append(cached_file(diarizer, pipeline, recording, cache_dir,
+                                                       None if dimension is None else CACHE_FUSION_WEIGHT))
+        # components[g][r][collar] for every grid setting g and recording r
+        components: list[list[dict[float, dict[str, float]]]] = []
+        logged = None
+        for index, (setting, files) in enumerate(files_per_setting(files_by_step, grid, dimension)):
+            if (setting["segmentation_step"], setting["fusion_weight"]) != logged:  # progress: one line per (step, weight)
+                logged = (setting["segmentation_step"], setting["fusion_weight"])
+                log(f"  clustering from setting {index + 1} of {len(grid)}: segmentation step {logged[0]}, "
+                    f"CAM++ share {logged[1]}")
+            pipeline = pipelines[setting["segmentation_step"]]
+            instantiate(pipeline, setting)
+            components.append([{c: der_components(recording.reference, diarizer.diarize_file(file, pipeline), c)
+                                for c in collars} for recording, file in zip(recordings, files)])
 
-    der = np.array([[rates(row[r][select_collar])["der"] for r in range(len(recordings))] for row in components])
-    chosen, all_data = choose_settings(der, [r.fold for r in recordings])
-    held_out_turns: dict[int, list[Turn]] = {}  # turns are not kept per setting: re-run with each fold's choice
-    for fold, g in chosen.items():
-        pipeline = pipelines[grid[g]["segmentation_step"]]
-        instantiate(pipeline, grid[g])
-        for index, recording in enumerate(recordings):
-            if recording.fold == fold:
-                file = setting_file(files_by_step[grid[g]["segmentation_step"]][index], grid[g], dimension)
-                held_out_turns[index] = diarizer.diarize_file(file, pipeline)
+        der = np.array([[rates(row[r][select_collar])["der"] for r in range(len(recordings))] for row in components])
+        chosen, all_data = choose_settings(der, [r.fold for r in recordings])
+        held_out_turns: dict[int, list[Turn]] = {}  # turns are not kept per setting: re-run with each fold's choice
+        for fold, g in chosen.items():
+            pipeline = pipelines[grid[g]["segmentation_step"]]
+            instantiate(pipeline, grid[g])
+            for index, recording in enumerate(recordings):
+                if recording.fold == fold:
+                    file = setting_file(files_by_step[grid[g]["segmentation_step"]][index], grid[g], dimension)
+                    held_out_turns[index] = diarizer.diarize_file(file, pipeline)
     per_recording = []
     for index, recording in enumerate(recordings):
         g = chosen[recording.fold]
@@ -375,8 +390,6 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
                  "purity": main_stream_purity(recording.reference, turns, min_main_speech_s)}
         entry.update({f"collar_{c:g}": rates(components[g][index][c]) for c in collars})
         per_recording.append(entry)
-    for pipeline in pipelines.values():
-        pipeline.training = False
     return {"per_recording": per_recording, "summary": summarize(per_recording, collars),
             "chosen_per_fold": {str(fold): grid[g] for fold, g in chosen.items()},
             "all_data_choice": grid[all_data], "grid_size": len(grid),
