@@ -242,8 +242,8 @@ def fused_dimension(pipeline) -> int | None:
 
 def cv_grid(grid: Sequence[Mapping[str, Any]], fixed: Iterable[str] = ()) -> list[dict[str, Any]]:
     """The settings the CV runs: ``grid``, less the dimensions in ``fixed`` that mean nothing for this diarizer
-    (``fusion_weight`` for an embedding other than the fused one): only the settings at the grid's first value of
-    those, reported as None."""
+    (``fusion_weight`` for an embedding other than the fused one; every one of :data:`GRID_KEYS` for a pipeline loaded
+    by name, which keeps its own: one setting): only the settings at the grid's first value of those, reported as None."""
     fixed = tuple(fixed)
     first = grid[0] if grid else {}
     return [{**setting, **{key: None for key in fixed}} for setting in grid
@@ -393,7 +393,7 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
     (``diarization.pipeline``) is scored as it is: one setting, every value None."""
     loaded_by_name = bool(diarizer.settings["pipeline"])
     if loaded_by_name:  # scored with its own hyper-parameters (any clustering, VBx included): nothing is tuned
-        grid = [{key: None for key in GRID_KEYS}]
+        grid = cv_grid(grid, GRID_KEYS)  # one setting, every value None
     pipelines = model_output_pipelines(diarizer, list(dict.fromkeys(s["segmentation_step"] for s in grid)))
     # a loaded pipeline's fused embedding (if any) has the weight its checkpoint says: not rescaled
     dimension = None if loaded_by_name else fused_dimension(next(iter(pipelines.values())))
