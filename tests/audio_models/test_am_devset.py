@@ -247,12 +247,15 @@ def test_cross_validation_chooses_the_segmentation_step_on_other_folds_with_outp
     def no_model_call(*args, **kwargs):
         raise AssertionError("model outputs should come from the cache")
 
-    original = own._segmentation.model.forward
-    own._segmentation.model.forward = no_model_call  # shared by every step's pipeline
+    fused = own._embedding.model_
+    models = (own._segmentation.model, fused.campplus, fused.ge2e)  # shared by every step's pipeline
+    for model in models:
+        model.forward = no_model_call  # an instance attribute: nn.Module.__call__ finds it first
     try:
         again = cross_validate(diarizer, recordings, grid, [0.25], 0.25, 1.0, cache_dir=tmp_path, log=lambda _: None)
     finally:
-        own._segmentation.model.forward = original
+        for model in models:
+            del model.forward  # the class's forward again
     assert again["per_recording"] == results["per_recording"] and not own.training
 
 
