@@ -10,7 +10,8 @@ from moshi_data.pipeline.audio.diarize import (PACKAGED_SEGMENTATION, Diarizatio
                                                segmentation_checkpoint, write_pipeline_dir)
 from moshi_data.pipeline.audio.rttm import read_rttm
 from moshi_data.pipeline.audio.transcribe import Transcriber
-from moshi_data.pipeline.config import apply_overrides
+from moshi_data.pipeline.command import describe
+from moshi_data.pipeline.config import ConfigError, apply_overrides
 
 
 def _sample_der(shared_data, turns) -> float:
@@ -132,10 +133,11 @@ def test_fusion_weight_gives_the_weighted_mean_of_the_two_cosines_and_rescaling_
     assert torch.isnan(fuse(torch.full((1, 192), nan), torch.full((1, 256), nan), 0.35)).all()
     with pytest.raises(ValueError, match="one half is zero"):
         reweight_fused(fuse(campplus, ge2e, 1.0).numpy(), 192, 1.0, 0.5)
-    with pytest.raises(DiarizationModelError, match=r"diarization\.fusion_weight"):
+    with pytest.raises(ConfigError, match=r"diarization\.fusion_weight") as refused:
         embedding_model("campplus+ge2e", 1.5, 20)
+    assert describe(refused.value).startswith("diarization.fusion_weight")  # the one line the CLI prints
     for frames in (0, 2.5, True):
-        with pytest.raises(DiarizationModelError, match=r"diarization\.min_active_frames"):
+        with pytest.raises(ConfigError, match=r"diarization\.min_active_frames"):
             embedding_model("campplus", 0.65, frames)
 
 
@@ -219,7 +221,6 @@ def test_missing_segmentation_checkpoint_names_the_config_key(models_config, tmp
 @pytest.mark.parametrize("step", [0, -0.1, 1.5, "abc", True, float("nan")])
 def test_segmentation_step_outside_the_window_names_the_config_key(models_config, step):
     """A step outside (0, 1], not a number, or a bool (True is not 1.0): one line naming the key, before any model loads."""
-    from moshi_data.pipeline.config import ConfigError
 
     config = {**models_config, "diarization": {**models_config["diarization"], "segmentation_step": step}}
     with pytest.raises(ConfigError, match=r"^diarization\.segmentation_step must be a number within \(0, 1\]") as error:

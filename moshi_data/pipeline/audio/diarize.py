@@ -71,10 +71,10 @@ def embedding_model(name: str, fusion_weight: float, min_active_frames: int):
     try:
         weight = check_fusion_weight(fusion_weight)
     except ValueError as error:
-        raise DiarizationModelError(f"diarization.fusion_weight: {error}") from error
+        raise ConfigError(f"diarization.fusion_weight: {error}") from error
     if isinstance(min_active_frames, bool) or not isinstance(min_active_frames, int) or min_active_frames < 1:
-        raise DiarizationModelError(f"diarization.min_active_frames: must be an integer of at least 1, "
-                                    f"got {min_active_frames!r}")
+        raise ConfigError(f"diarization.min_active_frames: must be an integer of at least 1, "
+                          f"got {min_active_frames!r}")
     if name not in PACKAGED_EMBEDDINGS:
         return name
     try:
