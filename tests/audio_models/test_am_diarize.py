@@ -177,8 +177,8 @@ def test_shard_provenance_names_every_setting_that_changes_the_turns(models_conf
 
     variants = [versions(), versions(segmentation_step=0.2), versions(min_duration_off=0.2),
                 versions(clustering={"min_cluster_size": 3}), versions(clustering={"threshold": 0.4}),
-                versions(clustering={"method": "average"}), versions(min_active_frames=10),
-                versions(embedding_exclude_overlap=False), versions(fusion_weight=0.65), versions(max_speakers=4),
+                versions(clustering={"method": "centroid"}), versions(min_active_frames=10),
+                versions(embedding_exclude_overlap=False), versions(fusion_weight=0.35), versions(max_speakers=4),
                 versions(num_speakers=2), versions(segmentation_model="/models/segmentation.bin")]
     assert len(set(variants)) == len(variants)
     assert versions() == versions(embedding_batch_size=8)  # batch sizes do not change the turns
