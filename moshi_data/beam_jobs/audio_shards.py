@@ -35,6 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from moshi_data.beam_jobs.options import check_paths_reach_workers, prepare_workers, runner_name, with_dataflow  # noqa: E402
 from moshi_data.beam_jobs.progress import mark, progress_bar  # noqa: E402
 from moshi_data.beam_jobs.run_results import first_rejects, stage_seconds  # noqa: E402
+from moshi_data.beam_jobs.stage_timer import StageTimer  # noqa: E402
 from moshi_data.beam_jobs.stale_files import RemoveStale  # noqa: E402
 from moshi_data.beam_jobs.tallies import SumTallies  # noqa: E402
 from moshi_data.classifiers.tokenizer import model_path, train_tokenizer  # noqa: E402
@@ -107,6 +108,7 @@ class ProcessRecording(beam.DoFn):
         self.lock: threading.Lock | None = None
         self.outcomes = {name: Metrics.counter(NAMESPACE, f"recordings_{name}") for name in ("kept", "filtered", "rejected")}
         self.segments_kept = Metrics.counter(NAMESPACE, "segments_kept")
+        self.timer = StageTimer(NAMESPACE)
 
     def setup(self) -> None:
         local = localize_models(self.config, MODEL_KEYS)
@@ -117,8 +119,7 @@ class ProcessRecording(beam.DoFn):
             before = dict(self.processor.timings)
             result = self.processor.process(source)
             seconds = {stage: spent - before.get(stage, 0.0) for stage, spent in self.processor.timings.items()}
-        for stage, spent in seconds.items():
-            Metrics.counter(NAMESPACE, f"ms_{stage}").inc(int(round(1000 * spent)))
+        self.timer.add_all(seconds)
         LOG.info("%s: %s%s, %d segments kept", source.recording_id, result.outcome,
                  f" ({result.reason})" if result.reason else "", result.counters["segments_kept"])
         self.outcomes[result.outcome].inc()

@@ -11,7 +11,6 @@ count, the salts or the order of elements.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Iterator, Mapping
 
 import apache_beam as beam
@@ -19,6 +18,7 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
 from moshi_data.beam_jobs import coders  # noqa: F401 - registers the DocChunk coder (with_output_types(DocChunk) below)
+from moshi_data.beam_jobs.stage_timer import StageTimer
 from moshi_data.pipeline.text.accounting import add_to_funnel
 from moshi_data.pipeline.text.chunk import DocChunk, pack_chunk, unpack_chunk
 from moshi_data.pipeline.text.document import file_index_of
@@ -382,25 +382,24 @@ class DropNearDuplicatesFn(beam.DoFn):
     ``near_duplicate``), records the cluster size on kept documents, and tallies the funnel after MinHash."""
 
     def __init__(self, metrics_namespace: str):
-        self.namespace = metrics_namespace
+        self.timer = StageTimer(metrics_namespace)
 
     def process(self, item):
         _, grouped = item
-        start = time.perf_counter()
-        chunk = unpack_chunk(grouped["chunk"][0])
-        tags = dict(grouped["tags"])  # doc key -> (kind, value); at most the chunk's documents
-        kept = []
-        for doc in chunk.docs:
-            kind, value = tags.get(doc.doc_key, (KEPT, 1))
-            if kind == REMOVED:
-                chunk.filter_document(doc, REASON)
-                continue
-            doc.fields[CLUSTER_SIZE_COLUMN] = value
-            doc.line_counts[STAGE] = len(doc.lines)
-            add_to_funnel(chunk.tally, STAGE, doc)
-            kept.append(doc)
-        chunk.docs = kept
-        Metrics.counter(self.namespace, f"ms_{STAGE}").inc(int((time.perf_counter() - start) * 1000))
+        with self.timer.time(STAGE):
+            chunk = unpack_chunk(grouped["chunk"][0])
+            tags = dict(grouped["tags"])  # doc key -> (kind, value); at most the chunk's documents
+            kept = []
+            for doc in chunk.docs:
+                kind, value = tags.get(doc.doc_key, (KEPT, 1))
+                if kind == REMOVED:
+                    chunk.filter_document(doc, REASON)
+                    continue
+                doc.fields[CLUSTER_SIZE_COLUMN] = value
+                doc.line_counts[STAGE] = len(doc.lines)
+                add_to_funnel(chunk.tally, STAGE, doc)
+                kept.append(doc)
+            chunk.docs = kept
         yield chunk
 
 

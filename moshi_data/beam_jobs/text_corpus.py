@@ -46,6 +46,7 @@ from moshi_data.beam_jobs.heap import release_free_heap
 from moshi_data.beam_jobs.options import build_pipeline_options, check_paths_reach_workers, prepare_workers, runner_name
 from moshi_data.beam_jobs.progress import mark, progress_bar
 from moshi_data.beam_jobs.run_results import first_rejects, stage_seconds
+from moshi_data.beam_jobs.stage_timer import StageTimer
 from moshi_data.beam_jobs.stale_files import RemoveStale
 from moshi_data.beam_jobs.tallies import SumTallies
 from moshi_data.classifiers.models import attach_classifiers
@@ -83,10 +84,6 @@ def cross_document_columns(config: dict) -> dict[str, list]:
     return {name: CROSS_DOCUMENT_STAGES[name][1]() for name in config["cross_document_stages"]}
 
 
-def _timer(stage: str):
-    return Metrics.counter(NAMESPACE, f"ms_{stage}")
-
-
 class ReadInputChunks(beam.DoFn):
     """File spec (index, path, group, the group's partitions) -> (chunk id, packed DocChunk) (main),
     'rejects', 'counts', 'files'.
@@ -100,6 +97,7 @@ class ReadInputChunks(beam.DoFn):
         self.jsonl = JsonlFormat.from_config(config["jsonl"])
         self.docs_per_chunk = int(config["input"]["docs_per_chunk"])
         self.level = int(config["shuffle"]["compression_level"])
+        self.timer = StageTimer(NAMESPACE)
 
     def process(self, spec: tuple[int, str, str, int]) -> Iterator:
         file_index, path, group, partitions = spec
@@ -136,7 +134,7 @@ class ReadInputChunks(beam.DoFn):
         yield beam.pvalue.TaggedOutput("files", report)
 
     def _chunk(self, docs, file_index, chunk_index, group, partitions, path, start) -> Iterator:
-        _timer("read").inc(int((time.perf_counter() - start) * 1000))
+        self.timer.add("read", time.perf_counter() - start)
         start = time.perf_counter()
         chunk = DocChunk(file_index, chunk_index, group, path, docs)
         chunk.tally["documents.in"] += len(docs)
@@ -144,7 +142,7 @@ class ReadInputChunks(beam.DoFn):
         for partition, counts in chunk_line_counts(chunk, partitions).items():
             Metrics.counter(NAMESPACE, "shuffle_bytes_line_counts").inc(counts.nbytes)
             yield beam.pvalue.TaggedOutput("counts", ((group, partition), (chunk.chunk_id, counts)))
-        _timer("normalize_hash").inc(int((time.perf_counter() - start) * 1000))
+        self.timer.add("normalize_hash", time.perf_counter() - start)
         yield minhash.packed_by_id(chunk, self.level, (NAMESPACE, "shuffle_bytes_chunks"))
 
 
@@ -246,10 +244,10 @@ class ProcessChunks(beam.DoFn):
     def __init__(self, config: dict):
         self.processor = ChunkProcessor(config)
         self.release_heap = config["worker_memory"]["release_free_heap"]
+        self.timer = StageTimer(NAMESPACE)
 
     def setup(self):
         self.processor.setup()
-        self.unreported_ms: Counter = Counter()
 
     def process(self, item) -> Iterator:
         chunk, table = chunk_and_table(item)
@@ -259,22 +257,11 @@ class ProcessChunks(beam.DoFn):
             start = time.perf_counter()
             release_free_heap()  # a bundle can last a worker's whole share: freed pages must not pile up (beam_jobs/heap.py)
             seconds["heap_trim"] += time.perf_counter() - start
-        self.count_milliseconds(seconds)
+        self.timer.add_all(seconds)  # a stage under 1 ms a chunk (the heap trim) still adds up
         Metrics.counter(NAMESPACE, "documents_processed").inc(chunk.tally["documents.in"])
         if samples:
             yield beam.pvalue.TaggedOutput("samples", samples)
         yield chunk
-
-    def count_milliseconds(self, seconds: Counter) -> None:
-        """Add a chunk's stage seconds to the ``ms_<stage>`` counters, carrying each stage's fraction of a
-        millisecond to the next chunk (a cheap stage such as the heap trim takes under 1 ms a chunk: rounded
-        down per chunk it would count as nothing); at most 1 ms per stage and DoFn instance goes uncounted."""
-        for stage, spent in seconds.items():
-            total = self.unreported_ms[stage] + spent * 1000
-            whole = int(total)
-            self.unreported_ms[stage] = total - whole
-            if whole:
-                _timer(stage).inc(whole)
 
 
 class SampleLines(beam.CombineFn):
@@ -333,23 +320,23 @@ class WriteShards(beam.DoFn):
         self.output = output
         self.out_cfg = config["output"]
         self.schema = documents_schema(build_stages(config), cross_document_columns(config)).with_metadata(run_metadata(run))
+        self.timer = StageTimer(NAMESPACE)
 
     def process(self, chunk: DocChunk) -> Iterator:
         """A chunk with no kept document writes no shard (readers choke on zero-row files): which
         shards exist depends on the input and config only."""
-        start = time.perf_counter()
-        data = b""
-        if chunk.docs:
-            table = documents_table(chunk.docs, self.schema)
-            data = parquet_bytes(table, self.out_cfg["compression"], int(self.out_cfg["compression_level"]),
-                                 int(self.out_cfg["row_group_rows"]))
-            storage.write_bytes_atomic(storage.join(self.output, DOCUMENTS_DIR, chunk.shard_name), data)
-        tally = Counter(chunk.tally)
-        tally["documents.kept"] += len(chunk.docs)
-        tally["lines.kept"] += sum(len(doc.lines) for doc in chunk.docs)
-        tally["output.bytes"] += len(data)
-        tally["output.shards"] += 1 if chunk.docs else 0
-        _timer("write").inc(int((time.perf_counter() - start) * 1000))
+        with self.timer.time("write"):
+            data = b""
+            if chunk.docs:
+                table = documents_table(chunk.docs, self.schema)
+                data = parquet_bytes(table, self.out_cfg["compression"], int(self.out_cfg["compression_level"]),
+                                     int(self.out_cfg["row_group_rows"]))
+                storage.write_bytes_atomic(storage.join(self.output, DOCUMENTS_DIR, chunk.shard_name), data)
+            tally = Counter(chunk.tally)
+            tally["documents.kept"] += len(chunk.docs)
+            tally["lines.kept"] += sum(len(doc.lines) for doc in chunk.docs)
+            tally["output.bytes"] += len(data)
+            tally["output.shards"] += 1 if chunk.docs else 0
         for example in chunk.dropped:  # kept examples: the report reads the first rows of the shards
             key = tuple(int(part) for part in example["doc_id"].split(":"))
             yield beam.pvalue.TaggedOutput("examples", (example["reason"], (key, example)))

@@ -78,6 +78,14 @@ def test_outputs_and_counts(reference_run):
     assert all(s["duplicate"] == (s["count"] >= 2) for s in samples)
 
 
+def test_per_chunk_stages_report_their_milliseconds(reference_run):
+    """The read, hash and write steps time each chunk (of 4 documents here), each call a fraction of the stage:
+    their ``ms_<stage>`` counters carry the fractions from chunk to chunk (beam_jobs/stage_timer.py)."""
+    _, result = reference_run
+    seconds = result["seconds"]
+    assert all(seconds.get(stage, 0) > 0 for stage in ("read", "normalize_hash", "write", "language")), seconds
+
+
 def test_identical_output_with_two_workers_and_on_rerun(reference_run, shared_data, tmp_path):
     output, _ = reference_run
     expected = tree_digest(output)

@@ -24,25 +24,3 @@ def test_release_free_heap_returns_the_pages_between_live_blocks():
     assert before - after > 40, (before, after)  # ~60 MB of free pages were resident
     assert all(len(block) == 16 * 1024 for block in kept)
 
-
-def test_stage_milliseconds_carry_their_fractions_from_chunk_to_chunk(monkeypatch):
-    """A stage under 1 ms a chunk (the heap trim) still adds up: 0.4 ms x 5 chunks counts 2 ms, not 0."""
-    from collections import Counter
-
-    from moshi_data.beam_jobs import text_corpus
-
-    counted: Counter = Counter()
-
-    class Recorder:
-        def __init__(self, stage):
-            self.stage = stage
-
-        def inc(self, n):
-            counted[self.stage] += n
-
-    monkeypatch.setattr(text_corpus, "_timer", Recorder)
-    process = text_corpus.ProcessChunks.__new__(text_corpus.ProcessChunks)
-    process.unreported_ms = Counter()
-    for _ in range(5):
-        process.count_milliseconds(Counter({"heap_trim": 0.0004, "language": 0.0125}))
-    assert counted == {"heap_trim": 2, "language": 62}
