@@ -44,6 +44,12 @@ def sample_audio(shared_data) -> np.ndarray:
     return load_audio_16k(shared_data / "diarization/pyannote_sample/sample.wav")
 
 
+@pytest.fixture(scope="session")
+def sample_turns(diarizer, sample_audio) -> list:
+    """The offline default diarizer's turns of the pyannote sample (computed once: a full run takes ~30 s here)."""
+    return diarizer.diarize(sample_audio)
+
+
 def espeak_word(text: str, voice: str = "en-us") -> np.ndarray:
     """16 kHz espeak-ng rendering of ``text`` with the leading/trailing silence cut off."""
     wav = subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "--stdout", text],

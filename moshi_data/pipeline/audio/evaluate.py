@@ -223,14 +223,14 @@ def format_table(metrics: dict, checks) -> str:
              f"{diarization['grid_size']} settings): DER = miss + false alarm + confusion; purity = main stream "
              "(most speech) precision/recall",
              f"{'kind':9} {'uri':8} fold {'dur s':>6} spk r/h {'DER.25':>7} {'miss':>6} {'FA':>6} {'conf':>6} "
-             f"{'DER0':>7} purity    missed s: overlap/single/whole turns  method/threshold/min_cluster/min_off/CAM++ share/step"]
+             f"{'DER0':>7} purity    missed s: overlap/single/whole turns  method/threshold/min_cluster/min_off/CAM++ share/step/speech bias/overlap bias"]
     for r in diarization["per_recording"]:
         c, c0, g = r["collar_0.25"], r["collar_0"], r["setting"]
         lines.append(f"{r['kind']:9} {r['uri']:8} {r['fold']:>4} {r['duration_s']:6.1f} {r['speakers_ref']:>3}/"
                      f"{r['speakers_hyp']:<3} {c['der']:7.3f} {c['missed']:6.3f} {c['false_alarm']:6.3f} "
                      f"{c['confusion']:6.3f} {c0['der']:7.3f} {_purity_text(r['purity']['most_speech']):9} "
                      f"{_missed_text(r['missed_s']):36} {g['method']}/{g['threshold']}/{g['min_cluster_size']}/{g['min_duration_off']}/{g['fusion_weight']}/"
-                     f"{g['segmentation_step']}")
+                     f"{g['segmentation_step']}/{g['speech_bias']}/{g['overlap_bias']}")
     for kind, summary in diarization["summary"].items():
         for key in ("collar_0.25", "collar_0"):
             pooled = summary[key]["pooled"]
