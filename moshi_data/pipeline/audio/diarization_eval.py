@@ -27,7 +27,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from moshi_data.pipeline.audio.devset import DevRecording
-from moshi_data.pipeline.audio.diarize import check_powerset_bias, check_segmentation_step, pipeline_parameters
+from moshi_data.pipeline.audio.diarize import (ShortClipAgglomerativeClustering, annotation_turns, check_powerset_bias,
+                                              check_segmentation_step, pipeline_parameters)
 from moshi_data.pipeline.audio.streams import speech_seconds
 from moshi_data.pipeline.audio.types import Turn
 from moshi_data.pipeline.config import ConfigError
@@ -49,8 +50,12 @@ def der_components(reference: Sequence[Turn], hypothesis: Sequence[Turn], collar
     """Seconds of missed speech, false alarm, confusion and reference speech (pyannote.metrics)."""
     from pyannote.metrics.diarization import DiarizationErrorRate
 
-    detail = DiarizationErrorRate(collar=collar, skip_overlap=False)(annotation(reference), annotation(hypothesis),
-                                                                      detailed=True)
+    return seconds_of(DiarizationErrorRate(collar=collar, skip_overlap=False)(annotation(reference),
+                                                                              annotation(hypothesis), detailed=True))
+
+
+def seconds_of(detail: Mapping[str, float]) -> dict[str, float]:
+    """The components of pyannote.metrics' DER detail that are reported."""
     return {"missed": float(detail["missed detection"]), "false_alarm": float(detail["false alarm"]),
             "confusion": float(detail["confusion"]), "total": float(detail["total"])}
 
@@ -397,6 +402,195 @@ def instantiate(pipeline, setting: Mapping[str, Any]) -> None:
         pipeline.instantiate(pipeline_parameters({"min_duration_off": setting["min_duration_off"], "clustering": setting}))
 
 
+def reference_components(diarizer, pipeline, files: Sequence[dict], recordings: Sequence[DevRecording],
+                         setting: Mapping[str, Any], collars: Sequence[float]) -> list[dict[float, dict[str, float]]]:
+    """DER components of one setting on every recording, by pyannote's whole ``SpeakerDiarization.apply`` per
+    recording (:meth:`Diarizer.diarize_file`) and :func:`der_components` per collar: what :class:`SettingScorer`
+    must equal (the test compares them), and the scoring of a pipeline loaded by name (any clustering, VBx included)."""
+    instantiate(pipeline, setting)
+    return [{c: der_components(recording.reference, diarizer.diarize_file(file, pipeline), c) for c in collars}
+            for recording, file in zip(recordings, files)]
+
+
+class LinkageTrees:
+    """scipy's ``linkage`` as pyannote's ``AgglomerativeClustering.cluster`` calls it, each tree computed once per
+    (method, metric) and returned again after: installed by :func:`reused_linkage` while one recording's embeddings
+    (one model-output variant and fusion weight) are clustered with every threshold and minimum cluster size, the
+    filtered (and, for centroid / median / ward, unit-normalized) embeddings pyannote passes are the same each time."""
+
+    def __init__(self):
+        self.trees: dict[tuple, np.ndarray] = {}
+
+    def __call__(self, embeddings: np.ndarray, method: str, metric: str) -> np.ndarray:
+        from scipy.cluster.hierarchy import linkage
+
+        key = (method, metric, embeddings.shape)
+        if key not in self.trees:
+            self.trees[key] = linkage(embeddings, method=method, metric=metric)
+        return self.trees[key]
+
+
+@contextlib.contextmanager
+def reused_linkage(trees: LinkageTrees):
+    """pyannote's clustering module calls ``trees`` instead of scipy's ``linkage`` within the block (put back after,
+    also when it raises); an AttributeError if pyannote stops calling ``linkage`` from that module."""
+    from pyannote.audio.pipelines import clustering
+
+    original = clustering.linkage
+    clustering.linkage = trees
+    try:
+        yield
+    finally:
+        clustering.linkage = original
+
+
+class SettingScorer:
+    """DER components of grid settings on one recording's cached model outputs, equal to
+    :func:`reference_components` (pyannote's whole ``apply`` per setting) with the work that does not depend on the
+    setting done once. ``SpeakerDiarization.apply`` (pyannote 4) is followed step by step with pyannote's own methods,
+    only what is not scored left out (the exclusive diarization, the centroids):
+
+    * per model-output variant (:meth:`use_segmentation`): the binarized segmentation, pyannote's ``speaker_count``
+      capped at the maximum number of speakers, the inactive (window, speaker) pairs; no speech at all: empty turns;
+    * per fusion weight (:meth:`use_embeddings`): the cached embeddings; scipy's linkage tree once per method
+      (:class:`LinkageTrees`, used by pyannote's own clustering);
+    * per setting (:meth:`components`, the pipeline instantiated with it): pyannote's clustering (hard clusters);
+      per distinct hard clusters, ``reconstruct`` once and, for each ``min_durations_off`` value, ``to_annotation``,
+      the turns (:func:`annotation_turns`) and pyannote.metrics' components per collar (the reference annotation and
+      one metric per collar built once), kept by a digest of the hard clusters for the settings that give them again.
+    """
+
+    def __init__(self, reference: Sequence[Turn], collars: Sequence[float], min_durations_off: Sequence[float],
+                 bounds: Mapping[str, int]):
+        from pyannote.audio.pipelines.utils.diarization import set_num_speakers
+        from pyannote.metrics.diarization import DiarizationErrorRate
+
+        self.min_durations_off = [float(value) for value in dict.fromkeys(min_durations_off)]
+        self.num_speakers, self.min_speakers, self.max_speakers = set_num_speakers(**bounds)
+        self.reference = annotation(reference)
+        self.metrics = {collar: DiarizationErrorRate(collar=collar, skip_overlap=False) for collar in collars}
+
+    def use_segmentation(self, pipeline, file: Mapping[str, Any]) -> None:
+        """The variant's pipeline (in training mode) and segmentation (cached in ``file``), what depends only on it."""
+        from pyannote.audio.utils.signal import binarize
+
+        if type(pipeline.clustering) is not ShortClipAgglomerativeClustering:  # the clustering hard_clusters follows
+            raise TypeError(f"SettingScorer follows ShortClipAgglomerativeClustering, not {type(pipeline.clustering)}")
+        self.pipeline = pipeline
+        self.segmentations = pipeline.get_segmentations(file)
+        if pipeline._segmentation.model.specifications.powerset:
+            self.binarized = self.segmentations
+        else:
+            self.binarized = binarize(self.segmentations, onset=pipeline.segmentation.threshold, initial_state=False)
+        count = pipeline.speaker_count(self.binarized, pipeline._segmentation.model.receptive_field, warm_up=(0.0, 0.0))
+        self.silent = np.nanmax(count.data) == 0.0  # apply's early exit: no speaker is ever active
+        count.data = np.minimum(count.data, self.max_speakers).astype(np.int8)
+        self.count = count
+        self.inactive = np.sum(self.binarized.data, axis=1) == 0
+        self.duration = file["waveform"].shape[-1] / file["sample_rate"]
+        self.scores: dict[bytes, dict[float, dict[float, dict[str, float]]]] = {}  # by hard clusters
+        self.turn_scores: dict[bytes, dict[float, dict[str, float]]] = {}  # by turns
+
+    def use_embeddings(self, file: Mapping[str, Any]) -> None:
+        """The cached embeddings of ``file`` (the variant's, at one fusion weight), the ones pyannote's clustering
+        keeps (``filter_embeddings``) and its cluster bounds; forgets earlier linkage trees."""
+        self.trees = LinkageTrees()
+        if self.silent:
+            return
+        clustering = self.pipeline.clustering
+        self.embeddings = self.pipeline.get_embeddings(file, self.binarized,
+                                                       exclude_overlap=self.pipeline.embedding_exclude_overlap)
+        self.kept, self.kept_chunks, self.kept_speakers = clustering.filter_embeddings(self.embeddings,
+                                                                                       segmentations=self.binarized)
+        self.cluster_bounds = clustering.set_num_clusters(len(self.kept), num_clusters=self.num_speakers,
+                                                          min_clusters=self.min_speakers, max_clusters=self.max_speakers)
+
+    def hard_clusters(self) -> np.ndarray:
+        """What the offline pipeline's clustering (:class:`ShortClipAgglomerativeClustering`, pyannote's
+        ``BaseClustering.__call__``) returns with its instantiated setting, from the embeddings filtered once, its
+        ``cluster`` (the linkage tree reused) and ``assign_embeddings``; inactive (window, speaker) pairs at -2."""
+        clustering = self.pipeline.clustering
+        num_clusters, min_clusters, max_clusters = self.cluster_bounds
+        if not len(self.kept) or max_clusters < 2:  # no embedding kept (ShortClip...), or a single cluster allowed
+            hard_clusters = np.zeros(self.embeddings.shape[:2], dtype=np.int8)
+        else:
+            with reused_linkage(self.trees):  # cluster normalizes its input in place (centroid...): a copy, as pyannote's
+                train_clusters = clustering.cluster(self.kept.copy(), min_clusters=min_clusters,
+                                                    max_clusters=max_clusters, num_clusters=num_clusters)
+            hard_clusters, _, _ = clustering.assign_embeddings(self.embeddings, self.kept_chunks, self.kept_speakers,
+                                                               train_clusters, constrained=clustering.constrained_assignment)
+        hard_clusters[self.inactive] = -2
+        return hard_clusters
+
+    def turns(self, discrete_diarization, min_duration_off: float) -> list[Turn]:
+        """apply's speaker diarization (labels renamed as apply does) as :meth:`Diarizer.diarize_file` returns it."""
+        diarization = self.pipeline.to_annotation(discrete_diarization, min_duration_on=0.0,
+                                                  min_duration_off=min_duration_off)
+        mapping = {label: expected for label, expected in zip(diarization.labels(), self.pipeline.classes())}
+        return annotation_turns(diarization.rename_labels(mapping=mapping), self.duration)
+
+    def setting_turns(self) -> dict[float, list[Turn]]:
+        """Turns per value of ``min_durations_off`` with the pipeline's instantiated clustering setting."""
+        return self._turns(None if self.silent else self.hard_clusters())
+
+    def _turns(self, hard_clusters: np.ndarray | None) -> dict[float, list[Turn]]:
+        if hard_clusters is None:  # no speech: apply's empty annotation
+            return {value: [] for value in self.min_durations_off}
+        discrete = self.pipeline.reconstruct(self.segmentations, hard_clusters, self.count)
+        return {value: self.turns(discrete, value) for value in self.min_durations_off}
+
+    def components(self, min_duration_off: float) -> dict[float, dict[str, float]]:
+        """DER components per collar of the pipeline's instantiated setting (its ``min_duration_off`` given)."""
+        hard_clusters = None if self.silent else self.hard_clusters()
+        key = b"" if hard_clusters is None else hashlib.blake2b(
+            repr((hard_clusters.shape, hard_clusters.dtype.str)).encode() + hard_clusters.tobytes(), digest_size=16).digest()
+        if key not in self.scores:
+            self.scores[key] = {value: self.turn_components(turns) for value, turns in self._turns(hard_clusters).items()}
+        return self.scores[key][float(min_duration_off)]
+
+    def turn_components(self, turns: Sequence[Turn]) -> dict[float, dict[str, float]]:
+        """DER components per collar of ``turns``, kept (by a digest of the turns) for the variant's other settings."""
+        key = hashlib.blake2b(repr([(t.start, t.end, t.speaker) for t in turns]).encode(), digest_size=16).digest()
+        if key not in self.turn_scores:
+            self.turn_scores[key] = {collar: self.score(turns, metric) for collar, metric in self.metrics.items()}
+        return self.turn_scores[key]
+
+    def score(self, turns: Sequence[Turn], metric) -> dict[str, float]:
+        """:func:`der_components` with the recording's reference annotation and metric built once."""
+        return seconds_of(metric.compute_components(self.reference, annotation(turns)))  # __call__ less the tally
+
+
+def grid_components(diarizer, pipelines: Mapping[tuple, Any], files_by_variant: Mapping[tuple, Sequence[dict]],
+                    recordings: Sequence[DevRecording], grid: Sequence[Mapping[str, Any]], collars: Sequence[float],
+                    campplus_dimension: int | None, log=print) -> list[list[dict[float, dict[str, float]]]]:
+    """components[g][r][collar]: DER components of every grid setting g on every recording r, from the cached model
+    outputs (pipelines per model-output variant, in training mode). The offline default: a :class:`SettingScorer` per
+    recording, its segmentation work redone only when the variant changes, its embeddings and linkage trees when the
+    fusion weight does; a pipeline loaded by name: :func:`reference_components` (its one setting)."""
+    if diarizer.settings["pipeline"]:
+        return [reference_components(diarizer, pipelines[model_output_variant(setting)], files, recordings, setting,
+                                     collars) for setting, files in files_per_setting(files_by_variant, grid, None)]
+    scorers = [SettingScorer(recording.reference, collars, [s["min_duration_off"] for s in grid],
+                             diarizer.speaker_bounds()) for recording in recordings]
+    components: list[list[dict[float, dict[str, float]]]] = []
+    variant = pair = None
+    for index, (setting, files) in enumerate(files_per_setting(files_by_variant, grid, campplus_dimension)):
+        pipeline = pipelines[model_output_variant(setting)]
+        if model_output_variant(setting) != variant:
+            variant = model_output_variant(setting)
+            for scorer, file in zip(scorers, files):
+                scorer.use_segmentation(pipeline, file)
+        if (variant, setting["fusion_weight"]) != pair:  # progress: one line per (variant, weight)
+            pair = (variant, setting["fusion_weight"])
+            log(f"  clustering from setting {index + 1} of {len(grid)}: segmentation step {variant[0]}, "
+                f"powerset bias speech {variant[1]} overlap {variant[2]}, CAM++ share {pair[1]}")
+            for scorer, file in zip(scorers, files):
+                scorer.use_embeddings(file)
+        instantiate(pipeline, setting)
+        components.append([scorer.components(setting["min_duration_off"]) for scorer in scorers])
+    return components
+
+
 def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[Mapping[str, Any]],
                    collars: Sequence[float], select_collar: float, min_main_speech_s: float,
                    cache_dir: Path | None = None, log=print) -> dict[str, Any]:
@@ -423,19 +617,7 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
                 log(f"  model outputs: {recording.uri} ({recording.duration:.0f} s), segmentation step {variant[0]}, "
                     f"powerset bias speech {variant[1]} overlap {variant[2]}")
                 files_by_variant[variant].append(cached_file(diarizer, pipeline, recording, cache_dir, models))
-        # components[g][r][collar] for every grid setting g and recording r
-        components: list[list[dict[float, dict[str, float]]]] = []
-        logged = None
-        for index, (setting, files) in enumerate(files_per_setting(files_by_variant, grid, dimension)):
-            if (model_output_variant(setting), setting["fusion_weight"]) != logged:  # one line per (variant, weight)
-                logged = (model_output_variant(setting), setting["fusion_weight"])
-                log(f"  clustering from setting {index + 1} of {len(grid)}: segmentation step {logged[0][0]}, "
-                    f"powerset bias speech {logged[0][1]} overlap {logged[0][2]}, CAM++ share {logged[1]}")
-            pipeline = pipelines[model_output_variant(setting)]
-            instantiate(pipeline, setting)
-            components.append([{c: der_components(recording.reference, diarizer.diarize_file(file, pipeline), c)
-                                for c in collars} for recording, file in zip(recordings, files)])
-
+        components = grid_components(diarizer, pipelines, files_by_variant, recordings, grid, collars, dimension, log)
         der = np.array([[rates(row[r][select_collar])["der"] for r in range(len(recordings))] for row in components])
         chosen, all_data = choose_settings(der, [r.fold for r in recordings])
         held_out_turns: dict[int, list[Turn]] = {}  # turns are not kept per setting: re-run with each fold's choice
