@@ -5,7 +5,8 @@ The expensive model outputs of pyannote's pipeline (segmentation scores and the 
 computed once per recording and model-output variant (:data:`MODEL_OUTPUT_KEYS`: segmentation step and powerset
 bias; pyannote's own training-mode cache in the file dict, also pickled under ``cache_dir``, keyed by audio, model
 settings, package versions and model file digests: :func:`cache_key`), then every setting of the grid re-runs only
-clustering and reconstruction. The segmentation window step (``segmentation_step``) and the powerset decision bias
+what depends on it (:class:`SettingScorer`: pyannote's clustering per setting, reconstruction per distinct clustering,
+pyannote.metrics per distinct turns). The segmentation window step (``segmentation_step``) and the powerset decision bias
 (``speech_bias``, ``overlap_bias``: :class:`diarize.BiasedPowerset`, which changes the binarized segmentation and so
 the embedding masks) are grid dimensions: one pipeline per variant, all built around the same loaded models. The fused embedding's CAM++ share (``fusion_weight``)
 is one too: the cached fused vectors' two halves are rescaled (:func:`embedding.reweight_fused`), not re-embedded.
