@@ -39,7 +39,9 @@ def held_out(components, recordings, select_collar: float) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--segmentation-step", type=float, nargs="+", default=[0.2, 0.1])
+    parser.add_argument("--segmentation-step", type=float, nargs="+", default=[0.1])
+    parser.add_argument("--speech-bias", type=float, nargs="+", default=[0.0, 1.0])
+    parser.add_argument("--overlap-bias", type=float, nargs="+", default=[0.0])
     parser.add_argument("--fusion-weight", type=float, nargs="+", default=[0.35, 0.65])
     parser.add_argument("--threshold", type=float, nargs="+", default=[0.3, 0.5, 0.7])
     parser.add_argument("--min-cluster-size", type=int, nargs="+", default=[1, 6])
@@ -61,17 +63,18 @@ def main(argv=None) -> int:
     diarizer = Diarizer(config)
     diarizer.setup()
     recordings = build_devset(SHARED_DATA, evaluation["devset"])[:args.recordings]
-    grid = de.parameter_grid({"segmentation_step": args.segmentation_step, "fusion_weight": args.fusion_weight,
+    grid = de.parameter_grid({"segmentation_step": args.segmentation_step, "speech_bias": args.speech_bias,
+                              "overlap_bias": args.overlap_bias, "fusion_weight": args.fusion_weight,
                               "threshold": args.threshold, "min_cluster_size": args.min_cluster_size,
                               "min_duration_off": args.min_duration_off, "method": args.method})
     collars, select_collar = evaluation["collars"], evaluation["cv"]["select_collar"]
-    pipelines = de.model_output_pipelines(diarizer, list(dict.fromkeys(s["segmentation_step"] for s in grid)))
+    pipelines = de.model_output_pipelines(diarizer, list(dict.fromkeys(de.model_output_variant(s) for s in grid)))
     dimension = de.fused_dimension(next(iter(pipelines.values())))
     cache = Path(args.cache) if Path(args.cache).is_absolute() else REPO_ROOT / args.cache
     models = de.model_identity(diarizer.settings)
     with de.training_mode(pipelines.values()):
-        files = {step: [de.cached_file(diarizer, pipeline, r, cache, models) for r in recordings]
-                 for step, pipeline in pipelines.items()}
+        files = {variant: [de.cached_file(diarizer, pipeline, r, cache, models) for r in recordings]
+                 for variant, pipeline in pipelines.items()}
         load_before = os.getloadavg()
         new_times = []
         for _ in range(args.repeat):
@@ -79,7 +82,7 @@ def main(argv=None) -> int:
             new = de.grid_components(diarizer, pipelines, files, recordings, grid, collars, dimension, log=lambda _: None)
             new_times.append(time.perf_counter() - start)
         start = time.perf_counter()
-        old = [de.reference_components(diarizer, pipelines[setting["segmentation_step"]], setting_files, recordings,
+        old = [de.reference_components(diarizer, pipelines[de.model_output_variant(setting)], setting_files, recordings,
                                        setting, collars)
                for setting, setting_files in de.files_per_setting(files, grid, dimension)]
         old_time = time.perf_counter() - start

@@ -36,7 +36,7 @@ def recordings(shared_data, sample_audio) -> list:
 
 def test_setting_scorer_gives_the_turns_and_der_of_pyannote_apply_for_every_setting(
         diarizer, sample_audio, shared_data, one_torch_thread):
-    """Two segmentation steps x two fusion weights x every linkage method x thresholds low enough that pyannote's
+    """Two segmentation steps and two powerset biases x two fusion weights x every linkage method x thresholds low enough that pyannote's
     clustering searches its dendrogram for a number of clusters within bounds x a minimum cluster size above the
     number of embeddings x min_duration_off 0 / 0.2, on speech and on a recording with none: the fast path's turns
     and DER components (both collars) equal pyannote's apply + pyannote.metrics exactly, setting by setting, and so
@@ -45,22 +45,26 @@ def test_setting_scorer_gives_the_turns_and_der_of_pyannote_apply_for_every_sett
     from moshi_data.pipeline.audio import diarization_eval as de
 
     recs = recordings(shared_data, sample_audio)
-    grid = de.parameter_grid({"segmentation_step": [0.2, 0.1], "fusion_weight": [0.35, 0.65],
-                              "threshold": [0.05, 0.5, 0.8], "min_cluster_size": [1, 20],
+    grid = de.parameter_grid({"segmentation_step": [0.2, 0.1], "speech_bias": [0.0], "overlap_bias": [0.0],
+                              "fusion_weight": [0.35, 0.65], "threshold": [0.05, 0.5, 0.8], "min_cluster_size": [1, 20],
                               "min_duration_off": [0.0, 0.2], "method": list(de.linkage_methods())})
-    pipelines = de.model_output_pipelines(diarizer, [0.2, 0.1])
-    dimension = de.fused_dimension(pipelines[0.2])
+    for speech, overlap in ((1.0, 0.0), (0.0, 1.0)):  # two powerset-bias variants, fewer settings each
+        grid += de.parameter_grid({"segmentation_step": [0.1], "speech_bias": [speech], "overlap_bias": [overlap],
+                                   "fusion_weight": [0.65], "threshold": [0.5], "min_cluster_size": [1],
+                                   "min_duration_off": [0.0, 0.2], "method": list(de.linkage_methods())})
+    pipelines = de.model_output_pipelines(diarizer, list(dict.fromkeys(de.model_output_variant(s) for s in grid)))
+    dimension = de.fused_dimension(next(iter(pipelines.values())))
     with de.training_mode(pipelines.values()):
-        files = {step: [de.cached_file(diarizer, pipeline, r, None, []) for r in recs]
-                 for step, pipeline in pipelines.items()}
+        files = {variant: [de.cached_file(diarizer, pipeline, r, None, []) for r in recs]
+                 for variant, pipeline in pipelines.items()}
         fast = de.grid_components(diarizer, pipelines, files, recs, grid, COLLARS, dimension, log=lambda _: None)
         scorers = [de.SettingScorer(r.reference, COLLARS, [0.0, 0.2], diarizer.speaker_bounds()) for r in recs]
         reference_turns = []
         pair = None
         for g, (setting, setting_files) in enumerate(de.files_per_setting(files, grid, dimension)):
-            pipeline = pipelines[setting["segmentation_step"]]
-            if (setting["segmentation_step"], setting["fusion_weight"]) != pair:
-                pair = (setting["segmentation_step"], setting["fusion_weight"])
+            pipeline = pipelines[de.model_output_variant(setting)]
+            if (de.model_output_variant(setting), setting["fusion_weight"]) != pair:
+                pair = (de.model_output_variant(setting), setting["fusion_weight"])
                 for scorer, file in zip(scorers, setting_files):
                     scorer.use_segmentation(pipeline, file)
                     scorer.use_embeddings(file)
