@@ -449,16 +449,18 @@ class SettingScorer:
     """DER components of grid settings on one recording's cached model outputs, equal to
     :func:`reference_components` (pyannote's whole ``apply`` per setting) with the work that does not depend on the
     setting done once. ``SpeakerDiarization.apply`` (pyannote 4) is followed step by step with pyannote's own methods,
-    only what is not scored left out (the exclusive diarization, the centroids):
+    only what is not scored left out (the exclusive diarization, the centroids, the out-of-bounds warning):
 
     * per model-output variant (:meth:`use_segmentation`): the binarized segmentation, pyannote's ``speaker_count``
       capped at the maximum number of speakers, the inactive (window, speaker) pairs; no speech at all: empty turns;
-    * per fusion weight (:meth:`use_embeddings`): the cached embeddings; scipy's linkage tree once per method
-      (:class:`LinkageTrees`, used by pyannote's own clustering);
-    * per setting (:meth:`components`, the pipeline instantiated with it): pyannote's clustering (hard clusters);
-      per distinct hard clusters, ``reconstruct`` once and, for each ``min_durations_off`` value, ``to_annotation``,
-      the turns (:func:`annotation_turns`) and pyannote.metrics' components per collar (the reference annotation and
-      one metric per collar built once), kept by a digest of the hard clusters for the settings that give them again.
+    * per fusion weight (:meth:`use_embeddings`): the cached embeddings, those pyannote's clustering keeps
+      (``filter_embeddings``) and its cluster bounds; scipy's linkage tree once per method (:class:`LinkageTrees`,
+      called by pyannote's own ``cluster``);
+    * per setting (:meth:`components`, the pipeline instantiated with it): ``cluster`` and ``assign_embeddings``
+      (:meth:`hard_clusters`); per distinct hard clusters of the variant, ``reconstruct`` once and, for each of
+      ``min_durations_off``, ``to_annotation`` and the turns (:func:`annotation_turns`); per distinct turns,
+      pyannote.metrics' components per collar (the reference annotation and one metric per collar built once).
+      Hard clusters and turns are told apart by a 128-bit digest of their bytes.
     """
 
     def __init__(self, reference: Sequence[Turn], collars: Sequence[float], min_durations_off: Sequence[float],
