@@ -27,6 +27,9 @@ def test_zero_bias_is_pyannotes_conversion_and_a_bias_favours_speech_and_overlap
     assert biased.bias.tolist() == [0.0, 1.0, 1.0, 1.0, 1.5, 1.5, 1.5]
     assert torch.equal(biased(scores), pyannote(scores + biased.bias))  # the bias, then pyannote's hard argmax
     assert torch.allclose(biased(scores, soft=True), pyannote((scores + biased.bias).log_softmax(-1), soft=True))
+    # pyannote code that calls to_multilabel directly (not forward) gets the bias too
+    assert torch.equal(biased.to_multilabel(scores), pyannote(scores + biased.bias))
+    assert torch.equal(biased.to_multilabel(scores, soft=True), biased(scores, soft=True))
     speakers = {name: BiasedPowerset(3, 2, **bias)(scores).sum(-1)  # active speakers per frame
                 for name, bias in {"none": {}, "speech": {"speech": 1.0}, "overlap": {"overlap": 1.0}}.items()}
     assert (speakers["speech"] >= 1).sum() > (speakers["none"] >= 1).sum()

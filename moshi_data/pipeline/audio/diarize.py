@@ -134,7 +134,8 @@ class BiasedPowerset(Powerset):
     """pyannote's powerset -> multilabel conversion with a decision bias: ``speech`` is added to the log-probability
     of every class with at least one speaker and ``overlap`` to every class with at least two, before pyannote's own
     conversion (a hard argmax in the pipeline's segmentation Inference). Positive values trade false alarm for less
-    missed (overlapped) speech; 0 and 0 is pyannote's conversion unchanged."""
+    missed (overlapped) speech; 0 and 0 is pyannote's conversion unchanged. The bias is in ``to_multilabel``, so
+    pyannote's ``forward`` (an alias of it) and any pyannote code calling ``to_multilabel`` directly both apply it."""
 
     def __init__(self, num_classes: int, max_set_size: int, speech: float = 0.0, overlap: float = 0.0):
         super().__init__(num_classes, max_set_size)
@@ -142,11 +143,11 @@ class BiasedPowerset(Powerset):
         bias = self.speech * (self.cardinality >= 1).float() + self.overlap * (self.cardinality >= 2).float()
         self.register_buffer("bias", bias, persistent=False)
 
-    def forward(self, powerset, soft: bool = False):
+    def to_multilabel(self, powerset, soft: bool = False):
         biased = powerset + self.bias
         if soft:  # pyannote's soft conversion takes log-probabilities: renormalized (argmax unchanged)
             biased = biased.log_softmax(dim=-1)
-        return super().forward(biased, soft=soft)
+        return super().to_multilabel(biased, soft=soft)
 
 
 class AgglomerativeSpeakerDiarization(SpeakerDiarization):
