@@ -81,6 +81,26 @@ def test_a_bad_powerset_bias_is_one_line_naming_its_key_before_any_model_loads(m
     assert "\n" not in describe(error.value)
 
 
+def test_a_powerset_bias_with_a_pipeline_loaded_by_name_is_refused_before_it_loads(models_config, monkeypatch):
+    """diarization.pipeline set: the loaded pipeline keeps its own conversion, so a bias other than 0/0 (which it would
+    ignore) is a one-line ConfigError naming diarization.powerset_bias; 0/0 goes on to load it."""
+    class Loaded(Exception):
+        pass
+
+    def loading(self, name):
+        raise Loaded(name)
+
+    monkeypatch.setattr(Diarizer, "_load_pipeline", loading)
+    by_name = {**models_config, "diarization": {**models_config["diarization"], "pipeline": "org/hub-pipeline"}}
+    for bias in ({"speech": 1.0}, {"overlap": -0.5}):
+        with pytest.raises(ConfigError, match=r"^diarization\.powerset_bias must be 0 and 0 with diarization\.pipeline "
+                                              r"set .*got \{'speech': .*\}$") as error:
+            Diarizer(_with_bias(by_name, **bias)).setup()
+        assert "\n" not in describe(error.value)
+    with pytest.raises(Loaded, match="org/hub-pipeline"):
+        Diarizer(by_name).setup()
+
+
 def test_cross_validation_computes_and_caches_model_outputs_per_bias(diarizer, sample_audio, models_config, shared_data,
                                                                      tmp_path):
     """Two 12 s pieces in two folds, a grid of two speech biases: one pipeline per bias around the diarizer's models,
