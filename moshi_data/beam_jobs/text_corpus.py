@@ -45,7 +45,7 @@ from moshi_data.beam_jobs import coders, minhash  # noqa: F401 - coders: registe
 from moshi_data.beam_jobs.heap import release_free_heap
 from moshi_data.beam_jobs.options import build_pipeline_options, check_paths_reach_workers, prepare_workers, runner_name
 from moshi_data.beam_jobs.progress import mark, progress_bar
-from moshi_data.beam_jobs.run_results import first_rejects, stage_seconds
+from moshi_data.beam_jobs.run_results import STAGE_COUNTER_PREFIX, first_rejects, stage_seconds
 from moshi_data.beam_jobs.stage_timer import StageTimer
 from moshi_data.beam_jobs.stale_files import RemoveStale
 from moshi_data.beam_jobs.tallies import SumTallies
@@ -500,7 +500,7 @@ def run_metrics(result) -> dict:
     counters: Counter = Counter()
     for counter in metrics["counters"]:  # one per step: summed
         name = counter.key.metric.name
-        if counter.key.metric.namespace in (NAMESPACE, "minhash") and not name.startswith("ms_") and counter.committed:
+        if counter.key.metric.namespace in (NAMESPACE, "minhash") and not name.startswith(STAGE_COUNTER_PREFIX) and counter.committed:
             counters[name] += counter.committed
     maxima: dict = {}
     for distribution in metrics["distributions"]:

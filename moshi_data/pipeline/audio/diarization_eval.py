@@ -28,7 +28,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from moshi_data.pipeline.audio.devset import DevRecording
-from moshi_data.pipeline.audio.diarize import (ShortClipAgglomerativeClustering, annotation_turns, check_powerset_bias,
+from moshi_data.pipeline.audio.diarize import (POWERSET_BIAS_KEYS, POWERSET_BIAS_PARAMETERS,
+                                              ShortClipAgglomerativeClustering, annotation_turns, check_powerset_bias,
                                               check_segmentation_step, pipeline_parameters)
 from moshi_data.pipeline.audio.streams import speech_seconds
 from moshi_data.pipeline.audio.types import Turn
@@ -137,7 +138,7 @@ def main_stream_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], mi
 
 
 # Grid dimensions that change the model outputs (computed and cached per variant: one pipeline each) ...
-MODEL_OUTPUT_KEYS = ("segmentation_step", "speech_bias", "overlap_bias")
+MODEL_OUTPUT_KEYS = ("segmentation_step", *POWERSET_BIAS_PARAMETERS)
 # ... first: the grid is ordered so that each (variant, fusion weight) copy of the cached files is made once.
 GRID_KEYS = (*MODEL_OUTPUT_KEYS, "fusion_weight", "threshold", "min_cluster_size", "min_duration_off", "method")
 
@@ -185,7 +186,7 @@ def check_grid(grid: Mapping[str, Any]) -> dict[str, list]:
     return {"segmentation_step": [check_segmentation_step(step, "evaluation.cv.grid.segmentation_step")
                                   for step in grid["segmentation_step"]],
             **{key: [check_powerset_bias(bias, f"evaluation.cv.grid.{key}: every value") for bias in grid[key]]
-               for key in ("speech_bias", "overlap_bias")},
+               for key in POWERSET_BIAS_PARAMETERS},
             "fusion_weight": [_grid_number("fusion_weight", w, lambda v: 0.0 <= v <= 1.0, "a number within [0, 1]")
                               for w in grid["fusion_weight"]],
             "threshold": [_grid_number("threshold", t, lambda v: v > 0.0, "a number above 0") for t in grid["threshold"]],
@@ -243,10 +244,10 @@ def model_output_pipelines(diarizer, variants: Sequence[tuple]) -> dict[tuple, A
     if isinstance(embedding, FusedEmbedding):
         embedding = embedding.with_weight(CACHE_FUSION_WEIGHT)
     device = torch.device(diarizer.config["device"])
-    return {(step, speech, overlap): build_offline_pipeline(
-                {**diarizer.settings, "segmentation_step": step, "powerset_bias": {"speech": speech, "overlap": overlap}},
+    return {(step, *bias): build_offline_pipeline(
+                {**diarizer.settings, "segmentation_step": step, "powerset_bias": dict(zip(POWERSET_BIAS_KEYS, bias))},
                 segmentation=loaded._segmentation.model, embedding=embedding).to(device)
-            for step, speech, overlap in variants}
+            for step, *bias in variants}
 
 
 def fused_dimension(pipeline) -> int | None:

@@ -109,7 +109,8 @@ class ShortClipAgglomerativeClustering(AgglomerativeClustering):
                 np.zeros((1, dimension)))
 
 
-POWERSET_BIAS_KEYS = ("speech", "overlap")  # diarization.powerset_bias's keys
+POWERSET_BIAS_KEYS = ("speech", "overlap")  # diarization.powerset_bias's keys ...
+POWERSET_BIAS_PARAMETERS = ("speech_bias", "overlap_bias")  # ... as AgglomerativeSpeakerDiarization's parameters
 
 
 def check_powerset_bias(value: Any, key: str) -> float:
@@ -244,7 +245,7 @@ def write_pipeline_dir(settings: Mapping[str, Any], directory: Path) -> Path:
         "pipeline": {"name": f"{__name__}.AgglomerativeSpeakerDiarization",
                      "params": {"segmentation": "$model/segmentation", "embedding": "$model/embedding",
                                 "segmentation_step": float(settings["segmentation_step"]),
-                                **dict(zip(("speech_bias", "overlap_bias"), powerset_bias(settings))),
+                                **dict(zip(POWERSET_BIAS_PARAMETERS, powerset_bias(settings))),
                                 "embedding_exclude_overlap": bool(settings["embedding_exclude_overlap"]),
                                 "embedding_batch_size": int(settings["embedding_batch_size"]),
                                 "segmentation_batch_size": int(settings["segmentation_batch_size"])}},
