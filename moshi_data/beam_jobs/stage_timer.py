@@ -14,13 +14,14 @@ from moshi_data.beam_jobs.run_results import STAGE_COUNTER_PREFIX
 
 class StageTimer:
     """The ``ms_<stage>`` counters of ``namespace`` for one DoFn instance (create one per DoFn, in
-    ``__init__`` or ``setup``: it pickles as its namespace and its carries).
+    ``__init__`` or ``setup``: it pickles as its namespace, its carries and the counters it has created so far:
+    Beam counter handles, a metric name each, no counts).
 
     Each call adds seconds to a stage; the stage's counter then holds its seconds so far rounded to the
     nearest millisecond, the difference carried to the next call (-0.5 to 0.5 ms, kept across bundles
     since a worker reuses a DoFn instance). So 10,000 calls of 0.4 ms count 4000 ms, not 0, and
     nothing waits for the end of a bundle: each bundle commits what its calls added, and what a
-    DoFn instance leaves uncounted when it is torn down is under 0.5 ms per stage (in either direction)."""
+    DoFn instance has counted when it is torn down is within 0.5 ms per stage of its time spent (either way)."""
 
     def __init__(self, namespace: str):
         self.namespace = namespace

@@ -62,3 +62,4 @@ def test_a_timer_pickles_with_its_carries():
     copy = pickler.loads(pickler.dumps(timer))
     assert copy.namespace == NAMESPACE and copy.carry_ms == timer.carry_ms
     assert abs(copy.carry_ms["read"] - 0.4) < 1e-9 and abs(copy.carry_ms["write"] - 0.2) < 1e-9
+    assert sorted(copy.counters) == ["write"]  # the counter handles created before pickling (read counted 0 ms)
