@@ -458,9 +458,10 @@ class SettingScorer:
     * per fusion weight (:meth:`use_embeddings`): the cached embeddings, those pyannote's clustering keeps
       (``filter_embeddings``) and its cluster bounds; scipy's linkage tree once per method (:class:`LinkageTrees`,
       called by pyannote's own ``cluster``);
-    * per setting (:meth:`components`, the pipeline instantiated with it): ``cluster`` and ``assign_embeddings``
-      (:meth:`hard_clusters`); per distinct hard clusters of the variant, ``reconstruct`` once and, for each of
-      ``min_durations_off``, ``to_annotation`` and the turns (:func:`annotation_turns`); per distinct turns,
+    * per clustering setting (:meth:`components`, the pipeline instantiated with it): ``cluster`` and
+      ``assign_embeddings`` (:meth:`hard_clusters`), once for every ``min_duration_off``; per distinct hard clusters
+      of the variant, ``reconstruct`` once and, for each of ``min_durations_off``, ``to_annotation`` and the turns
+      (:func:`annotation_turns`); per distinct turns,
       pyannote.metrics' components per collar (the reference annotation and one metric per collar built once).
       Hard clusters and turns are told apart by a 128-bit digest of their bytes.
     """
@@ -498,8 +499,9 @@ class SettingScorer:
 
     def use_embeddings(self, file: Mapping[str, Any]) -> None:
         """The cached embeddings of ``file`` (the variant's, at one fusion weight), the ones pyannote's clustering
-        keeps (``filter_embeddings``) and its cluster bounds; forgets earlier linkage trees."""
+        keeps (``filter_embeddings``) and its cluster bounds; forgets earlier linkage trees and clusterings."""
         self.trees = LinkageTrees()
+        self.clustered: dict[tuple, bytes] = {}  # (method, threshold, min_cluster_size) -> digest of its hard clusters
         if self.silent:
             return
         clustering = self.pipeline.clustering
@@ -546,12 +548,18 @@ class SettingScorer:
 
     def components(self, min_duration_off: float) -> dict[float, dict[str, float]]:
         """DER components per collar of the pipeline's instantiated setting (its ``min_duration_off`` given)."""
-        hard_clusters = None if self.silent else self.hard_clusters()
-        key = b"" if hard_clusters is None else hashlib.blake2b(
-            repr((hard_clusters.shape, hard_clusters.dtype.str)).encode() + hard_clusters.tobytes(), digest_size=16).digest()
-        if key not in self.scores:
-            self.scores[key] = {value: self.turn_components(turns) for value, turns in self._turns(hard_clusters).items()}
-        return self.scores[key][float(min_duration_off)]
+        clustering = self.pipeline.clustering
+        setting = (clustering.method, clustering.threshold, clustering.min_cluster_size)
+        if setting not in self.clustered:  # settings that differ in min_duration_off only are clustered once
+            hard_clusters = None if self.silent else self.hard_clusters()
+            key = b"" if hard_clusters is None else hashlib.blake2b(
+                repr((hard_clusters.shape, hard_clusters.dtype.str)).encode() + hard_clusters.tobytes(),
+                digest_size=16).digest()
+            if key not in self.scores:
+                self.scores[key] = {value: self.turn_components(turns)
+                                    for value, turns in self._turns(hard_clusters).items()}
+            self.clustered[setting] = key
+        return self.scores[self.clustered[setting]][float(min_duration_off)]
 
     def turn_components(self, turns: Sequence[Turn]) -> dict[float, dict[str, float]]:
         """DER components per collar of ``turns``, kept (by a digest of the turns) for the variant's other settings."""
