@@ -223,12 +223,47 @@ def sample_pieces(shared_data, sample_audio, seconds: float = 12.0) -> list:
     return [piece(4.0, 0), piece(16.0, 1)]
 
 
+def force_choice(monkeypatch, rows: dict) -> None:
+    """``diarization_eval.choose_settings`` made to give fold f the grid row ``rows[f]`` (the all-data choice its
+    own): a CV test then has a fold choose a row that differs from the first one in the dimension under test, which
+    the real choice on two short pieces need not do (choose_settings itself is tested above)."""
+    from moshi_data.pipeline.audio import diarization_eval
+
+    real = diarization_eval.choose_settings
+    monkeypatch.setattr(diarization_eval, "choose_settings", lambda der, folds: (dict(rows), real(der, folds)[1]))
+
+
+def turns_of_setting(diarizer, recording, setting: dict) -> list:
+    """The recording's turns by an offline pipeline configured with a CV grid ``setting``, built directly (not by the
+    CV) around the diarizer's models."""
+    from moshi_data.pipeline.audio.diarize import POWERSET_BIAS_KEYS, Diarizer, build_offline_pipeline
+
+    own = diarizer.pipeline
+    pipeline = build_offline_pipeline({
+        **diarizer.settings, "segmentation_step": setting["segmentation_step"], "fusion_weight": setting["fusion_weight"],
+        "powerset_bias": dict(zip(POWERSET_BIAS_KEYS, (setting["speech_bias"], setting["overlap_bias"]))),
+        "min_duration_off": setting["min_duration_off"],
+        "clustering": {key: setting[key] for key in ("method", "threshold", "min_cluster_size")}},
+        segmentation=own._segmentation.model, embedding=own._embedding.model_.with_weight(setting["fusion_weight"]))
+    return diarizer.diarize_file(Diarizer.file(recording.audio, recording.uri), pipeline)
+
+
+def assert_held_out(entry: dict, recording, turns: list, collars: list, min_main_speech_s: float) -> None:
+    """A CV per-recording entry (``collars``, the last one the selection collar) is that of ``turns`` (the chosen
+    setting's, from :func:`turns_of_setting`)."""
+    assert entry["components"] == {f"collar_{c:g}": der_components(recording.reference, turns, c) for c in collars}
+    assert entry["speakers_hyp"] == len({t.speaker for t in turns})
+    assert entry["missed_s"] == miss_breakdown(recording.reference, turns, collars[-1])
+    assert entry["purity"] == main_stream_purity(recording.reference, turns, min_main_speech_s)
+
+
 def test_cross_validation_chooses_the_segmentation_step_on_other_folds_with_outputs_cached_per_step(
-        diarizer, sample_audio, models_config, shared_data, tmp_path, one_torch_thread):
+        diarizer, sample_audio, models_config, shared_data, tmp_path, one_torch_thread, monkeypatch):
     """Two 12 s pieces of the sample in two folds, a grid of two steps x two thresholds: the model outputs are
     computed once per (recording, step) by pipelines around the diarizer's own models, cached under keys that
-    differ by step, reused by a second run without any model call; the held-out turns are those of each fold's
-    choice, and the diarizer's own pipeline is left as it was."""
+    differ by step, reused by a second run without any model call; with fold 0 made to choose step 0.1 and fold 1
+    step 0.2, each held-out entry (DER components, missed speech, purity, speakers) is that of a pipeline configured
+    with its fold's setting, whose turns differ by step; the diarizer's own pipeline is left as it was."""
     from moshi_data.pipeline.audio.diarization_eval import (CACHE_FUSION_WEIGHT, cross_validate,
                                                             model_output_pipelines)
 
@@ -245,13 +280,21 @@ def test_cross_validation_chooses_the_segmentation_step_on_other_folds_with_outp
         assert fused.hparams.campplus_weight == CACHE_FUSION_WEIGHT
     assert own._embedding.model_.hparams.campplus_weight == models_config["diarization"]["fusion_weight"]
 
-    results = cross_validate(diarizer, recordings, grid, [0.25], 0.25, 1.0, cache_dir=tmp_path, log=lambda _: None)
+    assert [(s["segmentation_step"], s["threshold"]) for s in grid] == [(0.2, 0.3), (0.2, 0.7), (0.1, 0.3), (0.1, 0.7)]
+    force_choice(monkeypatch, {0: 2, 1: 1})  # fold 0: step 0.1 (not the first variant), fold 1: step 0.2
+    collars = [0.0, 0.25]  # at 0.25 the two steps' DER components are equal on these pieces, at 0 they differ
+    results = cross_validate(diarizer, recordings, grid, collars, 0.25, 1.0, cache_dir=tmp_path, log=lambda _: None)
     cached = sorted(path.name for path in tmp_path.glob("*.pkl"))
     assert len(cached) == 4 and len({name.split("-")[1] for name in cached}) == 4  # 2 recordings x 2 steps
     assert results["grid"]["segmentation_step"] == [0.2, 0.1] and results["grid_size"] == 4
-    for entry in results["per_recording"]:
-        setting = results["chosen_per_fold"][str(entry["fold"])]
-        assert entry["setting"] == setting and setting["segmentation_step"] in (0.2, 0.1)
+    held_out = [turns_of_setting(diarizer, recording, grid[row]) for recording, row in zip(recordings, (2, 1))]
+    for recording, entry, row, turns in zip(recordings, results["per_recording"], (2, 1), held_out):
+        assert entry["setting"] == results["chosen_per_fold"][str(entry["fold"])] == grid[row]
+        assert_held_out(entry, recording, turns, collars, 1.0)
+    # fold 0's figures differ by step: a CV that used the first step's outputs for every setting would fail above
+    first_step = turns_of_setting(diarizer, recordings[0], grid[0])
+    assert der_components(recordings[0].reference, first_step, 0.0) != results["per_recording"][0]["components"]["collar_0"]
+    assert first_step != held_out[0]
 
     def no_model_call(*args, **kwargs):
         raise AssertionError("model outputs should come from the cache")
@@ -261,7 +304,7 @@ def test_cross_validation_chooses_the_segmentation_step_on_other_folds_with_outp
     for model in models:
         model.forward = no_model_call  # an instance attribute: nn.Module.__call__ finds it first
     try:
-        again = cross_validate(diarizer, recordings, grid, [0.25], 0.25, 1.0, cache_dir=tmp_path, log=lambda _: None)
+        again = cross_validate(diarizer, recordings, grid, collars, 0.25, 1.0, cache_dir=tmp_path, log=lambda _: None)
     finally:
         for model in models:
             del model.forward  # the class's forward again

@@ -101,15 +101,15 @@ def test_a_powerset_bias_with_a_pipeline_loaded_by_name_is_refused_before_it_loa
         Diarizer(by_name).setup()
 
 
-def test_cross_validation_computes_and_caches_model_outputs_per_bias(diarizer, sample_audio, models_config, shared_data,
-                                                                     tmp_path):
+def test_cross_validation_computes_and_caches_model_outputs_per_bias(diarizer, sample_audio, shared_data, tmp_path,
+                                                                     monkeypatch):
     """Two 12 s pieces in two folds, a grid of two speech biases: one pipeline per bias around the diarizer's models,
-    outputs cached under keys that differ by bias, and each fold's held-out turns are those of a diarizer configured
-    with the setting chosen on the other fold."""
+    outputs cached under keys that differ by bias; with fold 0 made to choose speech bias 2.0 and fold 1 bias 0, each
+    held-out entry (DER components, missed speech, purity, speakers) is that of a pipeline configured with its fold's
+    setting, whose turns differ by bias."""
     from moshi_data.pipeline.audio.diarization_eval import (CACHE_FUSION_WEIGHT, cross_validate, der_components,
                                                             model_output_pipelines, parameter_grid)
-    from moshi_data.pipeline.audio.diarize import build_offline_pipeline
-    from test_am_devset import sample_pieces
+    from test_am_devset import assert_held_out, force_choice, sample_pieces, turns_of_setting
 
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -126,21 +126,19 @@ def test_cross_validation_computes_and_caches_model_outputs_per_bias(diarizer, s
             assert pipeline._segmentation.model is own._segmentation.model
             assert pipeline._segmentation.conversion.bias.tolist()[1] == speech
 
+        force_choice(monkeypatch, {0: 2, 1: 1})  # fold 0: speech bias 2.0 (not the first variant), fold 1: bias 0
         results = cross_validate(diarizer, recordings, grid, [0.25], 0.25, 1.0, cache_dir=tmp_path, log=lambda _: None)
         cached = sorted(path.name for path in tmp_path.glob("*.pkl"))
         assert len(cached) == 4 and len({name.split("-")[1] for name in cached}) == 4  # 2 recordings x 2 biases
         assert results["grid"]["speech_bias"] == [0.0, 2.0] and results["grid_size"] == 4
-        settings = models_config["diarization"]
-        for recording, entry in zip(recordings, results["per_recording"]):
-            chosen = entry["setting"]
-            assert chosen == results["chosen_per_fold"][str(entry["fold"])]
-            alone = build_offline_pipeline({  # the chosen setting as a configured offline pipeline, same models
-                **settings, "segmentation_step": chosen["segmentation_step"], "fusion_weight": chosen["fusion_weight"],
-                "powerset_bias": {"speech": chosen["speech_bias"], "overlap": chosen["overlap_bias"]},
-                "min_duration_off": chosen["min_duration_off"],
-                "clustering": {key: chosen[key] for key in ("method", "threshold", "min_cluster_size")}},
-                segmentation=own._segmentation.model, embedding=own._embedding.model_.with_weight(chosen["fusion_weight"]))
-            turns = diarizer.diarize_file(Diarizer.file(recording.audio, recording.uri), alone)
-            assert entry["components"]["collar_0.25"] == der_components(recording.reference, turns, 0.25)
+        held_out = [turns_of_setting(diarizer, recording, grid[row]) for recording, row in zip(recordings, (2, 1))]
+        for recording, entry, row, turns in zip(recordings, results["per_recording"], (2, 1), held_out):
+            assert entry["setting"] == results["chosen_per_fold"][str(entry["fold"])] == grid[row]
+            assert_held_out(entry, recording, turns, [0.25], 1.0)
+        # fold 0's figures differ by bias: a CV that used the first bias's outputs for every setting would fail above
+        no_bias = turns_of_setting(diarizer, recordings[0], grid[0])
+        assert der_components(recordings[0].reference, no_bias, 0.25) != results["per_recording"][0]["components"][
+            "collar_0.25"]
+        assert no_bias != held_out[0]
     finally:
         torch.set_num_threads(previous)
