@@ -37,6 +37,7 @@ from moshi_data.pipeline.config import ConfigError
 
 CACHE_KEYS = ("training_cache/segmentation", "training_cache/embeddings")
 PURITY_POLICIES = ("most_speech", "random", "each")  # streams.main_speaker policies scored by main_stream_purity
+PURITY_KEYS = ("precision", "recall", "precision_of_time")  # the figures main_stream_purity gives per policy
 
 
 def annotation(turns: Iterable[Turn]):
@@ -105,8 +106,11 @@ def main_stream_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], mi
     """Purity of the main stream if each hypothesis speaker (with enough speech) were the main speaker.
 
     Each hypothesis speaker is mapped to a reference speaker (pyannote's optimal DER mapping, else the
-    one it overlaps most). ``precision`` = share of that main stream's speech that is the mapped
-    speaker's; ``recall`` = share of the mapped speaker's speech that is in the main stream. Returned
+    one it overlaps most). ``precision`` = share of that main stream's speech (reference speech of anyone
+    inside the main speaker's turns) that is the mapped speaker's, the issue's measure: another voice in
+    the main stream lowers it, silence labelled as the main speaker does not; ``precision_of_time`` = share
+    of the main speaker's whole turn time that is the mapped speaker's (silence counts against it too);
+    ``recall`` = share of the mapped speaker's speech that is in the main stream. Returned
     per main-speaker policy of ``streams.main_speaker``: the speaker with most speech (``most_speech``),
     the expected value over a uniformly drawn eligible speaker (``random``) and speech-weighted over
     every eligible speaker (``each``, one sample per speaker).
@@ -119,6 +123,7 @@ def main_stream_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], mi
         return {policy: None for policy in PURITY_POLICIES}
     ref_ann, hyp_ann = annotation(reference), annotation(hypothesis)
     mapping = DiarizationErrorRate().optimal_mapping(ref_ann, hyp_ann)
+    reference_speech = ref_ann.get_timeline().support()
     scores = {}
     for speaker in eligible:
         main = hyp_ann.label_timeline(speaker).support()
@@ -126,14 +131,16 @@ def main_stream_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], mi
                     for label in ref_ann.labels()}
         target = mapping.get(speaker) or max(overlaps, key=lambda label: (overlaps[label], label))
         shared = overlaps.get(target, 0.0)
+        main_speech = main.crop(reference_speech, mode="intersection").duration()
         scores[speaker] = {"reference_speaker": target, "main_s": main.duration(),
-                           "precision": shared / main.duration() if main.duration() else 0.0,
-                           "recall": shared / ref_ann.label_timeline(target).support().duration()}
+                           "precision": shared / main_speech if main_speech else 0.0,
+                           "recall": shared / ref_ann.label_timeline(target).support().duration(),
+                           "precision_of_time": shared / main.duration() if main.duration() else 0.0}
     top = min(eligible, key=lambda s: (-hyp_speech[s], s))
     weights = np.array([scores[s]["main_s"] for s in eligible])
-    each = {key: float(np.average([scores[s][key] for s in eligible], weights=weights)) for key in ("precision", "recall")}
-    uniform = {key: float(np.mean([scores[s][key] for s in eligible])) for key in ("precision", "recall")}
-    return {"most_speech": {k: scores[top][k] for k in ("reference_speaker", "precision", "recall")},
+    each = {key: float(np.average([scores[s][key] for s in eligible], weights=weights)) for key in PURITY_KEYS}
+    uniform = {key: float(np.mean([scores[s][key] for s in eligible])) for key in PURITY_KEYS}
+    return {"most_speech": {k: scores[top][k] for k in ("reference_speaker", *PURITY_KEYS)},
             "random": uniform, "each": each}
 
 
@@ -683,7 +690,7 @@ def summarize(per_recording: Sequence[Mapping[str, Any]], collars: Sequence[floa
         entry["missed_s"] = {k: sum(r["missed_s"][k] for r in members) for k in ("overlap", "single", "whole_turns")}
         for policy in PURITY_POLICIES:
             scored = [r["purity"][policy] for r in members if r["purity"][policy]]
-            entry[f"purity_{policy}"] = ({k: float(np.mean([s[k] for s in scored])) for k in ("precision", "recall")}
+            entry[f"purity_{policy}"] = ({k: float(np.mean([s[k] for s in scored])) for k in PURITY_KEYS}
                                          if scored else None)
         summary[kind] = entry
     return summary
