@@ -301,9 +301,7 @@ class Diarizer:
 
         torch.set_num_threads(int(self.config["cpu_threads"]))
         if self.settings["pipeline"]:
-            if any(powerset_bias(self.settings)):  # checked before loading: the loaded pipeline keeps its conversion
-                raise ConfigError(f"diarization.powerset_bias must be 0 and 0 with diarization.pipeline set (a pipeline "
-                                  f"loaded by name keeps its own powerset conversion), got {self.settings['powerset_bias']!r}")
+            powerset_bias(self.settings)  # validated (one line naming the key), not used: the pipeline keeps its own
             pipeline = self._load_pipeline(str(self.settings["pipeline"]))
         else:
             pipeline = build_offline_pipeline(self.settings)
