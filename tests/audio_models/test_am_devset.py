@@ -257,6 +257,31 @@ def assert_held_out(entry: dict, recording, turns: list, collars: list, min_main
     assert entry["purity"] == main_stream_purity(recording.reference, turns, min_main_speech_s)
 
 
+def cross_validate_with_fold_0_on_the_second_variant(diarizer, recordings, grid, collars, cache_dir, monkeypatch,
+                                                    key: str) -> dict:
+    """``cross_validate`` over two 12 s pieces (folds 0 and 1) and a 4-setting grid of two model-output variants
+    (``key`` = the dimension that differs) x two thresholds, with fold 0 made to choose grid row 2 (the second variant)
+    and fold 1 row 1: 2 recordings x 2 variants cached under distinct keys; each held-out entry is that of a pipeline
+    configured with its fold's setting; fold 0's DER components (at ``collars[0]``) and turns differ from the first
+    variant's, so a CV that used the first variant's outputs for every setting fails here. Returns the results."""
+    from moshi_data.pipeline.audio.diarization_eval import cross_validate
+
+    force_choice(monkeypatch, {0: 2, 1: 1})
+    results = cross_validate(diarizer, recordings, grid, collars, 0.25, 1.0, cache_dir=cache_dir, log=lambda _: None)
+    cached = sorted(path.name for path in cache_dir.glob("*.pkl"))
+    assert len(cached) == 4 and len({name.split("-")[1] for name in cached}) == 4  # 2 recordings x 2 variants
+    assert results["grid"][key] == list(dict.fromkeys(s[key] for s in grid)) and results["grid_size"] == 4
+    held_out = [turns_of_setting(diarizer, recording, grid[row]) for recording, row in zip(recordings, (2, 1))]
+    for recording, entry, row, turns in zip(recordings, results["per_recording"], (2, 1), held_out):
+        assert entry["setting"] == results["chosen_per_fold"][str(entry["fold"])] == grid[row]
+        assert_held_out(entry, recording, turns, collars, 1.0)
+    first_variant = turns_of_setting(diarizer, recordings[0], grid[0])
+    assert der_components(recordings[0].reference, first_variant, collars[0]) != results["per_recording"][0][
+        "components"][f"collar_{collars[0]:g}"]
+    assert first_variant != held_out[0]
+    return results
+
+
 def test_cross_validation_chooses_the_segmentation_step_on_other_folds_with_outputs_cached_per_step(
         diarizer, sample_audio, models_config, shared_data, tmp_path, one_torch_thread, monkeypatch):
     """Two 12 s pieces of the sample in two folds, a grid of two steps x two thresholds: the model outputs are
@@ -281,20 +306,9 @@ def test_cross_validation_chooses_the_segmentation_step_on_other_folds_with_outp
     assert own._embedding.model_.hparams.campplus_weight == models_config["diarization"]["fusion_weight"]
 
     assert [(s["segmentation_step"], s["threshold"]) for s in grid] == [(0.2, 0.3), (0.2, 0.7), (0.1, 0.3), (0.1, 0.7)]
-    force_choice(monkeypatch, {0: 2, 1: 1})  # fold 0: step 0.1 (not the first variant), fold 1: step 0.2
     collars = [0.0, 0.25]  # at 0.25 the two steps' DER components are equal on these pieces, at 0 they differ
-    results = cross_validate(diarizer, recordings, grid, collars, 0.25, 1.0, cache_dir=tmp_path, log=lambda _: None)
-    cached = sorted(path.name for path in tmp_path.glob("*.pkl"))
-    assert len(cached) == 4 and len({name.split("-")[1] for name in cached}) == 4  # 2 recordings x 2 steps
-    assert results["grid"]["segmentation_step"] == [0.2, 0.1] and results["grid_size"] == 4
-    held_out = [turns_of_setting(diarizer, recording, grid[row]) for recording, row in zip(recordings, (2, 1))]
-    for recording, entry, row, turns in zip(recordings, results["per_recording"], (2, 1), held_out):
-        assert entry["setting"] == results["chosen_per_fold"][str(entry["fold"])] == grid[row]
-        assert_held_out(entry, recording, turns, collars, 1.0)
-    # fold 0's figures differ by step: a CV that used the first step's outputs for every setting would fail above
-    first_step = turns_of_setting(diarizer, recordings[0], grid[0])
-    assert der_components(recordings[0].reference, first_step, 0.0) != results["per_recording"][0]["components"]["collar_0"]
-    assert first_step != held_out[0]
+    results = cross_validate_with_fold_0_on_the_second_variant(diarizer, recordings, grid, collars, tmp_path,
+                                                               monkeypatch, "segmentation_step")
 
     def no_model_call(*args, **kwargs):
         raise AssertionError("model outputs should come from the cache")

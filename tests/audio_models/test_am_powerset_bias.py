@@ -1,6 +1,5 @@
 """Powerset decision bias (diarization.powerset_bias): pyannote's conversion at 0/0, the bias installed in the offline
 pipeline, refused values, and the CV's per-bias model outputs."""
-import numpy as np
 import pytest
 import torch
 
@@ -112,9 +111,8 @@ def test_cross_validation_computes_and_caches_model_outputs_per_bias(diarizer, s
     outputs cached under keys that differ by bias; with fold 0 made to choose speech bias 2.0 and fold 1 bias 0, each
     held-out entry (DER components, missed speech, purity, speakers) is that of a pipeline configured with its fold's
     setting, whose turns differ by bias."""
-    from moshi_data.pipeline.audio.diarization_eval import (CACHE_FUSION_WEIGHT, cross_validate, der_components,
-                                                            model_output_pipelines, parameter_grid)
-    from test_am_devset import assert_held_out, force_choice, sample_pieces, turns_of_setting
+    from moshi_data.pipeline.audio.diarization_eval import CACHE_FUSION_WEIGHT, model_output_pipelines, parameter_grid
+    from test_am_devset import cross_validate_with_fold_0_on_the_second_variant, sample_pieces
 
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -131,19 +129,7 @@ def test_cross_validation_computes_and_caches_model_outputs_per_bias(diarizer, s
             assert pipeline._segmentation.model is own._segmentation.model
             assert pipeline._segmentation.conversion.bias.tolist()[1] == speech
 
-        force_choice(monkeypatch, {0: 2, 1: 1})  # fold 0: speech bias 2.0 (not the first variant), fold 1: bias 0
-        results = cross_validate(diarizer, recordings, grid, [0.25], 0.25, 1.0, cache_dir=tmp_path, log=lambda _: None)
-        cached = sorted(path.name for path in tmp_path.glob("*.pkl"))
-        assert len(cached) == 4 and len({name.split("-")[1] for name in cached}) == 4  # 2 recordings x 2 biases
-        assert results["grid"]["speech_bias"] == [0.0, 2.0] and results["grid_size"] == 4
-        held_out = [turns_of_setting(diarizer, recording, grid[row]) for recording, row in zip(recordings, (2, 1))]
-        for recording, entry, row, turns in zip(recordings, results["per_recording"], (2, 1), held_out):
-            assert entry["setting"] == results["chosen_per_fold"][str(entry["fold"])] == grid[row]
-            assert_held_out(entry, recording, turns, [0.25], 1.0)
-        # fold 0's figures differ by bias: a CV that used the first bias's outputs for every setting would fail above
-        no_bias = turns_of_setting(diarizer, recordings[0], grid[0])
-        assert der_components(recordings[0].reference, no_bias, 0.25) != results["per_recording"][0]["components"][
-            "collar_0.25"]
-        assert no_bias != held_out[0]
+        cross_validate_with_fold_0_on_the_second_variant(diarizer, recordings, grid, [0.25], tmp_path, monkeypatch,
+                                                         "speech_bias")  # fold 0: speech bias 2.0, fold 1: bias 0
     finally:
         torch.set_num_threads(previous)
