@@ -330,26 +330,33 @@ def test_main_stream_purity_maps_the_main_speaker_to_its_reference_speaker():
     hypothesis = [Turn(0.0, 8.0, "S0"), Turn(8.0, 14.0, "S1")]  # S1 holds 2 s of alice and bob's 4 s
     purity = main_stream_purity(reference, hypothesis, 1.0)
     assert purity["most_speech"] == {"reference_speaker": "alice", "precision": 1.0, "recall": 0.8,
-                                     "precision_of_time": 1.0}  # no silence inside S0: both precisions agree
+                                     "precision_of_speech": 1.0, "precision_of_speaker_time": 1.0}  # S0: alice alone
     assert purity["each"]["precision"] == pytest.approx((8 * 1.0 + 6 * 4 / 6) / 14)
     assert purity["random"]["precision"] == pytest.approx((1.0 + 4 / 6) / 2)  # S0 or S1, each half the time
     assert purity["random"]["recall"] == pytest.approx((0.8 + 1.0) / 2)
     assert main_stream_purity(reference, [], 1.0) == {"most_speech": None, "random": None, "each": None}
 
 
-def test_main_stream_precision_is_over_its_speech_and_precision_of_time_over_its_whole_turns():
-    """Another voice in the main stream lowers both precisions; silence labelled as the main speaker only the
-    time-based one (the issue's measure is the share of main-stream speech that is the speaker's)."""
+def test_main_stream_precisions_count_silence_and_other_voices_as_documented():
+    """precision (the target's): over the main speaker's turn time (silence counts against it); precision_of_speech:
+    over the reference speech inside it (silence does not count); precision_of_speaker_time: over every reference
+    speaker's seconds inside it (another voice overlapping the mapped speaker counts against it too)."""
     reference = [Turn(0.0, 10.0, "alice"), Turn(10.0, 14.0, "bob")]
     hypothesis = [Turn(0.0, 8.0, "S0"), Turn(8.0, 17.0, "S1")]  # S1: 2 s of alice, bob's 4 s, 3 s of silence
     purity = main_stream_purity(reference, hypothesis, 1.0)
-    assert purity["most_speech"] == {"reference_speaker": "bob", "precision": pytest.approx(4 / 6), "recall": 1.0,
-                                     "precision_of_time": pytest.approx(4 / 9)}
-    assert purity["random"]["precision"] == pytest.approx((1.0 + 4 / 6) / 2)
-    assert purity["random"]["precision_of_time"] == pytest.approx((1.0 + 4 / 9) / 2)
-    assert purity["each"]["precision_of_time"] == pytest.approx((8 * 1.0 + 9 * 4 / 9) / 17)
+    assert purity["most_speech"] == {"reference_speaker": "bob", "precision": pytest.approx(4 / 9), "recall": 1.0,
+                                     "precision_of_speech": pytest.approx(4 / 6),
+                                     "precision_of_speaker_time": pytest.approx(4 / 6)}
+    assert purity["random"]["precision"] == pytest.approx((1.0 + 4 / 9) / 2)
+    assert purity["random"]["precision_of_speech"] == pytest.approx((1.0 + 4 / 6) / 2)
+    assert purity["each"]["precision"] == pytest.approx((8 * 1.0 + 9 * 4 / 9) / 17)
+    overlapped = main_stream_purity([Turn(0.0, 10.0, "alice"), Turn(2.0, 6.0, "bob")], [Turn(0.0, 10.0, "S0")], 1.0)
+    assert overlapped["most_speech"] == {"reference_speaker": "alice", "precision": 1.0, "recall": 1.0,
+                                         "precision_of_speech": 1.0,
+                                         "precision_of_speaker_time": pytest.approx(10 / 14)}  # bob's 4 s count
     only_silence = main_stream_purity(reference, [Turn(20.0, 25.0, "S0")], 1.0)["most_speech"]
-    assert only_silence["precision"] == 0.0 and only_silence["precision_of_time"] == 0.0
+    assert only_silence["precision"] == only_silence["precision_of_speech"] == 0.0
+    assert only_silence["precision_of_speaker_time"] == 0.0
 
 
 def test_missed_speech_is_split_into_overlap_single_speaker_and_whole_turns():

@@ -153,12 +153,14 @@ def test_missing_resemblyzer_names_the_install_step_and_the_key(name, monkeypatc
 
 def test_local_pipeline_directory_runs_end_to_end(models_config, diarizer, sample_audio, sample_turns, shared_data,
                                                   tmp_path):
-    """A directory written with a powerset bias other than the default's (here 0/0, pyannote's own argmax) loads
-    (pyannote's Pipeline.from_pretrained) to the offline pipeline with that bias: the same turns, not the default's."""
+    """A directory written with a powerset bias unlike both the config default's and the pipeline class's default
+    (0/0) loads (pyannote's Pipeline.from_pretrained) to the offline pipeline with that bias: the same turns, not the
+    default's (so a config.yaml that lost the bias would fail here)."""
     from moshi_data.pipeline.audio.diarize import BiasedPowerset, build_offline_pipeline
 
-    assert models_config["diarization"]["powerset_bias"] != {"speech": 0.0, "overlap": 0.0}
-    settings = {**models_config["diarization"], "powerset_bias": {"speech": 0.0, "overlap": 0.0}}
+    written = {"speech": 0.5, "overlap": 0.0}
+    assert models_config["diarization"]["powerset_bias"] != written
+    settings = {**models_config["diarization"], "powerset_bias": written}
     directory = write_pipeline_dir(settings, tmp_path / "pipeline")
     assert sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()) == [
         "config.yaml", "embedding/pytorch_model.bin", "segmentation/pytorch_model.bin"]
@@ -166,7 +168,7 @@ def test_local_pipeline_directory_runs_end_to_end(models_config, diarizer, sampl
     production = Diarizer(config)
     production.setup()  # pyannote's Pipeline.from_pretrained(<directory>), as for a downloaded hub pipeline
     conversion = production.pipeline._segmentation.conversion
-    assert isinstance(conversion, BiasedPowerset) and (conversion.speech, conversion.overlap) == (0.0, 0.0)
+    assert isinstance(conversion, BiasedPowerset) and (conversion.speech, conversion.overlap) == (0.5, 0.0)
     turns = production.diarize(sample_audio)
     own = diarizer.pipeline
     offline = build_offline_pipeline(settings, segmentation=own._segmentation.model, embedding=own._embedding.model_)

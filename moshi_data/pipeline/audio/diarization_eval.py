@@ -37,7 +37,8 @@ from moshi_data.pipeline.config import ConfigError
 
 CACHE_KEYS = ("training_cache/segmentation", "training_cache/embeddings")
 PURITY_POLICIES = ("most_speech", "random", "each")  # streams.main_speaker policies scored by main_stream_purity
-PURITY_KEYS = ("precision", "recall", "precision_of_time")  # the figures main_stream_purity gives per policy
+# the figures main_stream_purity gives per policy (precision and recall: the targets' figures)
+PURITY_KEYS = ("precision", "recall", "precision_of_speech", "precision_of_speaker_time")
 
 
 def annotation(turns: Iterable[Turn]):
@@ -106,11 +107,14 @@ def main_stream_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], mi
     """Purity of the main stream if each hypothesis speaker (with enough speech) were the main speaker.
 
     Each hypothesis speaker is mapped to a reference speaker (pyannote's optimal DER mapping, else the
-    one it overlaps most). ``precision`` = share of that main stream's speech (reference speech of anyone
-    inside the main speaker's turns) that is the mapped speaker's, the issue's measure: another voice in
-    the main stream lowers it, silence labelled as the main speaker does not; ``precision_of_time`` = share
-    of the main speaker's whole turn time that is the mapped speaker's (silence counts against it too);
-    ``recall`` = share of the mapped speaker's speech that is in the main stream. Returned
+    one it overlaps most). Three precisions, from lenient to strict about what else is in the main stream:
+    ``precision_of_speech`` = share of the main stream's reference speech (anyone's, as a union) that is the mapped
+    speaker's (silence labelled as the main speaker does not count; an instant where the mapped speaker talks counts
+    wholly, even over other voices); ``precision`` (the target's figure) = share of the main speaker's whole turn
+    time that is the mapped speaker's (silence counts against it, overlap with the mapped speaker does not);
+    ``precision_of_speaker_time`` = the mapped speaker's seconds over every reference speaker's seconds inside the
+    main stream (each voice counted: in overlap the other voices, which the mono main stream holds too, count
+    against it). ``recall`` = share of the mapped speaker's speech that is in the main stream. Returned
     per main-speaker policy of ``streams.main_speaker``: the speaker with most speech (``most_speech``),
     the expected value over a uniformly drawn eligible speaker (``random``) and speech-weighted over
     every eligible speaker (``each``, one sample per speaker).
@@ -132,10 +136,12 @@ def main_stream_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], mi
         target = mapping.get(speaker) or max(overlaps, key=lambda label: (overlaps[label], label))
         shared = overlaps.get(target, 0.0)
         main_speech = main.crop(reference_speech, mode="intersection").duration()
+        voices = sum(overlaps.values())
         scores[speaker] = {"reference_speaker": target, "main_s": main.duration(),
-                           "precision": shared / main_speech if main_speech else 0.0,
+                           "precision": shared / main.duration() if main.duration() else 0.0,
                            "recall": shared / ref_ann.label_timeline(target).support().duration(),
-                           "precision_of_time": shared / main.duration() if main.duration() else 0.0}
+                           "precision_of_speech": shared / main_speech if main_speech else 0.0,
+                           "precision_of_speaker_time": shared / voices if voices else 0.0}
     top = min(eligible, key=lambda s: (-hyp_speech[s], s))
     weights = np.array([scores[s]["main_s"] for s in eligible])
     each = {key: float(np.average([scores[s][key] for s in eligible], weights=weights)) for key in PURITY_KEYS}

@@ -195,7 +195,7 @@ def check_targets(metrics: dict, targets: dict) -> list[tuple[str, float, str, f
              targets["der_real_mean_cv_collar_025"]),
             ("DER real pooled, cross-validated (collar .25)", real["collar_0.25"]["pooled"]["der"], "<=",
              targets["der_real_pooled_cv_collar_025"]),
-            ("main-stream purity: share of its speech that is the mapped speaker", purity["precision"], ">=",
+            ("main-stream purity: share of its turn time that is the mapped speaker", purity["precision"], ">=",
              targets["main_purity_precision"]),
             ("main-stream purity: share of the speaker in the main stream", purity["recall"], ">=",
              targets["main_purity_recall"]),
@@ -217,15 +217,15 @@ def _purity_text(purity) -> str:
     return "  -  " if not purity else f"{purity['precision']:.2f}/{purity['recall']:.2f}"
 
 
-def _purity_of_time_text(purity) -> str:
-    return "-" if not purity else f"{purity['precision_of_time']:.2f}"
+def _other_precisions_text(purity) -> str:
+    return "-" if not purity else f"{purity['precision_of_speech']:.2f} / {purity['precision_of_speaker_time']:.2f}"
 
 
 def format_table(metrics: dict, checks) -> str:
     diarization = metrics["diarization"]
     lines = ["", f"DIARIZATION, held-out folds ({len(diarization['chosen_per_fold'])}-fold CV over recordings, "
              f"{diarization['grid_size']} settings): DER = miss + false alarm + confusion; purity = main stream "
-             "(most speech) precision (share of its speech that is the mapped speaker's) / recall",
+             "(most speech) precision (share of its turn time that is the mapped speaker's) / recall",
              f"{'kind':9} {'uri':8} fold {'dur s':>6} spk r/h {'DER.25':>7} {'miss':>6} {'FA':>6} {'conf':>6} "
              f"{'DER0':>7} purity    missed s: overlap/single/whole turns  method/threshold/min_cluster/min_off/CAM++ share/step/speech bias/overlap bias"]
     for r in diarization["per_recording"]:
@@ -244,8 +244,8 @@ def format_table(metrics: dict, checks) -> str:
         lines.append(f"{kind} missed speech (s, collar {diarization['select_collar']:g}): {_missed_text(summary['missed_s'])}")
         lines.append(f"{kind} main-stream purity (mean precision/recall): most_speech "
                      f"{_purity_text(summary['purity_most_speech'])}, random {_purity_text(summary['purity_random'])}, "
-                     f"each {_purity_text(summary['purity_each'])}; share of the main speaker's whole turn time "
-                     f"(silence counted too): most_speech {_purity_of_time_text(summary['purity_most_speech'])}")
+                     f"each {_purity_text(summary['purity_each'])}; most_speech precision of speech (union) / of "
+                     f"speaker time (each voice counted): {_other_precisions_text(summary['purity_most_speech'])}")
     lines.append(f"chosen per fold: {diarization['chosen_per_fold']}")
     lines.append(f"chosen on all recordings (the config default; in-sample mean DER "
                  f"{diarization['all_data_choice_in_sample_mean_der']:.3f}, not a reported figure): "
