@@ -97,7 +97,7 @@ def test_a_pipeline_loaded_by_name_loads_whatever_the_offline_bias_but_a_bad_bia
 
     monkeypatch.setattr(Diarizer, "_load_pipeline", loading)
     by_name = {**models_config, "diarization": {**models_config["diarization"], "pipeline": "org/hub-pipeline"}}
-    assert models_config["diarization"]["powerset_bias"] not in ({"speech": 0.0, "overlap": 0.0},)
+    assert models_config["diarization"]["powerset_bias"] != {"speech": 0.0, "overlap": 0.0}
     for bias in ({"speech": 0.0, "overlap": 0.0}, {"speech": 2.5}, {"overlap": -0.5}, {}):  # {}: the default
         with pytest.raises(Loaded, match="org/hub-pipeline"):
             Diarizer(_with_bias(by_name, **bias)).setup()

@@ -107,7 +107,9 @@ def main_stream_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], mi
     """Purity of the main stream if each hypothesis speaker (with enough speech) were the main speaker.
 
     Each hypothesis speaker is mapped to a reference speaker (pyannote's optimal DER mapping, else the
-    one it overlaps most). Three precisions, from lenient to strict about what else is in the main stream:
+    one it overlaps most). Three precisions, differing in what else in the main stream counts against the mapped
+    speaker (``precision_of_speech`` is never below the other two; ``precision`` counts silence and not other voices,
+    ``precision_of_speaker_time`` other voices and not silence, so either can be the lower):
     ``precision_of_speech`` = share of the main stream's reference speech (anyone's, as a union) that is the mapped
     speaker's (silence labelled as the main speaker does not count; an instant where the mapped speaker talks counts
     wholly, even over other voices); ``precision`` (the target's figure) = share of the main speaker's whole turn
