@@ -1,9 +1,9 @@
 """Time of the cross-validation's per-setting loop (``make eval-audio``), before and after setting-independent work
 is done once: the same cached model outputs, the same grid, scored by pyannote's whole ``apply`` + pyannote.metrics
-per (setting, recording) (:func:`diarization_eval.reference_components`, the loop as it was) and by
+per (setting, recording) (:func:`diarization_eval.reference_scores`, the loop as it was) and by
 :func:`diarization_eval.grid_components` (:class:`diarization_eval.SettingScorer`). Checks that every DER component
-of every (setting, recording) is equal, and so the settings chosen per fold, the all-data choice and the held-out
-figures; prints both times, their ratio and the load average. Model outputs are computed (and cached under
+and purity of every (setting, recording) is equal, and so the settings chosen per fold (subject to the purity targets
+as ``make eval-audio`` is configured), the all-data choice and the held-out figures; prints both times, their ratio and the load average. Model outputs are computed (and cached under
 ``--cache``, the eval's cache by default) first when missing, outside the timings.
 
     .venv/bin/python -m bench.diarization_cv_bench [--threshold 0.3 0.5 0.7] [--recordings 21] [--repeat 3]
@@ -23,14 +23,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from moshi_data.pipeline.config import REPO_ROOT, load_config  # noqa: E402
 
 
-def held_out(components, recordings, select_collar: float) -> dict:
+def held_out(components, purity, recordings, select_collar: float, purity_targets) -> dict:
     """Settings chosen per fold, the all-data choice and the held-out mean / pooled DER, from the components."""
     import numpy as np
 
-    from moshi_data.pipeline.audio.diarization_eval import choose_settings, rates
+    from moshi_data.pipeline.audio.diarization_eval import choose_settings, purity_constraint, rates
 
     der = np.array([[rates(row[r][select_collar])["der"] for r in range(len(recordings))] for row in components])
-    chosen, all_data = choose_settings(der, [r.fold for r in recordings])
+    meets = None if purity_targets is None else purity_constraint(purity, [r.kind == "real" for r in recordings],
+                                                                  *purity_targets)
+    chosen, all_data, _ = choose_settings(der, [r.fold for r in recordings], meets)
     scored = [components[chosen[r.fold]][index][select_collar] for index, r in enumerate(recordings)]
     pooled = {key: sum(c[key] for c in scored) for key in ("missed", "false_alarm", "confusion", "total")}
     return {"chosen_per_fold": chosen, "all_data_choice": all_data,
@@ -68,6 +70,10 @@ def main(argv=None) -> int:
                               "threshold": args.threshold, "min_cluster_size": args.min_cluster_size,
                               "min_duration_off": args.min_duration_off, "method": args.method})
     collars, select_collar = evaluation["collars"], evaluation["cv"]["select_collar"]
+    min_main_speech_s = float(load_config("audio_shards")["streams"]["min_main_speech_s"])
+    targets = evaluation["targets"]
+    purity_targets = ((targets["main_purity_precision"], targets["main_purity_recall"])
+                      if evaluation["cv"]["subject_to_purity_targets"] else None)
     pipelines = de.model_output_pipelines(diarizer, list(dict.fromkeys(de.model_output_variant(s) for s in grid)))
     dimension = de.fused_dimension(next(iter(pipelines.values())))
     cache = Path(args.cache) if Path(args.cache).is_absolute() else REPO_ROOT / args.cache
@@ -79,16 +85,20 @@ def main(argv=None) -> int:
         new_times = []
         for _ in range(args.repeat):
             start = time.perf_counter()
-            new = de.grid_components(diarizer, pipelines, files, recordings, grid, collars, dimension, log=lambda _: None)
+            new, new_purity = de.grid_components(diarizer, pipelines, files, recordings, grid, collars, dimension,
+                                                 min_main_speech_s, log=lambda _: None)
             new_times.append(time.perf_counter() - start)
         start = time.perf_counter()
-        old = [de.reference_components(diarizer, pipelines[de.model_output_variant(setting)], setting_files, recordings,
-                                       setting, collars)
-               for setting, setting_files in de.files_per_setting(files, grid, dimension)]
+        scored = [de.reference_scores(diarizer, pipelines[de.model_output_variant(setting)], setting_files, recordings,
+                                      setting, collars, min_main_speech_s)
+                  for setting, setting_files in de.files_per_setting(files, grid, dimension)]
+        old, old_purity = [components for components, _ in scored], [purity for _, purity in scored]
         old_time = time.perf_counter() - start
         load_after = os.getloadavg()
-    mismatches = [(g, r) for g in range(len(grid)) for r in range(len(recordings)) if new[g][r] != old[g][r]]
-    new_choice, old_choice = held_out(new, recordings, select_collar), held_out(old, recordings, select_collar)
+    mismatches = [(g, r) for g in range(len(grid)) for r in range(len(recordings))
+                  if new[g][r] != old[g][r] or new_purity[g][r] != old_purity[g][r]]
+    new_choice = held_out(new, new_purity, recordings, select_collar, purity_targets)
+    old_choice = held_out(old, old_purity, recordings, select_collar, purity_targets)
     result = {"settings": len(grid), "recordings": len(recordings),
               "audio_s": round(sum(r.duration for r in recordings), 1),
               "old_loop_s": round(old_time, 2), "new_loop_s_median": round(statistics.median(new_times), 2),
@@ -96,7 +106,7 @@ def main(argv=None) -> int:
               "speed_up": round(old_time / statistics.median(new_times), 1),
               "old_ms_per_setting_recording": round(1000 * old_time / len(grid) / len(recordings), 2),
               "new_ms_per_setting_recording": round(1000 * statistics.median(new_times) / len(grid) / len(recordings), 2),
-              "unequal_components": len(mismatches), "same_choices_and_figures": new_choice == old_choice,
+              "unequal_scores": len(mismatches), "same_choices_and_figures": new_choice == old_choice,
               "held_out": new_choice, "load_average_before": load_before, "load_average_after": load_after}
     print(json.dumps(result, indent=1, default=str))
     output = Path(args.output)

@@ -90,13 +90,43 @@ def test_each_fold_is_scored_with_the_setting_chosen_on_the_other_folds():
     der = np.array([[0.1, 0.1, 0.9, 0.9],
                     [0.45, 0.45, 0.45, 0.45],
                     [0.9, 0.9, 0.2, 0.2]])
-    chosen, all_data = choose_settings(der, [0, 0, 1, 1])
-    assert chosen == {0: 2, 1: 0} and all_data == 1
+    chosen, all_data, met = choose_settings(der, [0, 0, 1, 1])
+    assert chosen == {0: 2, 1: 0} and all_data == 1 and met == {}
     grid = {"threshold": [0.5, 0.6], "min_cluster_size": [1, 6], "min_duration_off": [0.0], "method": ["centroid"],
             "segmentation_step": [0.2], "speech_bias": [0.0], "overlap_bias": [0.0]}
     assert len(parameter_grid({**grid, "fusion_weight": [0.35, 0.5]})) == 8
     with pytest.raises(ValueError, match="within"):
         parameter_grid({**grid, "fusion_weight": [1.5]})
+
+
+def test_selection_subject_to_purity_takes_the_lowest_der_among_settings_pure_on_the_training_folds():
+    """purity_constraint + choose_settings: per fold, the lowest training DER among the settings whose mean purity
+    over the training folds' real recordings that have a main speaker reaches both targets; simulated recordings and
+    recordings without a main speaker do not count; where no setting qualifies, the lowest DER and met False."""
+    from moshi_data.pipeline.audio.diarization_eval import purity_constraint
+
+    def p(precision, recall=0.95):
+        return {"precision": precision, "recall": recall}
+
+    # 3 settings x 5 recordings: folds 0, 0, 1, 1, 1; recording 4 is simulated
+    der = np.array([[0.1, 0.1, 0.1, 0.1, 0.1],
+                    [0.2, 0.2, 0.2, 0.2, 0.2],
+                    [0.3, 0.3, 0.3, 0.3, 0.3]])
+    purity = [[p(0.80), p(0.85), p(0.95), p(0.95), p(0.99)],    # fold 0 mean 0.825, fold 1 (real) 0.95, all 0.8875
+              [p(0.92), None, p(0.85), p(0.90, 0.85), p(0.99)],  # fold 0 0.92 (one scored), fold 1 0.875, all 0.89
+              [p(0.91), p(0.91), p(0.91), p(0.91), p(0.10)]]     # 0.91 everywhere on real recordings
+    meets = purity_constraint(purity, [True, True, True, True, False], 0.9, 0.9)
+    folds = [0, 0, 1, 1, 1]
+    assert meets(np.array(folds) != 0).tolist() == [True, False, True]  # trains on fold 1: simulated 0.99 ignored
+    assert meets(np.array(folds) != 1).tolist() == [False, True, True]  # trains on fold 0: the None ignored
+    chosen, all_data, met = choose_settings(der, folds, meets)
+    assert chosen == {0: 0, 1: 1} and met == {"0": True, "1": True, "all": True}
+    assert all_data == 2  # on every real recording only setting 2 reaches 0.9
+    strict = purity_constraint(purity, [True, True, True, True, False], 0.99, 0.9)
+    chosen, all_data, met = choose_settings(der, folds, strict)
+    assert chosen == {0: 0, 1: 0} and all_data == 0 and met == {"0": False, "1": False, "all": False}
+    nobody = purity_constraint([[None] * 5] * 3, [True] * 5, 0.0, 0.0)
+    assert not nobody(np.ones(5, dtype=bool)).any()
 
 
 GOOD_GRID = {"threshold": [0.3], "min_cluster_size": [1], "min_duration_off": [0.0], "method": ["weighted"],
@@ -232,7 +262,8 @@ def force_choice(monkeypatch, rows: dict) -> None:
     from moshi_data.pipeline.audio import diarization_eval
 
     real = diarization_eval.choose_settings
-    monkeypatch.setattr(diarization_eval, "choose_settings", lambda der, folds: (dict(rows), real(der, folds)[1]))
+    monkeypatch.setattr(diarization_eval, "choose_settings",
+                        lambda der, folds, meets=None: (dict(rows), *real(der, folds, meets)[1:]))
 
 
 def turns_of_setting(diarizer, recording, setting: dict) -> list:
@@ -392,8 +423,10 @@ def test_a_pipeline_loaded_by_name_is_scored_as_it_is(models_config, sample_audi
     previous = torch.get_num_threads()
     try:
         results = cross_validate(production, recordings, grid, [0.25], 0.25, 1.0, cache_dir=tmp_path / "cache",
-                                 log=lambda _: None)
+                                 purity_targets=(0.9, 0.9), log=lambda _: None)
         assert results["grid_size"] == 1 and set(results["all_data_choice"].values()) == {None}
+        assert results["purity_targets"] == {"precision": 0.9, "recall": 0.9}
+        assert set(results["purity_constraint_met"]) == {"0", "1", "all"}
         assert production.pipeline.clustering.threshold == 0.5 and not production.pipeline.training
         for recording, entry in zip(recordings, results["per_recording"]):
             assert entry["components"]["collar_0.25"] == der_components(recording.reference,

@@ -1,5 +1,6 @@
 """The CV's per-setting scoring (SettingScorer: setting-independent work done once) equals pyannote's whole
-SpeakerDiarization.apply (Diarizer.diarize_file) + pyannote.metrics (der_components) for every setting."""
+SpeakerDiarization.apply (Diarizer.diarize_file) + pyannote.metrics (der_components) and the main-stream purity
+(selection_purity) for every setting."""
 import itertools
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from moshi_data.pipeline.audio.types import Turn
 
 COLLARS = (0.25, 0.0)
+MIN_MAIN_SPEECH_S = 1.0
 
 
 @pytest.fixture
@@ -38,9 +40,9 @@ def test_setting_scorer_gives_the_turns_and_der_of_pyannote_apply_for_every_sett
         diarizer, sample_audio, shared_data, one_torch_thread):
     """Two segmentation steps and two powerset biases x two fusion weights x every linkage method x thresholds low enough that pyannote's
     clustering searches its dendrogram for a number of clusters within bounds x a minimum cluster size above the
-    number of embeddings x min_duration_off 0 / 0.2, on speech and on a recording with none: the fast path's turns
-    and DER components (both collars) equal pyannote's apply + pyannote.metrics exactly, setting by setting, and so
-    do grid_components' (the CV's loop). The grid tells every dimension apart (two settings that differ in one value
+    number of embeddings x min_duration_off 0 / 0.2, on speech and on a recording with none: the fast path's turns,
+    DER components (both collars) and purity equal pyannote's apply + pyannote.metrics (+ selection_purity) exactly,
+    setting by setting, and so do grid_components' (the CV's loop). The grid tells every dimension apart (two settings that differ in one value
     only give different turns somewhere), so a fast path scoring a neighbouring setting would fail."""
     from moshi_data.pipeline.audio import diarization_eval as de
 
@@ -57,8 +59,10 @@ def test_setting_scorer_gives_the_turns_and_der_of_pyannote_apply_for_every_sett
     with de.training_mode(pipelines.values()):
         files = {variant: [de.cached_file(diarizer, pipeline, r, None, []) for r in recs]
                  for variant, pipeline in pipelines.items()}
-        fast = de.grid_components(diarizer, pipelines, files, recs, grid, COLLARS, dimension, log=lambda _: None)
-        scorers = [de.SettingScorer(r.reference, COLLARS, [0.0, 0.2], diarizer.speaker_bounds()) for r in recs]
+        fast, fast_purity = de.grid_components(diarizer, pipelines, files, recs, grid, COLLARS, dimension,
+                                               MIN_MAIN_SPEECH_S, log=lambda _: None)
+        scorers = [de.SettingScorer(r.reference, COLLARS, [0.0, 0.2], diarizer.speaker_bounds(), MIN_MAIN_SPEECH_S)
+                   for r in recs]
         reference_turns = []
         pair = None
         for g, (setting, setting_files) in enumerate(de.files_per_setting(files, grid, dimension)):
@@ -75,9 +79,13 @@ def test_setting_scorer_gives_the_turns_and_der_of_pyannote_apply_for_every_sett
                 assert scorer.setting_turns()[setting["min_duration_off"]] == turns[r], (setting, recording.uri)
                 assert fast[g][r] == {c: de.der_components(recording.reference, turns[r], c) for c in COLLARS}, \
                     (setting, recording.uri)
+                assert fast_purity[g][r] == de.selection_purity(recording.reference, turns[r], MIN_MAIN_SPEECH_S), \
+                    (setting, recording.uri)
     assert [scorer.silent for scorer in scorers] == [False, False, True]
     assert all(turns[2] == [] for turns in reference_turns)
     assert {fast[g][2][0.0]["missed"] for g in range(len(grid))} == {0.5}  # silence: the reference turn all missed
+    assert {fast_purity[g][2] for g in range(len(grid))} == {None}  # and no main speaker
+    assert len({(p["precision"], p["recall"]) for row in fast_purity for p in row[:2]}) > 2  # purity varies
     index = {tuple(setting.values()): g for g, setting in enumerate(grid)}
     for position, key in enumerate(de.GRID_KEYS):
         told_apart = any(reference_turns[index[a]][:2] != reference_turns[index[b]][:2]

@@ -12,8 +12,9 @@ the embedding masks) are grid dimensions: one pipeline per variant, all built ar
 is one too: the cached fused vectors' two halves are rescaled (:func:`embedding.reweight_fused`), not re-embedded.
 
 Each tuned setting is chosen by k-fold cross-validation over recordings: for fold k the setting with
-the lowest mean DER on the other folds' recordings is applied to fold k's recordings, and only those
-held-out figures are reported. Simulated conversations belong to the fold of the recordings they
+the lowest mean DER on the other folds' recordings (with ``evaluation.cv.subject_to_purity_targets``: among those
+whose main-stream purity on the other folds' real recordings meets the purity targets) is applied to fold k's
+recordings, and only those held-out figures are reported. Simulated conversations belong to the fold of the recordings they
 were cut from (:mod:`devset`), so no audio is seen on both sides of a split.
 """
 from __future__ import annotations
@@ -425,14 +426,26 @@ def instantiate(pipeline, setting: Mapping[str, Any]) -> None:
         pipeline.instantiate(pipeline_parameters({"min_duration_off": setting["min_duration_off"], "clustering": setting}))
 
 
-def reference_components(diarizer, pipeline, files: Sequence[dict], recordings: Sequence[DevRecording],
-                         setting: Mapping[str, Any], collars: Sequence[float]) -> list[dict[float, dict[str, float]]]:
-    """DER components of one setting on every recording, by pyannote's whole ``SpeakerDiarization.apply`` per
-    recording (:meth:`Diarizer.diarize_file`) and :func:`der_components` per collar: what :class:`SettingScorer`
-    must equal (the test compares them), and the scoring of a pipeline loaded by name (any clustering, VBx included)."""
+def selection_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], min_speech_s: float) -> dict | None:
+    """The purity targets' figures of ``hypothesis`` (:func:`main_stream_purity`'s ``most_speech`` precision and
+    recall), which a CV subject to the purity targets selects on; None when no speaker has ``min_speech_s``."""
+    scored = main_stream_purity(reference, hypothesis, min_speech_s)["most_speech"]
+    return None if scored is None else {"precision": scored["precision"], "recall": scored["recall"]}
+
+
+def reference_scores(diarizer, pipeline, files: Sequence[dict], recordings: Sequence[DevRecording],
+                     setting: Mapping[str, Any], collars: Sequence[float], min_main_speech_s: float
+                     ) -> tuple[list[dict[float, dict[str, float]]], list[dict | None]]:
+    """DER components (per collar) and :func:`selection_purity` of one setting on every recording, by pyannote's
+    whole ``SpeakerDiarization.apply`` per recording (:meth:`Diarizer.diarize_file`) and :func:`der_components`:
+    what :class:`SettingScorer` must equal (the test compares them), and the scoring of a pipeline loaded by name
+    (any clustering, VBx included)."""
     instantiate(pipeline, setting)
-    return [{c: der_components(recording.reference, diarizer.diarize_file(file, pipeline), c) for c in collars}
-            for recording, file in zip(recordings, files)]
+    turns = [diarizer.diarize_file(file, pipeline) for file in files]
+    return ([{c: der_components(recording.reference, hypothesis, c) for c in collars}
+             for recording, hypothesis in zip(recordings, turns)],
+            [selection_purity(recording.reference, hypothesis, min_main_speech_s)
+             for recording, hypothesis in zip(recordings, turns)])
 
 
 class LinkageTrees:
@@ -468,8 +481,8 @@ def reused_linkage(trees: LinkageTrees):
 
 
 class SettingScorer:
-    """DER components of grid settings on one recording's cached model outputs, equal to
-    :func:`reference_components` (pyannote's whole ``apply`` per setting) with the work that does not depend on the
+    """DER components and :func:`selection_purity` of grid settings on one recording's cached model outputs, equal to
+    :func:`reference_scores` (pyannote's whole ``apply`` per setting) with the work that does not depend on the
     setting done once. ``SpeakerDiarization.apply`` (pyannote 4) is followed step by step with pyannote's own methods,
     only what is not scored left out (the exclusive diarization, the centroids, the out-of-bounds warning):
 
@@ -482,15 +495,17 @@ class SettingScorer:
       ``assign_embeddings`` (:meth:`hard_clusters`), once for every ``min_duration_off``; per distinct hard clusters
       of the variant, ``reconstruct`` once and, for each of ``min_durations_off``, ``to_annotation`` and the turns
       (:func:`annotation_turns`); per distinct turns,
-      pyannote.metrics' components per collar (the reference annotation and one metric per collar built once).
+      pyannote.metrics' components per collar (the reference annotation and one metric per collar built once) and
+      the purity (:func:`selection_purity`).
       Hard clusters and turns are told apart by a 128-bit digest of their bytes.
     """
 
     def __init__(self, reference: Sequence[Turn], collars: Sequence[float], min_durations_off: Sequence[float],
-                 bounds: Mapping[str, int]):
+                 bounds: Mapping[str, int], min_main_speech_s: float):
         from pyannote.audio.pipelines.utils.diarization import set_num_speakers
         from pyannote.metrics.diarization import DiarizationErrorRate
 
+        self.reference_turns, self.min_main_speech_s = list(reference), float(min_main_speech_s)
         self.min_durations_off = [float(value) for value in dict.fromkeys(min_durations_off)]
         self.num_speakers, self.min_speakers, self.max_speakers = set_num_speakers(**bounds)
         self.reference = annotation(reference)
@@ -514,8 +529,9 @@ class SettingScorer:
         self.count = count
         self.inactive = np.sum(self.binarized.data, axis=1) == 0
         self.duration = file["waveform"].shape[-1] / file["sample_rate"]
-        self.scores: dict[bytes, dict[float, dict[float, dict[str, float]]]] = {}  # by hard clusters
-        self.turn_scores: dict[bytes, dict[float, dict[str, float]]] = {}  # by turns
+        self.turns_by_clusters: dict[bytes, dict[float, bytes]] = {}  # hard clusters -> min_duration_off -> turns
+        self.turn_components: dict[bytes, dict[float, dict[str, float]]] = {}  # by turns
+        self.turn_purity: dict[bytes, dict | None] = {}  # by turns
 
     def use_embeddings(self, file: Mapping[str, Any]) -> None:
         """The cached embeddings of ``file`` (the variant's, at one fusion weight), the ones pyannote's clustering
@@ -568,6 +584,14 @@ class SettingScorer:
 
     def components(self, min_duration_off: float) -> dict[float, dict[str, float]]:
         """DER components per collar of the pipeline's instantiated setting (its ``min_duration_off`` given)."""
+        return self.turn_components[self.setting_key(min_duration_off)]
+
+    def purity(self, min_duration_off: float) -> dict | None:
+        """:func:`selection_purity` of the pipeline's instantiated setting (its ``min_duration_off`` given)."""
+        return self.turn_purity[self.setting_key(min_duration_off)]
+
+    def setting_key(self, min_duration_off: float) -> bytes:
+        """Digest of the instantiated setting's turns, scored (:meth:`score_turns`) the first time they appear."""
         clustering = self.pipeline.clustering
         setting = (clustering.method, clustering.threshold, clustering.min_cluster_size)
         if setting not in self.clustered:  # settings that differ in min_duration_off only are clustered once
@@ -575,18 +599,19 @@ class SettingScorer:
             key = b"" if hard_clusters is None else hashlib.blake2b(
                 repr((hard_clusters.shape, hard_clusters.dtype.str)).encode() + hard_clusters.tobytes(),
                 digest_size=16).digest()
-            if key not in self.scores:
-                self.scores[key] = {value: self.turn_components(turns)
-                                    for value, turns in self._turns(hard_clusters).items()}
+            if key not in self.turns_by_clusters:
+                self.turns_by_clusters[key] = {value: self.score_turns(turns)
+                                               for value, turns in self._turns(hard_clusters).items()}
             self.clustered[setting] = key
-        return self.scores[self.clustered[setting]][float(min_duration_off)]
+        return self.turns_by_clusters[self.clustered[setting]][float(min_duration_off)]
 
-    def turn_components(self, turns: Sequence[Turn]) -> dict[float, dict[str, float]]:
-        """DER components per collar of ``turns``, kept (by a digest of the turns) for the variant's other settings."""
+    def score_turns(self, turns: Sequence[Turn]) -> bytes:
+        """Digest of ``turns``; their DER components per collar and purity, kept for the variant's other settings."""
         key = hashlib.blake2b(repr([(t.start, t.end, t.speaker) for t in turns]).encode(), digest_size=16).digest()
-        if key not in self.turn_scores:
-            self.turn_scores[key] = {collar: self.score(turns, metric) for collar, metric in self.metrics.items()}
-        return self.turn_scores[key]
+        if key not in self.turn_components:
+            self.turn_components[key] = {collar: self.score(turns, metric) for collar, metric in self.metrics.items()}
+            self.turn_purity[key] = selection_purity(self.reference_turns, turns, self.min_main_speech_s)
+        return key
 
     def score(self, turns: Sequence[Turn], metric) -> dict[str, float]:
         """:func:`der_components` with the recording's reference annotation and metric built once."""
@@ -595,17 +620,22 @@ class SettingScorer:
 
 def grid_components(diarizer, pipelines: Mapping[tuple, Any], files_by_variant: Mapping[tuple, Sequence[dict]],
                     recordings: Sequence[DevRecording], grid: Sequence[Mapping[str, Any]], collars: Sequence[float],
-                    campplus_dimension: int | None, log=print) -> list[list[dict[float, dict[str, float]]]]:
-    """components[g][r][collar]: DER components of every grid setting g on every recording r, from the cached model
-    outputs (pipelines per model-output variant, in training mode). The offline default: a :class:`SettingScorer` per
-    recording, its segmentation work redone only when the variant changes, its embeddings and linkage trees when the
-    fusion weight does; a pipeline loaded by name: :func:`reference_components` (its one setting)."""
+                    campplus_dimension: int | None, min_main_speech_s: float, log=print
+                    ) -> tuple[list[list[dict[float, dict[str, float]]]], list[list[dict | None]]]:
+    """(components, purity): components[g][r][collar], the DER components, and purity[g][r], the
+    :func:`selection_purity`, of every grid setting g on every recording r, from the cached model outputs (pipelines
+    per model-output variant, in training mode). The offline default: a :class:`SettingScorer` per recording, its
+    segmentation work redone only when the variant changes, its embeddings and linkage trees when the fusion weight
+    does; a pipeline loaded by name: :func:`reference_scores` (its one setting)."""
     if diarizer.settings["pipeline"]:
-        return [reference_components(diarizer, pipelines[model_output_variant(setting)], files, recordings, setting,
-                                     collars) for setting, files in files_per_setting(files_by_variant, grid, None)]
+        scored = [reference_scores(diarizer, pipelines[model_output_variant(setting)], files, recordings, setting,
+                                   collars, min_main_speech_s)
+                  for setting, files in files_per_setting(files_by_variant, grid, None)]
+        return [components for components, _ in scored], [purity for _, purity in scored]
     scorers = [SettingScorer(recording.reference, collars, [s["min_duration_off"] for s in grid],
-                             diarizer.speaker_bounds()) for recording in recordings]
+                             diarizer.speaker_bounds(), min_main_speech_s) for recording in recordings]
     components: list[list[dict[float, dict[str, float]]]] = []
+    purity: list[list[dict | None]] = []
     variant = pair = None
     for index, (setting, files) in enumerate(files_per_setting(files_by_variant, grid, campplus_dimension)):
         pipeline = pipelines[model_output_variant(setting)]
@@ -621,13 +651,42 @@ def grid_components(diarizer, pipelines: Mapping[tuple, Any], files_by_variant: 
                 scorer.use_embeddings(file)
         instantiate(pipeline, setting)
         components.append([scorer.components(setting["min_duration_off"]) for scorer in scorers])
-    return components
+        purity.append([scorer.purity(setting["min_duration_off"]) for scorer in scorers])
+    return components, purity
+
+
+def purity_constraint(purity: Sequence[Sequence[dict | None]], real: Sequence[bool], precision: float,
+                      recall: float):
+    """``meets(training)`` for :func:`choose_settings`: per setting (row of ``purity``, as :func:`grid_components`
+    gives it), whether the mean :func:`selection_purity` precision and recall over the real recordings of the boolean
+    mask ``training`` that have a main speaker reach ``precision`` and ``recall`` (the purity targets' figures, as
+    the report computes them); False where none of them has a main speaker."""
+    figures = {key: np.array([[np.nan if p is None else p[key] for p in row] for row in purity], dtype=float)
+               for key in ("precision", "recall")}
+    real = np.asarray(real, dtype=bool)
+
+    def meets(training: np.ndarray) -> np.ndarray:
+        columns = np.asarray(training, dtype=bool) & real
+        ok = np.ones(len(purity), dtype=bool)
+        for key, target in (("precision", precision), ("recall", recall)):
+            values = figures[key][:, columns]
+            scored = ~np.isnan(values)
+            count = scored.sum(axis=1)
+            mean = np.where(scored, values, 0.0).sum(axis=1) / np.maximum(count, 1)
+            ok &= (count > 0) & (mean >= target)
+        return ok
+
+    return meets
 
 
 def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[Mapping[str, Any]],
                    collars: Sequence[float], select_collar: float, min_main_speech_s: float,
-                   cache_dir: Path | None = None, log=print) -> dict[str, Any]:
-    """Held-out DER and purity of every recording, the setting chosen per fold, and the all-data choice.
+                   cache_dir: Path | None = None, purity_targets: tuple[float, float] | None = None,
+                   log=print) -> dict[str, Any]:
+    """Held-out DER and purity of every recording, the setting chosen per fold, and the all-data choice: the lowest
+    mean DER (collar ``select_collar``) on the other folds, among the settings whose mean main-stream purity
+    (precision, recall) on the other folds' real recordings reaches ``purity_targets`` when given
+    (:func:`purity_constraint`; a fold where no setting does takes the lowest DER, and says so).
     Model outputs are computed once per (recording, model-output variant: segmentation step, powerset bias) by
     pipelines sharing the diarizer's models; fused embeddings at :data:`CACHE_FUSION_WEIGHT`, rescaled to each grid
     weight: the configured ``diarization.segmentation_step``, ``powerset_bias`` and ``fusion_weight`` play no part
@@ -650,9 +709,12 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
                 log(f"  model outputs: {recording.uri} ({recording.duration:.0f} s), segmentation step {variant[0]}, "
                     f"powerset bias speech {variant[1]} overlap {variant[2]}")
                 files_by_variant[variant].append(cached_file(diarizer, pipeline, recording, cache_dir, models))
-        components = grid_components(diarizer, pipelines, files_by_variant, recordings, grid, collars, dimension, log)
+        components, purity = grid_components(diarizer, pipelines, files_by_variant, recordings, grid, collars,
+                                             dimension, min_main_speech_s, log)
         der = np.array([[rates(row[r][select_collar])["der"] for r in range(len(recordings))] for row in components])
-        chosen, all_data = choose_settings(der, [r.fold for r in recordings])
+        meets = None if purity_targets is None else purity_constraint(
+            purity, [r.kind == "real" for r in recordings], *purity_targets)
+        chosen, all_data, constraint_met = choose_settings(der, [r.fold for r in recordings], meets)
         held_out_turns: dict[int, list[Turn]] = {}  # turns are not kept per setting: re-run with each fold's choice
         for fold, g in chosen.items():
             pipeline = pipelines[model_output_variant(grid[g])]
@@ -677,16 +739,33 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
     return {"per_recording": per_recording, "summary": summarize(per_recording, collars),
             "chosen_per_fold": {str(fold): grid[g] for fold, g in chosen.items()},
             "all_data_choice": grid[all_data], "grid_size": len(grid),
+            "purity_targets": None if purity_targets is None else dict(zip(("precision", "recall"), purity_targets)),
+            "purity_constraint_met": constraint_met,
             "grid": {key: list(dict.fromkeys(s[key] for s in grid)) for key in GRID_KEYS},
             "all_data_choice_in_sample_mean_der": float(der[all_data].mean())}
 
 
-def choose_settings(der: np.ndarray, folds: Sequence[int]) -> tuple[dict[int, int], int]:
+def choose_settings(der: np.ndarray, folds: Sequence[int], meets=None) -> tuple[dict[int, int], int, dict[str, bool]]:
     """Per fold, the setting (row of ``der``: settings x recordings) with the lowest mean DER over the
-    recordings of the *other* folds (ties: the first setting); and the best setting over all recordings."""
+    recordings of the *other* folds (ties: the first setting), and the best setting over all recordings; with
+    ``meets`` (:func:`purity_constraint`), only among the settings it accepts for those training recordings, or
+    among all where it accepts none. Returns the choices and, with ``meets``, whether it held per fold (``"all"``:
+    the all-data choice)."""
     folds = np.asarray(folds)
-    chosen = {int(fold): int(np.argmin(der[:, folds != fold].mean(axis=1))) for fold in np.unique(folds)}
-    return chosen, int(np.argmin(der.mean(axis=1)))
+
+    def best(training: np.ndarray) -> tuple[int, bool | None]:
+        objective = der[:, training].mean(axis=1)
+        if meets is None:
+            return int(np.argmin(objective)), None
+        accepted = meets(training)
+        if not accepted.any():
+            return int(np.argmin(objective)), False
+        return int(np.argmin(np.where(accepted, objective, np.inf))), True
+
+    choices = {int(fold): best(folds != fold) for fold in np.unique(folds)}
+    all_data, all_met = best(np.ones(len(folds), dtype=bool))
+    met = {} if meets is None else {**{str(fold): ok for fold, (_, ok) in choices.items()}, "all": all_met}
+    return {fold: g for fold, (g, _) in choices.items()}, all_data, met
 
 
 def summarize(per_recording: Sequence[Mapping[str, Any]], collars: Sequence[float]) -> dict[str, Any]:
