@@ -2,8 +2,9 @@
 is done once: the same cached model outputs, the same grid, scored by pyannote's whole ``apply`` + pyannote.metrics
 per (setting, recording) (:func:`diarization_eval.reference_scores`, the loop as it was) and by
 :func:`diarization_eval.grid_components` (:class:`diarization_eval.SettingScorer`). Checks that every DER component
-and purity of every (setting, recording) is equal, and so the settings chosen per fold (subject to the purity targets
-as ``make eval-audio`` is configured), the all-data choice and the held-out figures; prints both times, their ratio and the load average. Model outputs are computed (and cached under
+and purity of every (setting, recording) is equal, and so the settings chosen per fold (subject to the purity
+targets as ``make eval-audio`` is configured: whether each fold met them too), the all-data choice and the held-out
+figures; prints both times, their ratio and the load average. Model outputs are computed (and cached under
 ``--cache``, the eval's cache by default) first when missing, outside the timings.
 
     .venv/bin/python -m bench.diarization_cv_bench [--threshold 0.3 0.5 0.7] [--recordings 21] [--repeat 3]
@@ -32,10 +33,10 @@ def held_out(components, purity, recordings, select_collar: float, purity_target
     der = np.array([[rates(row[r][select_collar])["der"] for r in range(len(recordings))] for row in components])
     meets = None if purity_targets is None else purity_constraint(purity, [r.kind == "real" for r in recordings],
                                                                   *purity_targets)
-    chosen, all_data, _ = choose_settings(der, [r.fold for r in recordings], meets)
+    chosen, all_data, constraint_met = choose_settings(der, [r.fold for r in recordings], meets)
     scored = [components[chosen[r.fold]][index][select_collar] for index, r in enumerate(recordings)]
     pooled = {key: sum(c[key] for c in scored) for key in ("missed", "false_alarm", "confusion", "total")}
-    return {"chosen_per_fold": chosen, "all_data_choice": all_data,
+    return {"chosen_per_fold": chosen, "all_data_choice": all_data, "purity_constraint_met": constraint_met,
             "mean_der": float(np.mean([rates(c)["der"] for c in scored])), "pooled_der": rates(pooled)["der"]}
 
 
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
     collars, select_collar = evaluation["collars"], evaluation["cv"]["select_collar"]
     min_main_speech_s = float(load_config("audio_shards")["streams"]["min_main_speech_s"])
     targets = evaluation["targets"]
-    purity_targets = ((targets["main_purity_precision"], targets["main_purity_recall"])
+    purity_targets = ((float(targets["main_purity_precision"]), float(targets["main_purity_recall"]))
                       if evaluation["cv"]["subject_to_purity_targets"] else None)
     pipelines = de.model_output_pipelines(diarizer, list(dict.fromkeys(de.model_output_variant(s) for s in grid)))
     dimension = de.fused_dimension(next(iter(pipelines.values())))

@@ -10,6 +10,7 @@ import pytest
 from moshi_data.pipeline.audio.devset import (assign_folds, build_devset, real_cases, simulate_conversation,
                                               single_speaker_regions)
 from moshi_data.pipeline.audio.diarization_eval import (choose_settings, der_components, main_stream_purity,
+                                                        purity_constraint, selection_purity,
                                                         miss_breakdown, parameter_grid)
 from moshi_data.pipeline.audio.types import Turn
 
@@ -101,32 +102,54 @@ def test_each_fold_is_scored_with_the_setting_chosen_on_the_other_folds():
 
 def test_selection_subject_to_purity_takes_the_lowest_der_among_settings_pure_on_the_training_folds():
     """purity_constraint + choose_settings: per fold, the lowest training DER among the settings whose mean purity
-    over the training folds' real recordings that have a main speaker reaches both targets; simulated recordings and
-    recordings without a main speaker do not count; where no setting qualifies, the lowest DER and met False."""
+    over the training folds' real recordings that have a main speaker reaches the precision target and the recall
+    target (each its own); simulated recordings and recordings without a main speaker do not count; where no setting
+    qualifies, the lowest DER and met False."""
     from moshi_data.pipeline.audio.diarization_eval import purity_constraint
 
-    def p(precision, recall=0.95):
+    def p(precision, recall):
         return {"precision": precision, "recall": recall}
 
-    # 3 settings x 5 recordings: folds 0, 0, 1, 1, 1; recording 4 is simulated
-    der = np.array([[0.1, 0.1, 0.1, 0.1, 0.1],
-                    [0.2, 0.2, 0.2, 0.2, 0.2],
-                    [0.3, 0.3, 0.3, 0.3, 0.3]])
-    purity = [[p(0.80), p(0.85), p(0.95), p(0.95), p(0.99)],    # fold 0 mean 0.825, fold 1 (real) 0.95, all 0.8875
-              [p(0.92), None, p(0.85), p(0.90, 0.85), p(0.99)],  # fold 0 0.92 (one scored), fold 1 0.875, all 0.89
-              [p(0.91), p(0.91), p(0.91), p(0.91), p(0.10)]]     # 0.91 everywhere on real recordings
-    meets = purity_constraint(purity, [True, True, True, True, False], 0.9, 0.9)
-    folds = [0, 0, 1, 1, 1]
-    assert meets(np.array(folds) != 0).tolist() == [True, False, True]  # trains on fold 1: simulated 0.99 ignored
-    assert meets(np.array(folds) != 1).tolist() == [False, True, True]  # trains on fold 0: the None ignored
+    folds, real = [0, 0, 1, 1, 1], [True, True, True, True, False]  # recording 4 is simulated
+    der = np.array([[0.3] * 5, [0.1] * 5, [0.2] * 5])  # unconstrained: setting 1 everywhere
+    purity = [[p(0.95, 0.95)] * 5,  # pure everywhere
+              [p(0.95, 0.7), p(0.95, 0.7), p(0.95, 0.85), p(0.95, 0.85), p(0.95, 0.85)],  # recall 0.7 on fold 0
+              [p(0.92, 0.95), None, p(0.86, 0.95), p(0.86, 0.95), p(1.0, 0.95)]]  # precision 0.86 on fold 1's real
+    meets = purity_constraint(purity, real, 0.9, 0.8)
+    on_fold_1, on_fold_0 = np.array(folds) != 0, np.array(folds) != 1
+    assert meets(on_fold_1).tolist() == [True, True, False]  # simulated 1.0 not counted (it would lift 2 to 0.907)
+    assert meets(on_fold_0).tolist() == [True, False, True]  # recall 0.7 < 0.8; setting 2's None not counted
+    assert purity_constraint(purity, real, 0.8, 0.9)(on_fold_1).tolist() == [True, False, True]  # targets in order
     chosen, all_data, met = choose_settings(der, folds, meets)
-    assert chosen == {0: 0, 1: 1} and met == {"0": True, "1": True, "all": True}
-    assert all_data == 2  # on every real recording only setting 2 reaches 0.9
-    strict = purity_constraint(purity, [True, True, True, True, False], 0.99, 0.9)
-    chosen, all_data, met = choose_settings(der, folds, strict)
-    assert chosen == {0: 0, 1: 0} and all_data == 0 and met == {"0": False, "1": False, "all": False}
+    # on all real recordings: setting 1's recall 0.775 and setting 2's precision 0.88 miss, setting 0 alone qualifies
+    assert chosen == {0: 1, 1: 2} and all_data == 0 and met == {"0": True, "1": True, "all": True}
+    chosen, all_data, met = choose_settings(der, folds, purity_constraint(purity, real, 0.99, 0.8))
+    assert chosen == {0: 1, 1: 1} and all_data == 1 and met == {"0": False, "1": False, "all": False}
     nobody = purity_constraint([[None] * 5] * 3, [True] * 5, 0.0, 0.0)
     assert not nobody(np.ones(5, dtype=bool)).any()
+
+
+def test_eval_audio_passes_the_configured_purity_targets_to_the_cv_in_order(models_config, monkeypatch, tmp_path):
+    """evaluate_diarization gives cross_validate (precision, recall) from evaluation.targets when
+    evaluation.cv.subject_to_purity_targets is true, None when false."""
+    from moshi_data.pipeline.audio import devset, diarization_eval, evaluate
+    from moshi_data.pipeline.config import apply_overrides
+
+    seen = []
+    monkeypatch.setattr(devset, "build_devset", lambda data, settings: [])
+    monkeypatch.setattr(diarization_eval, "cross_validate",
+                        lambda *args, purity_targets, **kwargs: seen.append(purity_targets) or {})
+
+    class NoDiarizer:
+        def diarize(self, audio):
+            return []
+
+    for subject, expected in ((True, (0.93, 0.87)), (False, None)):
+        config = apply_overrides(models_config, ["evaluation.targets.main_purity_precision=0.93",
+                                                 "evaluation.targets.main_purity_recall=0.87",
+                                                 f"evaluation.cv.subject_to_purity_targets={str(subject).lower()}"])
+        evaluate.evaluate_diarization(NoDiarizer(), config, tmp_path)
+        assert seen[-1] == expected
 
 
 GOOD_GRID = {"threshold": [0.3], "min_cluster_size": [1], "min_duration_off": [0.0], "method": ["weighted"],
@@ -255,15 +278,22 @@ def sample_pieces(shared_data, sample_audio, seconds: float = 12.0) -> list:
     return [piece(4.0, 0), piece(16.0, 1)]
 
 
-def force_choice(monkeypatch, rows: dict) -> None:
-    """``diarization_eval.choose_settings`` made to give fold f the grid row ``rows[f]`` (the all-data choice its
-    own): a CV test then has a fold choose a row that differs from the first one in the dimension under test, which
-    the real choice on two short pieces need not do (choose_settings itself is tested above)."""
+def force_choice(monkeypatch, rows: dict) -> dict:
+    """``diarization_eval.choose_settings`` made to give fold f the grid row ``rows[f]`` (the all-data choice and
+    the purity flags its own): a CV test then has a fold choose a row that differs from the first one in the dimension
+    under test, which the real choice on two short pieces need not do (choose_settings itself is tested above).
+    Returns a dict whose ``meets`` is the purity constraint the CV passed."""
     from moshi_data.pipeline.audio import diarization_eval
 
     real = diarization_eval.choose_settings
-    monkeypatch.setattr(diarization_eval, "choose_settings",
-                        lambda der, folds, meets=None: (dict(rows), *real(der, folds, meets)[1:]))
+    spied = {}
+
+    def forced(der, folds, meets=None):
+        spied["meets"] = meets
+        return (dict(rows), *real(der, folds, meets)[1:])
+
+    monkeypatch.setattr(diarization_eval, "choose_settings", forced)
+    return spied
 
 
 def turns_of_setting(diarizer, recording, setting: dict) -> list:
@@ -299,8 +329,9 @@ def cross_validate_with_fold_0_on_the_second_variant(diarizer, recordings, grid,
     variant's, so a CV that used the first variant's outputs for every setting fails here. Returns the results."""
     from moshi_data.pipeline.audio.diarization_eval import cross_validate
 
-    force_choice(monkeypatch, {0: 2, 1: 1})
-    results = cross_validate(diarizer, recordings, grid, collars, 0.25, 1.0, cache_dir=cache_dir, log=lambda _: None)
+    spied = force_choice(monkeypatch, {0: 2, 1: 1})
+    results = cross_validate(diarizer, recordings, grid, collars, 0.25, 1.0, cache_dir=cache_dir,
+                             purity_targets=(0.9, 0.5), log=lambda _: None)
     cached = sorted(path.name for path in cache_dir.glob("*.pkl"))
     assert len(cached) == 4 and len({name.split("-")[1] for name in cached}) == 4  # 2 recordings x 2 variants
     assert results["grid"][key] == list(dict.fromkeys(s[key] for s in grid)) and results["grid_size"] == 4
@@ -308,6 +339,12 @@ def cross_validate_with_fold_0_on_the_second_variant(diarizer, recordings, grid,
     for recording, entry, row, turns in zip(recordings, results["per_recording"], (2, 1), held_out):
         assert entry["setting"] == results["chosen_per_fold"][str(entry["fold"])] == grid[row]
         assert_held_out(entry, recording, turns, collars, 1.0)
+    # the selection's purity is that of each setting's turns, per (setting, recording), with the targets in order
+    expected = purity_constraint([[selection_purity(r.reference, turns_of_setting(diarizer, r, setting), 1.0)
+                                   for r in recordings] for setting in grid], [True, True], 0.9, 0.5)
+    for training in ([True, False], [False, True], [True, True]):
+        assert spied["meets"](np.array(training)).tolist() == expected(np.array(training)).tolist()
+    assert set(results["purity_constraint_met"]) == {"0", "1", "all"}
     first_variant = turns_of_setting(diarizer, recordings[0], grid[0])
     assert der_components(recordings[0].reference, first_variant, collars[0]) != results["per_recording"][0][
         "components"][f"collar_{collars[0]:g}"]
@@ -425,8 +462,7 @@ def test_a_pipeline_loaded_by_name_is_scored_as_it_is(models_config, sample_audi
         results = cross_validate(production, recordings, grid, [0.25], 0.25, 1.0, cache_dir=tmp_path / "cache",
                                  purity_targets=(0.9, 0.9), log=lambda _: None)
         assert results["grid_size"] == 1 and set(results["all_data_choice"].values()) == {None}
-        assert results["purity_targets"] == {"precision": 0.9, "recall": 0.9}
-        assert set(results["purity_constraint_met"]) == {"0", "1", "all"}
+        assert results["purity_targets"] is None and results["purity_constraint_met"] == {}  # nothing to select
         assert production.pipeline.clustering.threshold == 0.5 and not production.pipeline.training
         for recording, entry in zip(recordings, results["per_recording"]):
             assert entry["components"]["collar_0.25"] == der_components(recording.reference,

@@ -24,7 +24,7 @@ import hashlib
 import itertools
 import pickle
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -122,17 +122,35 @@ def main_stream_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], mi
     the expected value over a uniformly drawn eligible speaker (``random``) and speech-weighted over
     every eligible speaker (``each``, one sample per speaker).
     """
+    scored = speaker_purity(reference, hypothesis, min_speech_s)
+    if scored is None:
+        return {policy: None for policy in PURITY_POLICIES}
+    top, scores = scored
+    eligible = sorted(scores)
+    weights = np.array([scores[s]["main_s"] for s in eligible])
+    each = {key: float(np.average([scores[s][key] for s in eligible], weights=weights)) for key in PURITY_KEYS}
+    uniform = {key: float(np.mean([scores[s][key] for s in eligible])) for key in PURITY_KEYS}
+    return {"most_speech": {k: scores[top][k] for k in ("reference_speaker", *PURITY_KEYS)},
+            "random": uniform, "each": each}
+
+
+def speaker_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], min_speech_s: float,
+                   most_speech_only: bool = False) -> tuple[str, dict[str, dict[str, Any]]] | None:
+    """(the hypothesis speaker with most speech, :func:`main_stream_purity`'s figures per hypothesis speaker with at
+    least ``min_speech_s`` of speech, or only that one with ``most_speech_only``); None when no hypothesis speaker
+    has ``min_speech_s`` or the reference is empty."""
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     hyp_speech = speech_seconds(hypothesis)
     eligible = sorted(s for s, seconds in hyp_speech.items() if seconds >= min_speech_s)
     if not eligible or not reference:
-        return {policy: None for policy in PURITY_POLICIES}
+        return None
+    top = min(eligible, key=lambda s: (-hyp_speech[s], s))
     ref_ann, hyp_ann = annotation(reference), annotation(hypothesis)
     mapping = DiarizationErrorRate().optimal_mapping(ref_ann, hyp_ann)
     reference_speech = ref_ann.get_timeline().support()
     scores = {}
-    for speaker in eligible:
+    for speaker in [top] if most_speech_only else eligible:
         main = hyp_ann.label_timeline(speaker).support()
         overlaps = {label: main.crop(ref_ann.label_timeline(label).support(), mode="intersection").duration()
                     for label in ref_ann.labels()}
@@ -145,12 +163,7 @@ def main_stream_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], mi
                            "recall": shared / ref_ann.label_timeline(target).support().duration(),
                            "precision_of_speech": shared / main_speech if main_speech else 0.0,
                            "precision_of_speaker_time": shared / voices if voices else 0.0}
-    top = min(eligible, key=lambda s: (-hyp_speech[s], s))
-    weights = np.array([scores[s]["main_s"] for s in eligible])
-    each = {key: float(np.average([scores[s][key] for s in eligible], weights=weights)) for key in PURITY_KEYS}
-    uniform = {key: float(np.mean([scores[s][key] for s in eligible])) for key in PURITY_KEYS}
-    return {"most_speech": {k: scores[top][k] for k in ("reference_speaker", *PURITY_KEYS)},
-            "random": uniform, "each": each}
+    return top, scores
 
 
 # Grid dimensions that change the model outputs (computed and cached per variant: one pipeline each) ...
@@ -428,9 +441,14 @@ def instantiate(pipeline, setting: Mapping[str, Any]) -> None:
 
 def selection_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], min_speech_s: float) -> dict | None:
     """The purity targets' figures of ``hypothesis`` (:func:`main_stream_purity`'s ``most_speech`` precision and
-    recall), which a CV subject to the purity targets selects on; None when no speaker has ``min_speech_s``."""
-    scored = main_stream_purity(reference, hypothesis, min_speech_s)["most_speech"]
-    return None if scored is None else {"precision": scored["precision"], "recall": scored["recall"]}
+    recall), which a CV subject to the purity targets selects on; None when no hypothesis speaker has
+    ``min_speech_s`` of speech or the reference is empty (so, as in the report's means, the recordings a setting is
+    averaged over depend on the setting)."""
+    scored = speaker_purity(reference, hypothesis, min_speech_s, most_speech_only=True)
+    if scored is None:
+        return None
+    top, scores = scored
+    return {"precision": scores[top]["precision"], "recall": scores[top]["recall"]}
 
 
 def reference_scores(diarizer, pipeline, files: Sequence[dict], recordings: Sequence[DevRecording],
@@ -582,13 +600,11 @@ class SettingScorer:
         discrete = self.pipeline.reconstruct(self.segmentations, hard_clusters, self.count)
         return {value: self.turns(discrete, value) for value in self.min_durations_off}
 
-    def components(self, min_duration_off: float) -> dict[float, dict[str, float]]:
-        """DER components per collar of the pipeline's instantiated setting (its ``min_duration_off`` given)."""
-        return self.turn_components[self.setting_key(min_duration_off)]
-
-    def purity(self, min_duration_off: float) -> dict | None:
-        """:func:`selection_purity` of the pipeline's instantiated setting (its ``min_duration_off`` given)."""
-        return self.turn_purity[self.setting_key(min_duration_off)]
+    def scores(self, min_duration_off: float) -> tuple[dict[float, dict[str, float]], dict | None]:
+        """(DER components per collar, :func:`selection_purity`) of the pipeline's instantiated setting (its
+        ``min_duration_off`` given)."""
+        key = self.setting_key(min_duration_off)
+        return self.turn_components[key], self.turn_purity[key]
 
     def setting_key(self, min_duration_off: float) -> bytes:
         """Digest of the instantiated setting's turns, scored (:meth:`score_turns`) the first time they appear."""
@@ -650,17 +666,19 @@ def grid_components(diarizer, pipelines: Mapping[tuple, Any], files_by_variant: 
             for scorer, file in zip(scorers, files):
                 scorer.use_embeddings(file)
         instantiate(pipeline, setting)
-        components.append([scorer.components(setting["min_duration_off"]) for scorer in scorers])
-        purity.append([scorer.purity(setting["min_duration_off"]) for scorer in scorers])
+        scores = [scorer.scores(setting["min_duration_off"]) for scorer in scorers]
+        components.append([setting_components for setting_components, _ in scores])
+        purity.append([setting_purity for _, setting_purity in scores])
     return components, purity
 
 
 def purity_constraint(purity: Sequence[Sequence[dict | None]], real: Sequence[bool], precision: float,
-                      recall: float):
+                      recall: float) -> Callable[[np.ndarray], np.ndarray]:
     """``meets(training)`` for :func:`choose_settings`: per setting (row of ``purity``, as :func:`grid_components`
     gives it), whether the mean :func:`selection_purity` precision and recall over the real recordings of the boolean
     mask ``training`` that have a main speaker reach ``precision`` and ``recall`` (the purity targets' figures, as
-    the report computes them); False where none of them has a main speaker."""
+    the report computes them: the recordings averaged over depend on the setting, see :func:`selection_purity`);
+    False where none of them has a main speaker."""
     figures = {key: np.array([[np.nan if p is None else p[key] for p in row] for row in purity], dtype=float)
                for key in ("precision", "recall")}
     real = np.asarray(real, dtype=bool)
@@ -695,6 +713,7 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
     loaded_by_name = bool(diarizer.settings["pipeline"])
     if loaded_by_name:  # scored with its own hyper-parameters (any clustering, VBx included): nothing is tuned
         grid = cv_grid(grid, GRID_KEYS)  # one setting, every value None
+        purity_targets = None  # nothing to select among
     pipelines = model_output_pipelines(diarizer, list(dict.fromkeys(model_output_variant(s) for s in grid)))
     # a loaded pipeline's fused embedding (if any) has the weight its checkpoint says: not rescaled
     dimension = None if loaded_by_name else fused_dimension(next(iter(pipelines.values())))
@@ -745,7 +764,8 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
             "all_data_choice_in_sample_mean_der": float(der[all_data].mean())}
 
 
-def choose_settings(der: np.ndarray, folds: Sequence[int], meets=None) -> tuple[dict[int, int], int, dict[str, bool]]:
+def choose_settings(der: np.ndarray, folds: Sequence[int], meets: Callable[[np.ndarray], np.ndarray] | None = None
+                    ) -> tuple[dict[int, int], int, dict[str, bool | None]]:
     """Per fold, the setting (row of ``der``: settings x recordings) with the lowest mean DER over the
     recordings of the *other* folds (ties: the first setting), and the best setting over all recordings; with
     ``meets`` (:func:`purity_constraint`), only among the settings it accepts for those training recordings, or

@@ -129,11 +129,14 @@ def evaluate_diarization(diarizer, config: dict, data: Path, log=print) -> dict:
     cv = evaluation["cv"]
     cache = Path(cv["cache"]) if cv["cache"] else None
     targets = evaluation["targets"]
+    purity_targets = None
+    if cv["subject_to_purity_targets"]:
+        purity_targets = (float(targets["main_purity_precision"]), float(targets["main_purity_recall"]))
+    min_main_speech_s = float(load_config("audio_shards")["streams"]["min_main_speech_s"])
     results = cross_validate(diarizer, recordings, parameter_grid(cv["grid"]), evaluation["collars"],
-                             float(cv["select_collar"]), float(load_config("audio_shards")["streams"]["min_main_speech_s"]),
+                             float(cv["select_collar"]), min_main_speech_s,
                              cache if cache is None or cache.is_absolute() else REPO_ROOT / cache,
-                             purity_targets=(float(targets["main_purity_precision"]), float(targets["main_purity_recall"]))
-                             if cv["subject_to_purity_targets"] else None, log=log)
+                             purity_targets=purity_targets, log=log)
     empty = data / "diarization/pyannote_ami_debug/empty.wav"
     results["empty_wav_turns"] = len(diarizer.diarize(load_audio_16k(empty))) if empty.exists() else None
     results["select_collar"] = float(cv["select_collar"])
@@ -251,11 +254,13 @@ def format_table(metrics: dict, checks) -> str:
                      f"speaker time (each voice counted): {_other_precisions_text(summary['purity_most_speech'])}")
     lines.append(f"chosen per fold: {diarization['chosen_per_fold']}")
     if diarization["purity_targets"]:
-        unmet = [fold for fold, met in diarization["purity_constraint_met"].items() if not met]
+        unmet = [("the all-data choice" if fold == "all" else f"fold {fold}")
+                 for fold, met in diarization["purity_constraint_met"].items() if not met]
         lines.append(f"selection: lowest training DER among settings whose training purity (real recordings) reaches "
                      f"precision {diarization['purity_targets']['precision']:g} / recall "
                      f"{diarization['purity_targets']['recall']:g}; " +
-                     (f"no setting did in {', '.join(unmet)}: lowest DER there" if unmet else "met in every fold"))
+                     (f"no setting did for {', '.join(unmet)}: lowest DER there" if unmet
+                      else "met in every fold and on all recordings"))
     lines.append(f"chosen on all recordings (the config default; in-sample mean DER "
                  f"{diarization['all_data_choice_in_sample_mean_der']:.3f}, not a reported figure): "
                  f"{diarization['all_data_choice']}")
