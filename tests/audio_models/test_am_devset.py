@@ -129,16 +129,33 @@ def test_selection_subject_to_purity_takes_the_lowest_der_among_settings_pure_on
     assert not nobody(np.ones(5, dtype=bool)).any()
 
 
+def test_purity_ceiling_gives_each_scored_recording_its_best_precision_at_the_recall_target():
+    from moshi_data.pipeline.audio.diarization_eval import purity_ceiling
+
+    def p(precision, recall):
+        return {"precision": precision, "recall": recall}
+
+    purity = [[p(0.9, 0.95), p(0.5, 0.95), None, p(0.99, 0.2)],
+              [p(0.7, 0.99), p(0.8, 0.85), None, p(0.3, 0.3)],
+              [p(1.0, 0.5), None, None, p(0.1, 0.99)]]
+    # recording 0: 0.9 (1.0 has recall 0.5); 1: 0.5 (0.8 misses the recall); 2: nothing; 3: 0.1 (the one at recall)
+    assert purity_ceiling(purity, [True, True, True, True], 0.9) == pytest.approx((0.9 + 0.5 + 0.1) / 3)
+    assert purity_ceiling(purity, [True, False, False, False], 0.9) == pytest.approx(0.9)  # only scored ones
+    assert purity_ceiling(purity, [False, True, False, False], 0.99) == pytest.approx(0.8)  # none at recall: best
+    assert purity_ceiling(purity, [False, False, True, False], 0.9) is None
+
+
 def test_eval_audio_passes_the_configured_purity_targets_to_the_cv_in_order(models_config, monkeypatch, tmp_path):
     """evaluate_diarization gives cross_validate (precision, recall) from evaluation.targets when
-    evaluation.cv.subject_to_purity_targets is true, None when false."""
+    evaluation.cv.subject_to_purity_targets is true, None when false, and the recall target for the purity ceiling."""
     from moshi_data.pipeline.audio import devset, diarization_eval, evaluate
     from moshi_data.pipeline.config import apply_overrides
 
     seen = []
     monkeypatch.setattr(devset, "build_devset", lambda data, settings: [])
     monkeypatch.setattr(diarization_eval, "cross_validate",
-                        lambda *args, purity_targets, **kwargs: seen.append(purity_targets) or {})
+                        lambda *args, purity_targets, ceiling_recall, **kwargs: seen.append(
+                            (purity_targets, ceiling_recall)) or {})
 
     class NoDiarizer:
         def diarize(self, audio):
@@ -149,7 +166,7 @@ def test_eval_audio_passes_the_configured_purity_targets_to_the_cv_in_order(mode
                                                  "evaluation.targets.main_purity_recall=0.87",
                                                  f"evaluation.cv.subject_to_purity_targets={str(subject).lower()}"])
         evaluate.evaluate_diarization(NoDiarizer(), config, tmp_path)
-        assert seen[-1] == expected
+        assert seen[-1] == (expected, 0.87)  # the in-sample ceiling at the recall target either way
 
 
 GOOD_GRID = {"threshold": [0.3], "min_cluster_size": [1], "min_duration_off": [0.0], "method": ["weighted"],
@@ -460,9 +477,12 @@ def test_a_pipeline_loaded_by_name_is_scored_as_it_is(models_config, sample_audi
     previous = torch.get_num_threads()
     try:
         results = cross_validate(production, recordings, grid, [0.25], 0.25, 1.0, cache_dir=tmp_path / "cache",
-                                 purity_targets=(0.9, 0.9), log=lambda _: None)
+                                 purity_targets=(0.9, 0.9), ceiling_recall=0.9, log=lambda _: None)
         assert results["grid_size"] == 1 and set(results["all_data_choice"].values()) == {None}
         assert results["purity_targets"] is None and results["purity_constraint_met"] == {}  # nothing to select
+        # one setting: the ceiling is the held-out mean precision itself
+        assert results["purity_precision_ceiling_in_sample"] == pytest.approx(
+            results["summary"]["real"]["purity_most_speech"]["precision"])
         assert production.pipeline.clustering.threshold == 0.5 and not production.pipeline.training
         for recording, entry in zip(recordings, results["per_recording"]):
             assert entry["components"]["collar_0.25"] == der_components(recording.reference,

@@ -700,11 +700,12 @@ def purity_constraint(purity: Sequence[Sequence[dict | None]], real: Sequence[bo
 def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[Mapping[str, Any]],
                    collars: Sequence[float], select_collar: float, min_main_speech_s: float,
                    cache_dir: Path | None = None, purity_targets: tuple[float, float] | None = None,
-                   log=print) -> dict[str, Any]:
+                   ceiling_recall: float | None = None, log=print) -> dict[str, Any]:
     """Held-out DER and purity of every recording, the setting chosen per fold, and the all-data choice: the lowest
     mean DER (collar ``select_collar``) on the other folds, among the settings whose mean main-stream purity
     (precision, recall) on the other folds' real recordings reaches ``purity_targets`` when given
-    (:func:`purity_constraint`; a fold where no setting does takes the lowest DER, and says so).
+    (:func:`purity_constraint`; a fold where no setting does takes the lowest DER, and says so). With
+    ``ceiling_recall``, also :func:`purity_ceiling` over the real recordings the held-out purity is averaged over.
     Model outputs are computed once per (recording, model-output variant: segmentation step, powerset bias) by
     pipelines sharing the diarizer's models; fused embeddings at :data:`CACHE_FUSION_WEIGHT`, rescaled to each grid
     weight: the configured ``diarization.segmentation_step``, ``powerset_bias`` and ``fusion_weight`` play no part
@@ -760,8 +761,26 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
             "all_data_choice": grid[all_data], "grid_size": len(grid),
             "purity_targets": None if purity_targets is None else dict(zip(("precision", "recall"), purity_targets)),
             "purity_constraint_met": constraint_met,
+            "purity_precision_ceiling_in_sample": None if ceiling_recall is None else purity_ceiling(
+                purity, [r["kind"] == "real" and r["purity"]["most_speech"] is not None for r in per_recording],
+                ceiling_recall),
             "grid": {key: list(dict.fromkeys(s[key] for s in grid)) for key in GRID_KEYS},
             "all_data_choice_in_sample_mean_der": float(der[all_data].mean())}
+
+
+def purity_ceiling(purity: Sequence[Sequence[dict | None]], scored: Sequence[bool], min_recall: float) -> float | None:
+    """An in-sample upper bound of the held-out purity precision (a diagnostic, never a reported figure): the mean
+    over the recordings ``scored`` (those the held-out mean is over) of the best :func:`selection_purity` precision
+    any grid setting (row of ``purity``) reaches on each with recall >= ``min_recall`` (a recording where none does:
+    its best precision at any recall), as if every recording had its own best setting. Below the target, no
+    selection of one setting per fold can meet it on these recordings; None if nothing is scored."""
+    best = []
+    for r in np.flatnonzero(np.asarray(scored, dtype=bool)):
+        figures = [row[r] for row in purity if row[r] is not None]
+        if figures:
+            enough = [f["precision"] for f in figures if f["recall"] >= min_recall]
+            best.append(max(enough) if enough else max(f["precision"] for f in figures))
+    return float(np.mean(best)) if best else None
 
 
 def choose_settings(der: np.ndarray, folds: Sequence[int], meets: Callable[[np.ndarray], np.ndarray] | None = None
