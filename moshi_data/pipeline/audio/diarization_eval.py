@@ -772,8 +772,10 @@ def purity_ceiling(purity: Sequence[Sequence[dict | None]], scored: Sequence[boo
     """An in-sample upper bound of the held-out purity precision (a diagnostic, never a reported figure): the mean
     over the recordings ``scored`` (those the held-out mean is over) of the best :func:`selection_purity` precision
     any grid setting (row of ``purity``) reaches on each with recall >= ``min_recall`` (a recording where none does:
-    its best precision at any recall), as if every recording had its own best setting. Below the target, no
-    selection of one setting per fold can meet it on these recordings; None if nothing is scored."""
+    its best precision at any recall), as if every recording had its own best setting. Not a strict bound on a
+    selection meeting mean targets (that could trade one recording's recall for another's precision), but a ceiling
+    near or below the target says the grid holds no setting that is pure at target recall on these recordings; None if
+    nothing is scored."""
     best = []
     for r in np.flatnonzero(np.asarray(scored, dtype=bool)):
         figures = [row[r] for row in purity if row[r] is not None]
