@@ -1,7 +1,7 @@
 """Time of the cross-validation's per-setting loop (``make eval-audio``), before and after setting-independent work
 is done once: the same cached model outputs, the same grid, scored by pyannote's whole ``apply`` + pyannote.metrics
-per (setting, recording) (:func:`diarization_eval.reference_scores`, the loop as it was) and by
-:func:`diarization_eval.grid_components` (:class:`diarization_eval.SettingScorer`). Checks that every DER component
+per (setting, recording) (:func:`diarization_eval.reference_scores`, the loop as it was, purity now in both) and by
+:func:`diarization_eval.grid_scores` (:class:`diarization_eval.SettingScorer`). Checks that every DER component
 and purity of every (setting, recording) is equal, and so the settings chosen per fold (subject to the purity
 targets as ``make eval-audio`` is configured: whether each fold met them too), the all-data choice and the held-out
 figures; prints both times, their ratio and the load average. Model outputs are computed (and cached under
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         new_times = []
         for _ in range(args.repeat):
             start = time.perf_counter()
-            new, new_purity = de.grid_components(diarizer, pipelines, files, recordings, grid, collars, dimension,
+            new, new_purity = de.grid_scores(diarizer, pipelines, files, recordings, grid, collars, dimension,
                                                  min_main_speech_s, log=lambda _: None)
             new_times.append(time.perf_counter() - start)
         start = time.perf_counter()

@@ -10,7 +10,7 @@ import pytest
 from moshi_data.pipeline.audio.devset import (assign_folds, build_devset, real_cases, simulate_conversation,
                                               single_speaker_regions)
 from moshi_data.pipeline.audio.diarization_eval import (choose_settings, der_components, main_stream_purity,
-                                                        purity_constraint, selection_purity,
+                                                        purity_bound, purity_constraint, selection_purity,
                                                         miss_breakdown, parameter_grid)
 from moshi_data.pipeline.audio.types import Turn
 
@@ -129,33 +129,44 @@ def test_selection_subject_to_purity_takes_the_lowest_der_among_settings_pure_on
     assert not nobody(np.ones(5, dtype=bool)).any()
 
 
-def test_purity_ceiling_gives_each_scored_recording_its_best_precision_at_the_recall_target():
-    from moshi_data.pipeline.audio.diarization_eval import purity_ceiling
+def test_purity_bound_is_at_least_the_best_assignment_of_settings_to_recordings_and_tight_when_it_can_be():
+    """purity_bound >= the best mean precision of every assignment of settings to the scored recordings with mean
+    recall >= the target (brute force), on random purity matrices; equal to it where one setting is best everywhere;
+    None when a scored recording never has a main speaker."""
+    import itertools
 
-    def p(precision, recall):
-        return {"precision": precision, "recall": recall}
+    from moshi_data.pipeline.audio.diarization_eval import purity_bound
 
-    purity = [[p(0.9, 0.95), p(0.5, 0.95), None, p(0.99, 0.2)],
-              [p(0.7, 0.99), p(0.8, 0.85), None, p(0.3, 0.3)],
-              [p(1.0, 0.5), None, None, p(0.1, 0.99)]]
-    # recording 0: 0.9 (1.0 has recall 0.5); 1: 0.5 (0.8 misses the recall); 2: nothing; 3: 0.1 (the one at recall)
-    assert purity_ceiling(purity, [True, True, True, True], 0.9) == pytest.approx((0.9 + 0.5 + 0.1) / 3)
-    assert purity_ceiling(purity, [True, False, False, False], 0.9) == pytest.approx(0.9)  # only scored ones
-    assert purity_ceiling(purity, [False, True, False, False], 0.99) == pytest.approx(0.8)  # none at recall: best
-    assert purity_ceiling(purity, [False, False, True, False], 0.9) is None
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        values = rng.uniform(0.4, 1.0, size=(4, 3, 2))
+        purity = [[{"precision": p, "recall": r} for p, r in row] for row in values]
+        purity[0][1] = None  # setting 0 gives recording 1 no main speaker
+        feasible = [np.mean([purity[g][r]["precision"] for r, g in enumerate(choice)])
+                    for choice in itertools.product(range(4), repeat=3)
+                    if all(purity[g][r] is not None for r, g in enumerate(choice))
+                    and np.mean([purity[g][r]["recall"] for r, g in enumerate(choice)]) >= 0.8]
+        bound = purity_bound(purity, [True, True, True], 0.8)
+        assert bound >= max(feasible, default=-np.inf) - 1e-9
+        assert bound <= np.mean([max(row[r]["precision"] for row in purity if row[r]) for r in range(3)]) + 1e-9
+    best_everywhere = [[{"precision": 0.95, "recall": 0.95}] * 2, [{"precision": 0.5, "recall": 0.99}] * 2]
+    assert purity_bound(best_everywhere, [True, True], 0.9) == pytest.approx(0.95)
+    assert purity_bound(best_everywhere, [True, False], 0.9) == pytest.approx(0.95)  # only scored ones
+    assert purity_bound([[None, {"precision": 1.0, "recall": 1.0}]], [True, True], 0.9) is None
+    assert purity_bound(best_everywhere, [False, False], 0.9) is None
 
 
 def test_eval_audio_passes_the_configured_purity_targets_to_the_cv_in_order(models_config, monkeypatch, tmp_path):
     """evaluate_diarization gives cross_validate (precision, recall) from evaluation.targets when
-    evaluation.cv.subject_to_purity_targets is true, None when false, and the recall target for the purity ceiling."""
+    evaluation.cv.subject_to_purity_targets is true, None when false, and the recall target for the purity bound."""
     from moshi_data.pipeline.audio import devset, diarization_eval, evaluate
     from moshi_data.pipeline.config import apply_overrides
 
     seen = []
     monkeypatch.setattr(devset, "build_devset", lambda data, settings: [])
     monkeypatch.setattr(diarization_eval, "cross_validate",
-                        lambda *args, purity_targets, ceiling_recall, **kwargs: seen.append(
-                            (purity_targets, ceiling_recall)) or {})
+                        lambda *args, purity_targets, bound_recall, **kwargs: seen.append(
+                            (purity_targets, bound_recall)) or {})
 
     class NoDiarizer:
         def diarize(self, audio):
@@ -166,7 +177,7 @@ def test_eval_audio_passes_the_configured_purity_targets_to_the_cv_in_order(mode
                                                  "evaluation.targets.main_purity_recall=0.87",
                                                  f"evaluation.cv.subject_to_purity_targets={str(subject).lower()}"])
         evaluate.evaluate_diarization(NoDiarizer(), config, tmp_path)
-        assert seen[-1] == (expected, 0.87)  # the in-sample ceiling at the recall target either way
+        assert seen[-1] == (expected, 0.87)  # the in-sample bound at the recall target either way
 
 
 GOOD_GRID = {"threshold": [0.3], "min_cluster_size": [1], "min_duration_off": [0.0], "method": ["weighted"],
@@ -348,7 +359,7 @@ def cross_validate_with_fold_0_on_the_second_variant(diarizer, recordings, grid,
 
     spied = force_choice(monkeypatch, {0: 2, 1: 1})
     results = cross_validate(diarizer, recordings, grid, collars, 0.25, 1.0, cache_dir=cache_dir,
-                             purity_targets=(0.9, 0.5), log=lambda _: None)
+                             purity_targets=(0.9, 0.5), bound_recall=0.5, log=lambda _: None)
     cached = sorted(path.name for path in cache_dir.glob("*.pkl"))
     assert len(cached) == 4 and len({name.split("-")[1] for name in cached}) == 4  # 2 recordings x 2 variants
     assert results["grid"][key] == list(dict.fromkeys(s[key] for s in grid)) and results["grid_size"] == 4
@@ -357,10 +368,13 @@ def cross_validate_with_fold_0_on_the_second_variant(diarizer, recordings, grid,
         assert entry["setting"] == results["chosen_per_fold"][str(entry["fold"])] == grid[row]
         assert_held_out(entry, recording, turns, collars, 1.0)
     # the selection's purity is that of each setting's turns, per (setting, recording), with the targets in order
-    expected = purity_constraint([[selection_purity(r.reference, turns_of_setting(diarizer, r, setting), 1.0)
-                                   for r in recordings] for setting in grid], [True, True], 0.9, 0.5)
+    purity = [[selection_purity(r.reference, turns_of_setting(diarizer, r, setting), 1.0) for r in recordings]
+              for setting in grid]
+    expected = purity_constraint(purity, [True, True], 0.9, 0.5)
     for training in ([True, False], [False, True], [True, True]):
         assert spied["meets"](np.array(training)).tolist() == expected(np.array(training)).tolist()
+    scored = [entry["purity"]["most_speech"] is not None for entry in results["per_recording"]]
+    assert results["purity_precision_bound_in_sample"] == purity_bound(purity, scored, 0.5)
     assert set(results["purity_constraint_met"]) == {"0", "1", "all"}
     first_variant = turns_of_setting(diarizer, recordings[0], grid[0])
     assert der_components(recordings[0].reference, first_variant, collars[0]) != results["per_recording"][0][
@@ -477,12 +491,12 @@ def test_a_pipeline_loaded_by_name_is_scored_as_it_is(models_config, sample_audi
     previous = torch.get_num_threads()
     try:
         results = cross_validate(production, recordings, grid, [0.25], 0.25, 1.0, cache_dir=tmp_path / "cache",
-                                 purity_targets=(0.9, 0.9), ceiling_recall=0.9, log=lambda _: None)
+                                 purity_targets=(0.9, 0.9), bound_recall=0.9, log=lambda _: None)
         assert results["grid_size"] == 1 and set(results["all_data_choice"].values()) == {None}
         assert results["purity_targets"] is None and results["purity_constraint_met"] == {}  # nothing to select
-        # one setting: the ceiling is the held-out mean precision itself
-        assert results["purity_precision_ceiling_in_sample"] == pytest.approx(
-            results["summary"]["real"]["purity_most_speech"]["precision"])
+        # one setting: the bound is the held-out mean precision itself where its mean recall reaches the target
+        real = results["summary"]["real"]["purity_most_speech"]
+        assert real["recall"] >= 0.9 and results["purity_precision_bound_in_sample"] == pytest.approx(real["precision"])
         assert production.pipeline.clustering.threshold == 0.5 and not production.pipeline.training
         for recording, entry in zip(recordings, results["per_recording"]):
             assert entry["components"]["collar_0.25"] == der_components(recording.reference,
@@ -570,3 +584,18 @@ def test_training_mode_is_undone_when_the_cv_fails():
             assert all(p.training for p in pipelines)
             raise RuntimeError("boom")
     assert [p.training for p in pipelines] == [False, True]
+
+
+def test_report_says_which_folds_missed_the_purity_constraint_and_prints_the_bound():
+    from moshi_data.pipeline.audio.evaluate import selection_lines
+
+    constrained = {"purity_targets": {"precision": 0.9, "recall": 0.85},
+                   "purity_constraint_met": {"0": True, "3": False, "all": False},
+                   "purity_precision_bound_in_sample": 0.9567}
+    first, bound = selection_lines(constrained)
+    assert "precision 0.9 / recall 0.85" in first and "no setting did for fold 3, the all-data choice" in first
+    assert bound.endswith(": 0.957")
+    met = {**constrained, "purity_constraint_met": {"0": True, "all": True}, "purity_precision_bound_in_sample": None}
+    assert selection_lines(met) == [selection_lines(met)[0]] and "met in every fold" in selection_lines(met)[0]
+    assert selection_lines({"purity_targets": None, "purity_constraint_met": {},
+                            "purity_precision_bound_in_sample": None}) == []

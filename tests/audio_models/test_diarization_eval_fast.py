@@ -42,7 +42,7 @@ def test_setting_scorer_gives_the_turns_and_der_of_pyannote_apply_for_every_sett
     clustering searches its dendrogram for a number of clusters within bounds x a minimum cluster size above the
     number of embeddings x min_duration_off 0 / 0.2, on speech and on a recording with none: the fast path's turns,
     DER components (both collars) and purity equal pyannote's apply + pyannote.metrics (+ selection_purity) exactly,
-    setting by setting, and so do grid_components' (the CV's loop). The grid tells every dimension apart (two settings that differ in one value
+    setting by setting, and so do grid_scores' (the CV's loop). The grid tells every dimension apart (two settings that differ in one value
     only give different turns somewhere), so a fast path scoring a neighbouring setting would fail."""
     from moshi_data.pipeline.audio import diarization_eval as de
 
@@ -59,7 +59,7 @@ def test_setting_scorer_gives_the_turns_and_der_of_pyannote_apply_for_every_sett
     with de.training_mode(pipelines.values()):
         files = {variant: [de.cached_file(diarizer, pipeline, r, None, []) for r in recs]
                  for variant, pipeline in pipelines.items()}
-        fast, fast_purity = de.grid_components(diarizer, pipelines, files, recs, grid, COLLARS, dimension,
+        fast, fast_purity = de.grid_scores(diarizer, pipelines, files, recs, grid, COLLARS, dimension,
                                                MIN_MAIN_SPEECH_S, log=lambda _: None)
         scorers = [de.SettingScorer(r.reference, COLLARS, [0.0, 0.2], diarizer.speaker_bounds(), MIN_MAIN_SPEECH_S)
                    for r in recs]

@@ -625,16 +625,16 @@ class SettingScorer:
         """Digest of ``turns``; their DER components per collar and purity, kept for the variant's other settings."""
         key = hashlib.blake2b(repr([(t.start, t.end, t.speaker) for t in turns]).encode(), digest_size=16).digest()
         if key not in self.turn_components:
-            self.turn_components[key] = {collar: self.score(turns, metric) for collar, metric in self.metrics.items()}
+            self.turn_components[key] = {collar: self.der_of(turns, metric) for collar, metric in self.metrics.items()}
             self.turn_purity[key] = selection_purity(self.reference_turns, turns, self.min_main_speech_s)
         return key
 
-    def score(self, turns: Sequence[Turn], metric) -> dict[str, float]:
+    def der_of(self, turns: Sequence[Turn], metric) -> dict[str, float]:
         """:func:`der_components` with the recording's reference annotation and metric built once."""
         return seconds_of(metric.compute_components(self.reference, annotation(turns)))  # __call__ less the tally
 
 
-def grid_components(diarizer, pipelines: Mapping[tuple, Any], files_by_variant: Mapping[tuple, Sequence[dict]],
+def grid_scores(diarizer, pipelines: Mapping[tuple, Any], files_by_variant: Mapping[tuple, Sequence[dict]],
                     recordings: Sequence[DevRecording], grid: Sequence[Mapping[str, Any]], collars: Sequence[float],
                     campplus_dimension: int | None, min_main_speech_s: float, log=print
                     ) -> tuple[list[list[dict[float, dict[str, float]]]], list[list[dict | None]]]:
@@ -674,7 +674,7 @@ def grid_components(diarizer, pipelines: Mapping[tuple, Any], files_by_variant: 
 
 def purity_constraint(purity: Sequence[Sequence[dict | None]], real: Sequence[bool], precision: float,
                       recall: float) -> Callable[[np.ndarray], np.ndarray]:
-    """``meets(training)`` for :func:`choose_settings`: per setting (row of ``purity``, as :func:`grid_components`
+    """``meets(training)`` for :func:`choose_settings`: per setting (row of ``purity``, as :func:`grid_scores`
     gives it), whether the mean :func:`selection_purity` precision and recall over the real recordings of the boolean
     mask ``training`` that have a main speaker reach ``precision`` and ``recall`` (the purity targets' figures, as
     the report computes them: the recordings averaged over depend on the setting, see :func:`selection_purity`);
@@ -700,12 +700,12 @@ def purity_constraint(purity: Sequence[Sequence[dict | None]], real: Sequence[bo
 def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[Mapping[str, Any]],
                    collars: Sequence[float], select_collar: float, min_main_speech_s: float,
                    cache_dir: Path | None = None, purity_targets: tuple[float, float] | None = None,
-                   ceiling_recall: float | None = None, log=print) -> dict[str, Any]:
+                   bound_recall: float | None = None, log=print) -> dict[str, Any]:
     """Held-out DER and purity of every recording, the setting chosen per fold, and the all-data choice: the lowest
     mean DER (collar ``select_collar``) on the other folds, among the settings whose mean main-stream purity
     (precision, recall) on the other folds' real recordings reaches ``purity_targets`` when given
     (:func:`purity_constraint`; a fold where no setting does takes the lowest DER, and says so). With
-    ``ceiling_recall``, also :func:`purity_ceiling` over the real recordings the held-out purity is averaged over.
+    ``bound_recall``, also :func:`purity_bound` over the real recordings the held-out purity is averaged over.
     Model outputs are computed once per (recording, model-output variant: segmentation step, powerset bias) by
     pipelines sharing the diarizer's models; fused embeddings at :data:`CACHE_FUSION_WEIGHT`, rescaled to each grid
     weight: the configured ``diarization.segmentation_step``, ``powerset_bias`` and ``fusion_weight`` play no part
@@ -729,7 +729,7 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
                 log(f"  model outputs: {recording.uri} ({recording.duration:.0f} s), segmentation step {variant[0]}, "
                     f"powerset bias speech {variant[1]} overlap {variant[2]}")
                 files_by_variant[variant].append(cached_file(diarizer, pipeline, recording, cache_dir, models))
-        components, purity = grid_components(diarizer, pipelines, files_by_variant, recordings, grid, collars,
+        components, purity = grid_scores(diarizer, pipelines, files_by_variant, recordings, grid, collars,
                                              dimension, min_main_speech_s, log)
         der = np.array([[rates(row[r][select_collar])["der"] for r in range(len(recordings))] for row in components])
         meets = None if purity_targets is None else purity_constraint(
@@ -761,28 +761,34 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
             "all_data_choice": grid[all_data], "grid_size": len(grid),
             "purity_targets": None if purity_targets is None else dict(zip(("precision", "recall"), purity_targets)),
             "purity_constraint_met": constraint_met,
-            "purity_precision_ceiling_in_sample": None if ceiling_recall is None else purity_ceiling(
+            "purity_precision_bound_in_sample": None if bound_recall is None else purity_bound(
                 purity, [r["kind"] == "real" and r["purity"]["most_speech"] is not None for r in per_recording],
-                ceiling_recall),
+                bound_recall),
             "grid": {key: list(dict.fromkeys(s[key] for s in grid)) for key in GRID_KEYS},
             "all_data_choice_in_sample_mean_der": float(der[all_data].mean())}
 
 
-def purity_ceiling(purity: Sequence[Sequence[dict | None]], scored: Sequence[bool], min_recall: float) -> float | None:
-    """An in-sample upper bound of the held-out purity precision (a diagnostic, never a reported figure): the mean
-    over the recordings ``scored`` (those the held-out mean is over) of the best :func:`selection_purity` precision
-    any grid setting (row of ``purity``) reaches on each with recall >= ``min_recall`` (a recording where none does:
-    its best precision at any recall), as if every recording had its own best setting. Not a strict bound on a
-    selection meeting mean targets (that could trade one recording's recall for another's precision), but a ceiling
-    near or below the target says the grid holds no setting that is pure at target recall on these recordings; None if
-    nothing is scored."""
-    best = []
-    for r in np.flatnonzero(np.asarray(scored, dtype=bool)):
-        figures = [row[r] for row in purity if row[r] is not None]
-        if figures:
-            enough = [f["precision"] for f in figures if f["recall"] >= min_recall]
-            best.append(max(enough) if enough else max(f["precision"] for f in figures))
-    return float(np.mean(best)) if best else None
+def purity_bound(purity: Sequence[Sequence[dict | None]], scored: Sequence[bool], min_recall: float,
+                 steps: int = 501, max_weight: float = 5.0) -> float | None:
+    """An in-sample upper bound (a diagnostic, never a reported figure) of the mean :func:`selection_purity`
+    precision over the recordings ``scored`` of *any* assignment of grid settings (rows of ``purity``) to those
+    recordings, one setting per fold being a special case, that gives each of them a main speaker and whose mean
+    recall reaches ``min_recall``: ``min over w >= 0 of mean_r max_g [precision + w (recall - min_recall)]``
+    (Lagrangian duality: every w gives such a bound; w on ``steps`` values in [0, ``max_weight``]). Below the
+    precision target, no selection from this grid can meet both purity targets on these recordings; above it, the
+    grid does not rule them out. None if nothing is scored or a scored recording never has a main speaker."""
+    columns = np.flatnonzero(np.asarray(scored, dtype=bool))
+    if not len(columns):
+        return None
+    figures = {key: np.array([[np.nan if row[r] is None else row[r][key] for r in columns] for row in purity],
+                             dtype=float) for key in ("precision", "recall")}
+    possible = ~np.isnan(figures["precision"])
+    if not possible.any(axis=0).all():
+        return None
+    slack = np.where(possible, figures["recall"] - min_recall, 0.0)
+    precision = np.where(possible, figures["precision"], 0.0)
+    return float(min(np.where(possible, precision + weight * slack, -np.inf).max(axis=0).mean()
+                     for weight in np.linspace(0.0, max_weight, steps)))
 
 
 def choose_settings(der: np.ndarray, folds: Sequence[int], meets: Callable[[np.ndarray], np.ndarray] | None = None
