@@ -314,7 +314,7 @@ def _main(args) -> int:
     from moshi_data.pipeline.audio.diarization_eval import check_grid
     from moshi_data.pipeline.audio.diarize import Diarizer
     from moshi_data.pipeline.audio.transcribe import Transcriber
-    from moshi_data.pipeline.command import UserError
+    from moshi_data.pipeline.command import UserError, package_version
 
     config = args.cfg
     evaluation = config["evaluation"]
@@ -334,7 +334,7 @@ def _main(args) -> int:
     diarizer.diarize(sample)
     diarize_rtf = (time.perf_counter() - started) / (sample.size / 16000)
     metrics = {
-        "config": args.config, "model_versions": {**transcriber.model_versions, **diarizer.model_versions},
+        "config": args.config, "version": package_version(), "settings": config, "model_versions": {**transcriber.model_versions, **diarizer.model_versions},
         "rtf": {"transcribe": transcribe_rtf, "diarize": diarize_rtf, "cpu_threads": config["cpu_threads"]},
         "wer": wer,
         "word_alignment": evaluate_alignment(transcriber, args.data, evaluation, config["asr"]["language"] or "en"),
