@@ -87,7 +87,7 @@ def main(argv=None) -> int:
         for _ in range(args.repeat):
             start = time.perf_counter()
             new, new_purity = de.grid_scores(diarizer, pipelines, files, recordings, grid, collars, dimension,
-                                                 min_main_speech_s, log=lambda _: None)
+                                             min_main_speech_s, log=lambda _: None)
             new_times.append(time.perf_counter() - start)
         start = time.perf_counter()
         scored = [de.reference_scores(diarizer, pipelines[de.model_output_variant(setting)], setting_files, recordings,

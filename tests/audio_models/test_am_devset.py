@@ -147,8 +147,16 @@ def test_purity_bound_is_at_least_the_best_assignment_of_settings_to_recordings_
                     if all(purity[g][r] is not None for r, g in enumerate(choice))
                     and np.mean([purity[g][r]["recall"] for r, g in enumerate(choice)]) >= 0.8]
         bound = purity_bound(purity, [True, True, True], 0.8)
-        assert bound >= max(feasible, default=-np.inf) - 1e-9
+        if bound is None:  # no assignment reaches the recall target
+            assert not feasible
+            continue
+        assert feasible and bound >= max(feasible) - 1e-9
         assert bound <= np.mean([max(row[r]["precision"] for row in purity if row[r]) for r in range(3)]) + 1e-9
+    # the recall target binds: (P 1.0, R 0.5) or (P 0.6, R 1.0) for one recording, target 0.9: mixing is not allowed
+    # within a recording, the dual bound is 0.68 (w = 0.8), below the recall-blind 1.0 and above the feasible 0.6
+    binding = [[{"precision": 1.0, "recall": 0.5}], [{"precision": 0.6, "recall": 1.0}]]
+    assert purity_bound(binding, [True], 0.9) == pytest.approx(0.68)
+    assert purity_bound([[{"precision": 1.0, "recall": 0.5}]], [True], 0.9) is None  # recall target out of reach
     best_everywhere = [[{"precision": 0.95, "recall": 0.95}] * 2, [{"precision": 0.5, "recall": 0.99}] * 2]
     assert purity_bound(best_everywhere, [True, True], 0.9) == pytest.approx(0.95)
     assert purity_bound(best_everywhere, [True, False], 0.9) == pytest.approx(0.95)  # only scored ones
@@ -591,11 +599,13 @@ def test_report_says_which_folds_missed_the_purity_constraint_and_prints_the_bou
 
     constrained = {"purity_targets": {"precision": 0.9, "recall": 0.85},
                    "purity_constraint_met": {"0": True, "3": False, "all": False},
-                   "purity_precision_bound_in_sample": 0.9567}
+                   "purity_bound_recall": 0.85, "purity_precision_bound_in_sample": 0.9567}
     first, bound = selection_lines(constrained)
     assert "precision 0.9 / recall 0.85" in first and "no setting did for fold 3, the all-data choice" in first
     assert bound.endswith(": 0.957")
     met = {**constrained, "purity_constraint_met": {"0": True, "all": True}, "purity_precision_bound_in_sample": None}
-    assert selection_lines(met) == [selection_lines(met)[0]] and "met in every fold" in selection_lines(met)[0]
-    assert selection_lines({"purity_targets": None, "purity_constraint_met": {},
+    first, bound = selection_lines(met)
+    assert "met in every fold" in first and bound.endswith("none (no assignment gives every counted recording a main "
+                                                           "speaker at that mean recall)")
+    assert selection_lines({"purity_targets": None, "purity_constraint_met": {}, "purity_bound_recall": None,
                             "purity_precision_bound_in_sample": None}) == []

@@ -60,7 +60,7 @@ def test_setting_scorer_gives_the_turns_and_der_of_pyannote_apply_for_every_sett
         files = {variant: [de.cached_file(diarizer, pipeline, r, None, []) for r in recs]
                  for variant, pipeline in pipelines.items()}
         fast, fast_purity = de.grid_scores(diarizer, pipelines, files, recs, grid, COLLARS, dimension,
-                                               MIN_MAIN_SPEECH_S, log=lambda _: None)
+                                           MIN_MAIN_SPEECH_S, log=lambda _: None)
         scorers = [de.SettingScorer(r.reference, COLLARS, [0.0, 0.2], diarizer.speaker_bounds(), MIN_MAIN_SPEECH_S)
                    for r in recs]
         reference_turns = []

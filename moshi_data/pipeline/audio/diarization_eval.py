@@ -635,9 +635,9 @@ class SettingScorer:
 
 
 def grid_scores(diarizer, pipelines: Mapping[tuple, Any], files_by_variant: Mapping[tuple, Sequence[dict]],
-                    recordings: Sequence[DevRecording], grid: Sequence[Mapping[str, Any]], collars: Sequence[float],
-                    campplus_dimension: int | None, min_main_speech_s: float, log=print
-                    ) -> tuple[list[list[dict[float, dict[str, float]]]], list[list[dict | None]]]:
+                recordings: Sequence[DevRecording], grid: Sequence[Mapping[str, Any]], collars: Sequence[float],
+                campplus_dimension: int | None, min_main_speech_s: float, log=print
+                ) -> tuple[list[list[dict[float, dict[str, float]]]], list[list[dict | None]]]:
     """(components, purity): components[g][r][collar], the DER components, and purity[g][r], the
     :func:`selection_purity`, of every grid setting g on every recording r, from the cached model outputs (pipelines
     per model-output variant, in training mode). The offline default: a :class:`SettingScorer` per recording, its
@@ -730,7 +730,7 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
                     f"powerset bias speech {variant[1]} overlap {variant[2]}")
                 files_by_variant[variant].append(cached_file(diarizer, pipeline, recording, cache_dir, models))
         components, purity = grid_scores(diarizer, pipelines, files_by_variant, recordings, grid, collars,
-                                             dimension, min_main_speech_s, log)
+                                         dimension, min_main_speech_s, log)
         der = np.array([[rates(row[r][select_collar])["der"] for r in range(len(recordings))] for row in components])
         meets = None if purity_targets is None else purity_constraint(
             purity, [r.kind == "real" for r in recordings], *purity_targets)
@@ -761,6 +761,7 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
             "all_data_choice": grid[all_data], "grid_size": len(grid),
             "purity_targets": None if purity_targets is None else dict(zip(("precision", "recall"), purity_targets)),
             "purity_constraint_met": constraint_met,
+            "purity_bound_recall": bound_recall,
             "purity_precision_bound_in_sample": None if bound_recall is None else purity_bound(
                 purity, [r["kind"] == "real" and r["purity"]["most_speech"] is not None for r in per_recording],
                 bound_recall),
@@ -770,13 +771,14 @@ def cross_validate(diarizer, recordings: Sequence[DevRecording], grid: Sequence[
 
 def purity_bound(purity: Sequence[Sequence[dict | None]], scored: Sequence[bool], min_recall: float,
                  steps: int = 501, max_weight: float = 5.0) -> float | None:
-    """An in-sample upper bound (a diagnostic, never a reported figure) of the mean :func:`selection_purity`
-    precision over the recordings ``scored`` of *any* assignment of grid settings (rows of ``purity``) to those
-    recordings, one setting per fold being a special case, that gives each of them a main speaker and whose mean
-    recall reaches ``min_recall``: ``min over w >= 0 of mean_r max_g [precision + w (recall - min_recall)]``
-    (Lagrangian duality: every w gives such a bound; w on ``steps`` values in [0, ``max_weight``]). Below the
-    precision target, no selection from this grid can meet both purity targets on these recordings; above it, the
-    grid does not rule them out. None if nothing is scored or a scored recording never has a main speaker."""
+    """An in-sample upper bound (a diagnostic, never a reported figure) on the most mean :func:`selection_purity`
+    precision over the recordings ``scored`` that *any* assignment of grid settings (rows of ``purity``) to those
+    recordings could reach (each its own setting; one setting per fold is a special case) while giving each of them a
+    main speaker and a mean recall of at least ``min_recall``: ``min over w >= 0 of mean_r max_g [precision +
+    w (recall - min_recall)]`` (Lagrangian duality: every w gives such a bound, so the minimum over ``steps`` values
+    of w in [0, ``max_weight``] does too). Below the precision target, no such selection from this grid can meet both
+    purity targets on these recordings; above it, the bound does not rule them out. None when nothing is scored, a
+    scored recording never has a main speaker, or no assignment reaches ``min_recall`` at all."""
     columns = np.flatnonzero(np.asarray(scored, dtype=bool))
     if not len(columns):
         return None
@@ -785,9 +787,11 @@ def purity_bound(purity: Sequence[Sequence[dict | None]], scored: Sequence[bool]
     possible = ~np.isnan(figures["precision"])
     if not possible.any(axis=0).all():
         return None
-    slack = np.where(possible, figures["recall"] - min_recall, 0.0)
-    precision = np.where(possible, figures["precision"], 0.0)
-    return float(min(np.where(possible, precision + weight * slack, -np.inf).max(axis=0).mean()
+    slack = np.where(possible, figures["recall"] - min_recall, -np.inf)
+    if slack.max(axis=0).mean() < 0:  # even each recording's best recall misses the target on average
+        return None
+    precision = np.where(possible, figures["precision"], -np.inf)
+    return float(min((precision + weight * np.where(possible, slack, 0.0)).max(axis=0).mean()
                      for weight in np.linspace(0.0, max_weight, steps)))
 
 

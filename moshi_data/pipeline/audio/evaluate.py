@@ -240,10 +240,13 @@ def selection_lines(diarization: dict) -> list[str]:
                      f"{diarization['purity_targets']['recall']:g}; " +
                      (f"no setting did for {', '.join(unmet)}: lowest DER there" if unmet
                       else "met in every fold and on all recordings"))
-    if diarization["purity_precision_bound_in_sample"] is not None:
-        lines.append(f"purity precision bound, in sample (the most any assignment of grid settings to these real "
-                     f"recordings could reach at mean recall >= the recall target; a diagnostic, not a reported "
-                     f"figure): {diarization['purity_precision_bound_in_sample']:.3f}")
+    bound = diarization["purity_precision_bound_in_sample"]
+    if diarization.get("purity_bound_recall") is not None:
+        lines.append("purity precision bound, in sample (an upper bound on the most any assignment of grid settings to "
+                     "the counted real recordings could reach at mean recall >= the recall target; a diagnostic, not a "
+                     "reported figure): " + (f"{bound:.3f}" if bound is not None else
+                                             "none (no assignment gives every counted recording a main speaker at "
+                                             "that mean recall)"))
     return lines
 
 
