@@ -337,7 +337,8 @@ def _main(args) -> int:
     diarizer.diarize(sample)
     diarize_rtf = (time.perf_counter() - started) / (sample.size / 16000)
     metrics = {
-        "config": args.config, "version": package_version(), "settings": config, "model_versions": {**transcriber.model_versions, **diarizer.model_versions},
+        "config": args.config, "version": package_version(), "settings": config,
+        "model_versions": {**transcriber.model_versions, **diarizer.model_versions},
         "rtf": {"transcribe": transcribe_rtf, "diarize": diarize_rtf, "cpu_threads": config["cpu_threads"]},
         "wer": wer,
         "word_alignment": evaluate_alignment(transcriber, args.data, evaluation, config["asr"]["language"] or "en"),
