@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     from moshi_data.pipeline.audio import diarization_eval as de
     from moshi_data.pipeline.audio.devset import build_devset
     from moshi_data.pipeline.audio.diarize import Diarizer
-    from moshi_data.pipeline.audio.evaluate import SHARED_DATA
+    from moshi_data.pipeline.audio.evaluate import SHARED_DATA, min_main_speech_s, selection_purity_targets
 
     config = load_config("audio_models", ["cpu_threads=1"])
     evaluation = config["evaluation"]
@@ -71,10 +71,7 @@ def main(argv=None) -> int:
                               "threshold": args.threshold, "min_cluster_size": args.min_cluster_size,
                               "min_duration_off": args.min_duration_off, "method": args.method})
     collars, select_collar = evaluation["collars"], evaluation["cv"]["select_collar"]
-    min_main_speech_s = float(load_config("audio_shards")["streams"]["min_main_speech_s"])
-    targets = evaluation["targets"]
-    purity_targets = ((float(targets["main_purity_precision"]), float(targets["main_purity_recall"]))
-                      if evaluation["cv"]["subject_to_purity_targets"] else None)
+    main_speech_s, purity_targets = min_main_speech_s(), selection_purity_targets(evaluation)
     pipelines = de.model_output_pipelines(diarizer, list(dict.fromkeys(de.model_output_variant(s) for s in grid)))
     dimension = de.fused_dimension(next(iter(pipelines.values())))
     cache = Path(args.cache) if Path(args.cache).is_absolute() else REPO_ROOT / args.cache
@@ -87,11 +84,11 @@ def main(argv=None) -> int:
         for _ in range(args.repeat):
             start = time.perf_counter()
             new, new_purity = de.grid_scores(diarizer, pipelines, files, recordings, grid, collars, dimension,
-                                             min_main_speech_s, log=lambda _: None)
+                                             main_speech_s, log=lambda _: None)
             new_times.append(time.perf_counter() - start)
         start = time.perf_counter()
         scored = [de.reference_scores(diarizer, pipelines[de.model_output_variant(setting)], setting_files, recordings,
-                                      setting, collars, min_main_speech_s)
+                                      setting, collars, main_speech_s)
                   for setting, setting_files in de.files_per_setting(files, grid, dimension)]
         old, old_purity = [components for components, _ in scored], [purity for _, purity in scored]
         old_time = time.perf_counter() - start

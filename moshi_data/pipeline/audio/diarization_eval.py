@@ -509,7 +509,7 @@ class SettingScorer:
     * per fusion weight (:meth:`use_embeddings`): the cached embeddings, those pyannote's clustering keeps
       (``filter_embeddings``) and its cluster bounds; scipy's linkage tree once per method (:class:`LinkageTrees`,
       called by pyannote's own ``cluster``);
-    * per clustering setting (:meth:`components`, the pipeline instantiated with it): ``cluster`` and
+    * per clustering setting (:meth:`scores`, the pipeline instantiated with it): ``cluster`` and
       ``assign_embeddings`` (:meth:`hard_clusters`), once for every ``min_duration_off``; per distinct hard clusters
       of the variant, ``reconstruct`` once and, for each of ``min_durations_off``, ``to_annotation`` and the turns
       (:func:`annotation_turns`); per distinct turns,
@@ -672,6 +672,13 @@ def grid_scores(diarizer, pipelines: Mapping[tuple, Any], files_by_variant: Mapp
     return components, purity
 
 
+def purity_matrices(purity: Sequence[Sequence[dict | None]]) -> dict[str, np.ndarray]:
+    """``purity`` (settings x recordings of :func:`selection_purity`, as :func:`grid_scores` gives it) as one float
+    matrix per figure (precision, recall), NaN where a setting gives a recording no main speaker."""
+    return {key: np.array([[np.nan if p is None else p[key] for p in row] for row in purity], dtype=float)
+            for key in ("precision", "recall")}
+
+
 def purity_constraint(purity: Sequence[Sequence[dict | None]], real: Sequence[bool], precision: float,
                       recall: float) -> Callable[[np.ndarray], np.ndarray]:
     """``meets(training)`` for :func:`choose_settings`: per setting (row of ``purity``, as :func:`grid_scores`
@@ -679,8 +686,7 @@ def purity_constraint(purity: Sequence[Sequence[dict | None]], real: Sequence[bo
     mask ``training`` that have a main speaker reach ``precision`` and ``recall`` (the purity targets' figures, as
     the report computes them: the recordings averaged over depend on the setting, see :func:`selection_purity`);
     False where none of them has a main speaker."""
-    figures = {key: np.array([[np.nan if p is None else p[key] for p in row] for row in purity], dtype=float)
-               for key in ("precision", "recall")}
+    figures = purity_matrices(purity)
     real = np.asarray(real, dtype=bool)
 
     def meets(training: np.ndarray) -> np.ndarray:
@@ -779,20 +785,19 @@ def purity_bound(purity: Sequence[Sequence[dict | None]], scored: Sequence[bool]
     of w in [0, ``max_weight``] does too). Below the precision target, no such selection from this grid can meet both
     purity targets on these recordings; above it, the bound does not rule them out. None when nothing is scored, a
     scored recording never has a main speaker, or no assignment reaches ``min_recall`` at all."""
-    columns = np.flatnonzero(np.asarray(scored, dtype=bool))
-    if not len(columns):
+    columns = np.asarray(scored, dtype=bool)
+    if not columns.any():
         return None
-    figures = {key: np.array([[np.nan if row[r] is None else row[r][key] for r in columns] for row in purity],
-                             dtype=float) for key in ("precision", "recall")}
+    figures = {key: matrix[:, columns] for key, matrix in purity_matrices(purity).items()}
     possible = ~np.isnan(figures["precision"])
     if not possible.any(axis=0).all():
         return None
-    slack = np.where(possible, figures["recall"] - min_recall, -np.inf)
-    if slack.max(axis=0).mean() < 0:  # even each recording's best recall misses the target on average
-        return None
+    # impossible (setting, recording) pairs: precision -inf, never a recording's max; recall slack 0 (no 0 x inf)
     precision = np.where(possible, figures["precision"], -np.inf)
-    return float(min((precision + weight * np.where(possible, slack, 0.0)).max(axis=0).mean()
-                     for weight in np.linspace(0.0, max_weight, steps)))
+    slack = np.where(possible, figures["recall"] - min_recall, 0.0)
+    if np.where(possible, slack, -np.inf).max(axis=0).mean() < 0:  # even each one's best recall misses on average
+        return None
+    return float(min((precision + weight * slack).max(axis=0).mean() for weight in np.linspace(0.0, max_weight, steps)))
 
 
 def choose_settings(der: np.ndarray, folds: Sequence[int], meets: Callable[[np.ndarray], np.ndarray] | None = None

@@ -119,6 +119,21 @@ def match_onsets(reference: list[tuple[float, float, str]], words) -> tuple[list
 
 
 # ---------------------------------------------------------------------------- evaluation
+def min_main_speech_s() -> float:
+    """Seconds of speech a main speaker needs (``streams.min_main_speech_s`` of the audio-shards job): the purity is
+    scored as the shards choose main speakers."""
+    return float(load_config("audio_shards")["streams"]["min_main_speech_s"])
+
+
+def selection_purity_targets(evaluation: dict) -> tuple[float, float] | None:
+    """(precision, recall) purity targets the CV's selection is subject to, or None
+    (``evaluation.cv.subject_to_purity_targets`` off)."""
+    if not evaluation["cv"]["subject_to_purity_targets"]:
+        return None
+    targets = evaluation["targets"]
+    return float(targets["main_purity_precision"]), float(targets["main_purity_recall"])
+
+
 def evaluate_diarization(diarizer, config: dict, data: Path, log=print) -> dict:
     """Cross-validated DER and purity on the dev set, plus the silent-file check."""
     from moshi_data.pipeline.audio.devset import build_devset
@@ -128,16 +143,11 @@ def evaluate_diarization(diarizer, config: dict, data: Path, log=print) -> dict:
     recordings = build_devset(data, evaluation["devset"])
     cv = evaluation["cv"]
     cache = Path(cv["cache"]) if cv["cache"] else None
-    targets = evaluation["targets"]
-    purity_targets = None
-    if cv["subject_to_purity_targets"]:
-        purity_targets = (float(targets["main_purity_precision"]), float(targets["main_purity_recall"]))
-    min_main_speech_s = float(load_config("audio_shards")["streams"]["min_main_speech_s"])
     results = cross_validate(diarizer, recordings, parameter_grid(cv["grid"]), evaluation["collars"],
-                             float(cv["select_collar"]), min_main_speech_s,
+                             float(cv["select_collar"]), min_main_speech_s(),
                              cache if cache is None or cache.is_absolute() else REPO_ROOT / cache,
-                             purity_targets=purity_targets, bound_recall=float(targets["main_purity_recall"]),
-                             log=log)
+                             purity_targets=selection_purity_targets(evaluation),
+                             bound_recall=float(evaluation["targets"]["main_purity_recall"]), log=log)
     empty = data / "diarization/pyannote_ami_debug/empty.wav"
     results["empty_wav_turns"] = len(diarizer.diarize(load_audio_16k(empty))) if empty.exists() else None
     results["select_collar"] = float(cv["select_collar"])
