@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from moshi_data.pipeline.audio.devset import DevRecording
-from moshi_data.pipeline.audio.diarize import (POWERSET_BIAS_KEYS, POWERSET_BIAS_PARAMETERS,
+from moshi_data.pipeline.audio.diarize import (POWERSET_BIAS_KEYS, POWERSET_BIAS_PARAMETERS, SPECTRAL,
                                               ShortClipAgglomerativeClustering, annotation_turns, check_powerset_bias,
                                               check_segmentation_step, pipeline_parameters)
 from moshi_data.pipeline.audio.streams import speech_seconds
@@ -177,11 +177,9 @@ def model_output_variant(setting: Mapping[str, Any]) -> tuple:
     return tuple(setting[key] for key in MODEL_OUTPUT_KEYS)
 
 
-def linkage_methods() -> tuple[str, ...]:
-    """The linkage methods pyannote's AgglomerativeClustering accepts (its ``method`` parameter's choices)."""
-    from pyannote.audio.pipelines.clustering import AgglomerativeClustering
-
-    return tuple(AgglomerativeClustering().method.choices)
+def clustering_methods() -> tuple[str, ...]:
+    """The offline clustering's ``method`` choices: pyannote's linkage methods and ``spectral``."""
+    return tuple(ShortClipAgglomerativeClustering().method.choices)
 
 
 def _grid_number(key: str, value: Any, accepted, wanted: str) -> float:
@@ -203,11 +201,11 @@ def check_grid(grid: Mapping[str, Any]) -> dict[str, list]:
     for key in GRID_KEYS:
         if not isinstance(grid[key], (list, tuple)) or not grid[key]:
             raise ConfigError(f"evaluation.cv.grid.{key}: must be a non-empty list of values, got {grid[key]!r}")
-    methods = linkage_methods()
+    methods = clustering_methods()
     for method in grid["method"]:
         if method not in methods:
             raise ConfigError(f"evaluation.cv.grid.method: {method!r} is not a linkage method of pyannote's "
-                              f"AgglomerativeClustering ({', '.join(methods)})")
+                              f"AgglomerativeClustering nor {SPECTRAL} ({', '.join(methods)})")
     for size in grid["min_cluster_size"]:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigError(f"evaluation.cv.grid.min_cluster_size: every value must be an integer of at least 1, "
@@ -226,9 +224,16 @@ def check_grid(grid: Mapping[str, Any]) -> dict[str, list]:
 
 
 def parameter_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """Every combination of ``evaluation.cv.grid`` (:func:`check_grid`), in :data:`GRID_KEYS` order."""
+    """Every combination of ``evaluation.cv.grid`` (:func:`check_grid`), in :data:`GRID_KEYS` order; a
+    ``spectral`` setting has ``threshold`` and ``min_cluster_size`` None (it uses neither), once."""
     checked = check_grid(grid)
-    return [dict(zip(GRID_KEYS, combo)) for combo in itertools.product(*(checked[key] for key in GRID_KEYS))]
+    settings = []
+    for combo in itertools.product(*(checked[key] for key in GRID_KEYS)):
+        setting = dict(zip(GRID_KEYS, combo))
+        if setting["method"] == SPECTRAL:
+            setting.update(threshold=None, min_cluster_size=None)
+        settings.append(setting)
+    return [dict(items) for items in dict.fromkeys(tuple(setting.items()) for setting in settings)]
 
 
 def reweighted_file(file: Mapping[str, Any], campplus_dimension: int, from_weight: float, to_weight: float) -> dict:
