@@ -286,6 +286,21 @@ def test_cv_grid_has_the_segmentation_step_and_drops_dimensions_that_mean_nothin
         parameter_grid({k: [v] for k, v in grid[0].items() if k != "segmentation_step"})
 
 
+def test_spectral_settings_are_in_the_grid_once_without_threshold_or_minimum_size():
+    """spectral uses neither threshold nor min_cluster_size: one setting per value of the other keys, those two
+    None, after the linkage methods' settings of the same variant and weight (the CV's loop order)."""
+    from moshi_data.pipeline.audio.diarization_eval import GRID_KEYS
+
+    grid = parameter_grid({**GOOD_GRID, "threshold": [0.3, 0.5], "min_cluster_size": [1, 3],
+                           "method": ["average", "spectral"], "min_duration_off": [0.0, 0.2],
+                           "fusion_weight": [0.35, 0.65]})
+    spectral = [s for s in grid if s["method"] == "spectral"]
+    assert len(grid) == 2 * 2 * (2 * 2 + 1) and len(spectral) == 4
+    assert all(s["threshold"] is None and s["min_cluster_size"] is None for s in spectral)
+    assert all(tuple(s) == GRID_KEYS for s in grid)
+    assert [s["fusion_weight"] for s in grid] == [0.35] * 10 + [0.65] * 10
+
+
 @pytest.fixture
 def one_torch_thread():
     """torch on one thread for the test, restored after: 2-thread pools thrash on a shared 2-core machine

@@ -256,3 +256,68 @@ def test_diarizer_is_picklable_before_setup_and_keeps_overlap(models_config, dia
     overlaps = [(a, b) for a in turns for b in turns
                 if a.speaker < b.speaker and a.start < b.end and b.start < a.end]
     assert overlaps, "the sample has overlapped speech (18.05-18.59 s in sample.rttm); none was kept"
+
+
+def _speaker_groups(centres: int, per_group: int = 15, spread: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centre = rng.normal(size=(centres, 64))
+    labels = np.repeat(np.arange(centres), per_group)
+    return centre[labels] + spread * rng.normal(size=(len(labels), 64)), labels
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    return len(set(zip(a.tolist(), b.tolist()))) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def test_spectral_clusters_find_the_number_of_speakers_within_the_bounds():
+    """spectralcluster's auto-tuned clustering: three separated voices are three clusters, one voice one (its
+    single-vs-multi decision), a forced or capped number is kept, labels are 0..k-1, the same input gives the same
+    labels, and fewer than two embeddings need no clustering."""
+    from moshi_data.pipeline.audio.diarize import spectral_clusters
+
+    three, truth = _speaker_groups(3)
+    labels = spectral_clusters(three, 1, 8)
+    assert _same_partition(labels, truth) and sorted(set(labels.tolist())) == [0, 1, 2]
+    assert np.array_equal(spectral_clusters(three, 1, 8), labels)
+    one, _ = _speaker_groups(1)
+    assert set(spectral_clusters(one, 1, 8).tolist()) == {0}
+    assert len(set(spectral_clusters(three, 1, 8, num_clusters=2).tolist())) == 2
+    assert len(set(spectral_clusters(three, 1, 2).tolist())) <= 2
+    assert len(set(spectral_clusters(one, 2, 8).tolist())) >= 2  # a minimum is kept even against the data
+    assert spectral_clusters(three[:1], 1, 8).tolist() == [0] and spectral_clusters(three[:0], 1, 8).tolist() == []
+
+
+def test_offline_clustering_runs_spectral_through_pyannotes_clustering_call():
+    """method=spectral in the offline pipeline's clustering: pyannote's __call__ (filter, cluster, assign) with
+    spectral_clusters' labels; a linkage method still gets pyannote's own tree (a different partition here)."""
+    from moshi_data.pipeline.audio.diarize import SPECTRAL, ShortClipAgglomerativeClustering, spectral_clusters
+
+    embeddings, truth = _speaker_groups(3, per_group=10)
+    clustering = ShortClipAgglomerativeClustering()
+    clustering.instantiate({"method": SPECTRAL, "threshold": 1.9, "min_cluster_size": 1})
+    segmentations = _all_active_segmentations(len(embeddings))
+    hard, _, centroids = clustering(embeddings.reshape(len(embeddings), 1, -1), segmentations=segmentations)
+    assert _same_partition(hard[:, 0], truth) and centroids.shape == (3, 64)
+    assert np.array_equal(clustering.cluster(embeddings.copy(), 1, 8), spectral_clusters(embeddings, 1, 8))
+    clustering.instantiate({"method": "average", "threshold": 1.9, "min_cluster_size": 1})  # everything merged
+    hard, _, _ = clustering(embeddings.reshape(len(embeddings), 1, -1), segmentations=segmentations)
+    assert set(hard[:, 0].tolist()) == {0}
+
+
+def _all_active_segmentations(chunks: int):
+    """(chunks, frames, 1) segmentation where the one local speaker of every chunk is active throughout."""
+    from pyannote.core import SlidingWindow, SlidingWindowFeature
+
+    return SlidingWindowFeature(np.ones((chunks, 100, 1)), SlidingWindow(start=0.0, duration=10.0, step=1.0))
+
+
+def test_an_unknown_clustering_method_names_the_config_key(models_config):
+    from moshi_data.pipeline.audio.diarize import pipeline_parameters
+
+    settings = models_config["diarization"]
+    with pytest.raises(ConfigError, match=r"^diarization\.clustering\.method must be one of average, .*spectral, "
+                                          r"got 'averag'$"):
+        pipeline_parameters({**settings, "clustering": {**settings["clustering"], "method": "averag"}})
+    spectral = pipeline_parameters({**settings, "clustering": {"method": "spectral", "threshold": None,
+                                                               "min_cluster_size": None}})
+    assert spectral["clustering"] == {"method": "spectral"}

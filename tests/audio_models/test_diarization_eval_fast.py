@@ -49,11 +49,11 @@ def test_setting_scorer_gives_the_turns_and_der_of_pyannote_apply_for_every_sett
     recs = recordings(shared_data, sample_audio)
     grid = de.parameter_grid({"segmentation_step": [0.2, 0.1], "speech_bias": [0.0], "overlap_bias": [0.0],
                               "fusion_weight": [0.35, 0.65], "threshold": [0.05, 0.5, 0.8], "min_cluster_size": [1, 20],
-                              "min_duration_off": [0.0, 0.2], "method": list(de.clustering_methods())})
+                              "min_duration_off": [0.0, 0.2], "method": list(de.CLUSTERING_METHODS)})
     for speech, overlap in ((1.0, 0.0), (0.0, 1.0)):  # two powerset-bias variants, fewer settings each
         grid += de.parameter_grid({"segmentation_step": [0.1], "speech_bias": [speech], "overlap_bias": [overlap],
                                    "fusion_weight": [0.65], "threshold": [0.5], "min_cluster_size": [1],
-                                   "min_duration_off": [0.0, 0.2], "method": list(de.clustering_methods())})
+                                   "min_duration_off": [0.0, 0.2], "method": list(de.CLUSTERING_METHODS)})
     pipelines = de.model_output_pipelines(diarizer, list(dict.fromkeys(de.model_output_variant(s) for s in grid)))
     dimension = de.fused_dimension(next(iter(pipelines.values())))
     with de.training_mode(pipelines.values()):

@@ -29,9 +29,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from moshi_data.pipeline.audio.devset import DevRecording
-from moshi_data.pipeline.audio.diarize import (POWERSET_BIAS_KEYS, POWERSET_BIAS_PARAMETERS, SPECTRAL,
-                                              ShortClipAgglomerativeClustering, annotation_turns, check_powerset_bias,
-                                              check_segmentation_step, pipeline_parameters)
+from moshi_data.pipeline.audio.diarize import (CLUSTERING_METHODS, POWERSET_BIAS_KEYS, POWERSET_BIAS_PARAMETERS,
+                                              SPECTRAL, ShortClipAgglomerativeClustering, annotation_turns,
+                                              check_powerset_bias, check_segmentation_step, pipeline_parameters)
 from moshi_data.pipeline.audio.streams import speech_seconds
 from moshi_data.pipeline.audio.types import Turn
 from moshi_data.pipeline.config import ConfigError
@@ -177,11 +177,6 @@ def model_output_variant(setting: Mapping[str, Any]) -> tuple:
     return tuple(setting[key] for key in MODEL_OUTPUT_KEYS)
 
 
-def clustering_methods() -> tuple[str, ...]:
-    """The offline clustering's ``method`` choices: pyannote's linkage methods and ``spectral``."""
-    return tuple(ShortClipAgglomerativeClustering().method.choices)
-
-
 def _grid_number(key: str, value: Any, accepted, wanted: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not accepted(float(value)):
         raise ConfigError(f"evaluation.cv.grid.{key}: every value must be {wanted}, got {value!r}")
@@ -201,11 +196,10 @@ def check_grid(grid: Mapping[str, Any]) -> dict[str, list]:
     for key in GRID_KEYS:
         if not isinstance(grid[key], (list, tuple)) or not grid[key]:
             raise ConfigError(f"evaluation.cv.grid.{key}: must be a non-empty list of values, got {grid[key]!r}")
-    methods = clustering_methods()
     for method in grid["method"]:
-        if method not in methods:
+        if method not in CLUSTERING_METHODS:
             raise ConfigError(f"evaluation.cv.grid.method: {method!r} is not a linkage method of pyannote's "
-                              f"AgglomerativeClustering nor {SPECTRAL} ({', '.join(methods)})")
+                              f"AgglomerativeClustering nor {SPECTRAL} ({', '.join(CLUSTERING_METHODS)})")
     for size in grid["min_cluster_size"]:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigError(f"evaluation.cv.grid.min_cluster_size: every value must be an integer of at least 1, "

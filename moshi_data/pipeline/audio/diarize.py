@@ -156,6 +156,9 @@ class ShortClipAgglomerativeClustering(AgglomerativeClustering):
         return spectral_clusters(embeddings, min_clusters or 1, max_clusters or len(embeddings), num_clusters)
 
 
+CLUSTERING_METHODS = tuple(ShortClipAgglomerativeClustering().method.choices)  # pyannote's linkage methods + spectral
+
+
 POWERSET_BIAS_KEYS = ("speech", "overlap")  # diarization.powerset_bias's keys ...
 POWERSET_BIAS_PARAMETERS = ("speech_bias", "overlap_bias")  # ... as AgglomerativeSpeakerDiarization's parameters
 
@@ -223,6 +226,9 @@ def pipeline_parameters(settings: Mapping[str, Any]) -> dict[str, Any]:
     """Hyper-parameters of the offline pipeline (``pipeline.instantiate``) from ``diarization`` settings (a
     ``threshold`` / ``min_cluster_size`` of None is left as the pipeline has it: spectral clustering ignores them)."""
     clustering = settings["clustering"]
+    if clustering["method"] not in CLUSTERING_METHODS:
+        raise ConfigError(f"diarization.clustering.method must be one of {', '.join(CLUSTERING_METHODS)}, "
+                          f"got {clustering['method']!r}")
     parameters = {"method": str(clustering["method"])}
     for key, kind in (("threshold", float), ("min_cluster_size", int)):
         if clustering[key] is not None:  # None: a CV grid's spectral setting, which does not use them
