@@ -288,7 +288,7 @@ def test_cv_grid_has_the_segmentation_step_and_drops_dimensions_that_mean_nothin
 
 def test_spectral_settings_are_in_the_grid_once_without_threshold_or_minimum_size():
     """spectral uses neither threshold nor min_cluster_size: one setting per value of the other keys, those two
-    None, after the linkage methods' settings of the same variant and weight (the CV's loop order)."""
+    None, within the block of its variant and weight (the CV's loop order)."""
     from moshi_data.pipeline.audio.diarization_eval import GRID_KEYS
 
     grid = parameter_grid({**GOOD_GRID, "threshold": [0.3, 0.5], "min_cluster_size": [1, 3],

@@ -285,6 +285,24 @@ def test_spectral_clusters_find_the_number_of_speakers_within_the_bounds():
     assert len(set(spectral_clusters(three, 1, 2).tolist())) <= 2
     assert len(set(spectral_clusters(one, 2, 8).tolist())) >= 2  # a minimum is kept even against the data
     assert spectral_clusters(three[:1], 1, 8).tolist() == [0] and spectral_clusters(three[:0], 1, 8).tolist() == []
+    assert spectral_clusters(three[:2], 1, 8).tolist() == [0, 0]
+    for count in (2, 3):  # a forced number (or minimum) equal to the number of embeddings: each its own cluster
+        assert sorted(spectral_clusters(three[:count], 1, 8, num_clusters=count).tolist()) == list(range(count))
+        assert sorted(spectral_clusters(three[:count], count, 8).tolist()) == list(range(count))
+
+
+def test_spectral_clusters_do_not_depend_on_or_change_numpys_global_random_state():
+    """The library's single-cluster check fits a GMM with numpy's global generator: seeded inside, put back after."""
+    from moshi_data.pipeline.audio.diarize import spectral_clusters
+
+    embeddings, _ = _speaker_groups(1, per_group=6, spread=2.0, seed=9)  # the GMM's 1-vs-2 decision flips with the draws
+    results = []
+    for seed in range(6):
+        np.random.seed(seed)
+        before = np.random.get_state()[1].copy()
+        results.append(spectral_clusters(embeddings, 1, 8).tolist())
+        assert np.array_equal(np.random.get_state()[1], before)
+    assert all(result == results[0] for result in results)
 
 
 def test_offline_clustering_runs_spectral_through_pyannotes_clustering_call():
@@ -318,6 +336,22 @@ def test_an_unknown_clustering_method_names_the_config_key(models_config):
     with pytest.raises(ConfigError, match=r"^diarization\.clustering\.method must be one of average, .*spectral, "
                                           r"got 'averag'$"):
         pipeline_parameters({**settings, "clustering": {**settings["clustering"], "method": "averag"}})
-    spectral = pipeline_parameters({**settings, "clustering": {"method": "spectral", "threshold": None,
-                                                               "min_cluster_size": None}})
-    assert spectral["clustering"] == {"method": "spectral"}
+    for key, value in (("threshold", None), ("min_cluster_size", None), ("threshold", "0.3"), ("min_cluster_size", True)):
+        clustering = {**settings["clustering"], "method": "spectral", key: value}
+        with pytest.raises(ConfigError, match=rf"^diarization\.clustering\.{key} must be a number \(unused by spectral, "
+                                              rf"still required\), got {value!r}$"):
+            pipeline_parameters({**settings, "clustering": clustering})
+
+
+def test_a_spectral_pipeline_directory_loads_with_spectral_clustering(models_config, tmp_path):
+    """write_pipeline_dir with method spectral: pyannote's Pipeline.from_pretrained gives the offline pipeline with
+    spectral clustering (the CV's setting, usable in production), named so in the provenance."""
+    settings = {**models_config["diarization"], "clustering": {**models_config["diarization"]["clustering"],
+                                                               "method": "spectral"}}
+    directory = write_pipeline_dir(settings, tmp_path / "pipeline")
+    production = Diarizer(apply_overrides(models_config, [f"diarization.pipeline={directory}"]))
+    production.setup()
+    assert production.pipeline.clustering.method == "spectral"
+    offline = Diarizer({**models_config, "diarization": settings})
+    assert "spectral clustering (spectralcluster 0.2.22)" in offline.model_versions["diarization"]
+    assert "agglomerative" not in offline.model_versions["diarization"]

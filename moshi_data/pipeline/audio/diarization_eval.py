@@ -434,7 +434,10 @@ def training_mode(pipelines: Iterable[Any]):
 def instantiate(pipeline, setting: Mapping[str, Any]) -> None:
     """Give the offline pipeline a grid setting's hyper-parameters (a pipeline loaded by name, whose setting is
     all None, keeps its own)."""
-    if setting["method"] is not None:
+    if setting["method"] == SPECTRAL:  # threshold and min_cluster_size (None) unused: the pipeline keeps its own
+        pipeline.instantiate({"segmentation": {"min_duration_off": float(setting["min_duration_off"])},
+                              "clustering": {"method": SPECTRAL}})
+    elif setting["method"] is not None:
         pipeline.instantiate(pipeline_parameters({"min_duration_off": setting["min_duration_off"], "clustering": setting}))
 
 
@@ -608,7 +611,8 @@ class SettingScorer:
     def setting_key(self, min_duration_off: float) -> bytes:
         """Digest of the instantiated setting's turns, scored (:meth:`score_turns`) the first time they appear."""
         clustering = self.pipeline.clustering
-        setting = (clustering.method, clustering.threshold, clustering.min_cluster_size)
+        setting = ((SPECTRAL,) if clustering.method == SPECTRAL  # which uses neither threshold nor min_cluster_size
+                   else (clustering.method, clustering.threshold, clustering.min_cluster_size))
         if setting not in self.clustered:  # settings that differ in min_duration_off only are clustered once
             hard_clusters = None if self.silent else self.hard_clusters()
             key = b"" if hard_clusters is None else hashlib.blake2b(

@@ -17,6 +17,7 @@ speaker count, so overlapped speech is kept and labelled):
 """
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 from pathlib import Path
@@ -103,30 +104,38 @@ def spectral_clusters(embeddings: np.ndarray, min_clusters: int, max_clusters: i
     """Cluster labels (0..k-1) of ``embeddings`` by the ``spectralcluster`` package (Google) in its documented
     Turn-to-Diarize configuration without the constraint step (no turn detector here): affinity rows thresholded
     at a percentile (binarized, soft multiplier 0.01, diagonal kept) and symmetrized, that percentile auto-tuned per
-    recording (NME-SC: 0.40-0.95, step 0.05), graph-cut Laplacian, eigengap number of clusters, row-renormalized
-    spectral embeddings, cosine k-means; with ``min_clusters`` 1 the library's single-vs-multi decision (a GMM BIC
-    on the affinities). ``num_clusters`` forces the number. A fresh clusterer per call: its auto-tuning keeps state."""
+    recording (11 values from 0.40 to 0.95, the one of least sqrt(1 - p) / normalized maximum eigengap), graph-cut
+    Laplacian, eigengap number of clusters, row-renormalized spectral embeddings, cosine k-means; with
+    ``min_clusters`` 1 the library's single-vs-multi decision (a GMM BIC on the affinities, its random draws seeded
+    here: numpy's global state is put back after). ``num_clusters`` forces the number; a forced number or minimum
+    of at least the number of embeddings gives each its own cluster. A fresh clusterer per call: its auto-tuning
+    keeps state."""
     from spectralcluster import (AutoTune, LaplacianType, RefinementName, RefinementOptions, SpectralClusterer,
                                  SymmetrizeType, ThresholdType)
 
     count = len(embeddings)
-    if count < 2:
-        return np.zeros(count, dtype=int)
     low, high = (num_clusters, num_clusters) if num_clusters else (min_clusters, max_clusters)
-    high = max(1, min(high, count - 1))
-    low = min(max(1, low), high)
-    if high == 1:
+    low = max(1, low)
+    if low >= count:
+        return np.arange(count)
+    high = min(high, count - 1)  # the library's eigengap needs a value beyond the largest number
+    if high <= 1:
         return np.zeros(count, dtype=int)
     refinement = RefinementOptions(thresholding_soft_multiplier=0.01, thresholding_type=ThresholdType.Percentile,
                                    thresholding_with_binarization=True, thresholding_preserve_diagonal=True,
                                    symmetrize_type=SymmetrizeType.Average,
                                    refinement_sequence=[RefinementName.RowWiseThreshold, RefinementName.Symmetrize])
-    clusterer = SpectralClusterer(min_clusters=low, max_clusters=high, refinement_options=refinement,
+    clusterer = SpectralClusterer(min_clusters=min(low, high), max_clusters=high, refinement_options=refinement,
                                   autotune=AutoTune(p_percentile_min=0.40, p_percentile_max=0.95,
                                                     init_search_step=0.05, search_level=1),
                                   laplacian_type=LaplacianType.GraphCut, row_wise_renorm=True, custom_dist="cosine")
-    _, labels = np.unique(clusterer.predict(np.asarray(embeddings, dtype=np.float64)), return_inverse=True)
-    return labels
+    state = np.random.get_state()  # the GMM of its single-cluster check draws from numpy's global generator
+    np.random.seed(0)
+    try:
+        labels = clusterer.predict(np.asarray(embeddings, dtype=np.float64))
+    finally:
+        np.random.set_state(state)
+    return np.unique(labels, return_inverse=True)[1]
 
 
 class ShortClipAgglomerativeClustering(AgglomerativeClustering):
@@ -223,17 +232,19 @@ class AgglomerativeSpeakerDiarization(SpeakerDiarization):
 
 
 def pipeline_parameters(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Hyper-parameters of the offline pipeline (``pipeline.instantiate``) from ``diarization`` settings (a
-    ``threshold`` / ``min_cluster_size`` of None is left as the pipeline has it: spectral clustering ignores them)."""
+    """Hyper-parameters of the offline pipeline (``pipeline.instantiate``) from ``diarization`` settings, checked
+    (one-line ConfigError naming the key)."""
     clustering = settings["clustering"]
     if clustering["method"] not in CLUSTERING_METHODS:
         raise ConfigError(f"diarization.clustering.method must be one of {', '.join(CLUSTERING_METHODS)}, "
                           f"got {clustering['method']!r}")
-    parameters = {"method": str(clustering["method"])}
-    for key, kind in (("threshold", float), ("min_cluster_size", int)):
-        if clustering[key] is not None:  # None: a CV grid's spectral setting, which does not use them
-            parameters[key] = kind(clustering[key])
-    return {"segmentation": {"min_duration_off": float(settings["min_duration_off"])}, "clustering": parameters}
+    for key, kind in (("threshold", (int, float)), ("min_cluster_size", int)):
+        if isinstance(clustering[key], bool) or not isinstance(clustering[key], kind):
+            raise ConfigError(f"diarization.clustering.{key} must be a number (unused by spectral, still required), "
+                              f"got {clustering[key]!r}")
+    return {"segmentation": {"min_duration_off": float(settings["min_duration_off"])},
+            "clustering": {"method": str(clustering["method"]), "threshold": float(clustering["threshold"]),
+                           "min_cluster_size": int(clustering["min_cluster_size"])}}
 
 
 def check_segmentation_step(step: Any, key: str = "segmentation_step") -> float:
@@ -386,6 +397,11 @@ class Diarizer:
             return {"diarization": f"pyannote pipeline {self.settings['pipeline']}; {bounds}"}
         settings = self.settings
         clustering = settings["clustering"]
+        if clustering["method"] == SPECTRAL:
+            clusters = f"spectral clustering (spectralcluster {importlib.metadata.version('spectralcluster')})"
+        else:
+            clusters = (f"agglomerative {clustering['method']} {clustering['threshold']} "
+                        f"(min_cluster_size {clustering['min_cluster_size']})")
         embedding = settings["embedding_model"]
         if embedding == FUSED_EMBEDDING:
             embedding = f"{embedding} (CAM++ share {settings['fusion_weight']})"
@@ -394,9 +410,7 @@ class Diarizer:
                                f"(step {settings['segmentation_step']}, powerset bias speech {bias['speech']} overlap "
                                f"{bias['overlap']}, min_duration_off {settings['min_duration_off']}) + "
                                f"embedding {embedding} (min_active_frames {settings['min_active_frames']}, "
-                               f"exclude_overlap {settings['embedding_exclude_overlap']}) + agglomerative "
-                               f"{clustering['method']} {clustering['threshold']} "
-                               f"(min_cluster_size {clustering['min_cluster_size']}); {bounds}"}
+                               f"exclude_overlap {settings['embedding_exclude_overlap']}) + {clusters}; {bounds}"}
 
     def speaker_bounds(self) -> dict[str, int]:
         settings = self.settings
