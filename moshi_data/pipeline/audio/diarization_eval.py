@@ -434,11 +434,12 @@ def training_mode(pipelines: Iterable[Any]):
 def instantiate(pipeline, setting: Mapping[str, Any]) -> None:
     """Give the offline pipeline a grid setting's hyper-parameters (a pipeline loaded by name, whose setting is
     all None, keeps its own)."""
+    if setting["method"] is None:
+        return
+    clustering = dict(setting)
     if setting["method"] == SPECTRAL:  # threshold and min_cluster_size (None) unused: the pipeline keeps its own
-        pipeline.instantiate({"segmentation": {"min_duration_off": float(setting["min_duration_off"])},
-                              "clustering": {"method": SPECTRAL}})
-    elif setting["method"] is not None:
-        pipeline.instantiate(pipeline_parameters({"min_duration_off": setting["min_duration_off"], "clustering": setting}))
+        clustering.update(threshold=pipeline.clustering.threshold, min_cluster_size=pipeline.clustering.min_cluster_size)
+    pipeline.instantiate(pipeline_parameters({"min_duration_off": setting["min_duration_off"], "clustering": clustering}))
 
 
 def selection_purity(reference: Sequence[Turn], hypothesis: Sequence[Turn], min_speech_s: float) -> dict | None:
